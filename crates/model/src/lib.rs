@@ -1,1 +1,26 @@
+//! The domain of vmfabric: clusters of the three network types, their
+//! networks and nodes, VMs and NICs, and the rules of the seed documents
+//! that decide which address a VM gets. Pure: no I/O, no clock, no async.
+//! Inputs arrive as text (`*Input`) and leave checked, so the CLI and the
+//! API report the same errors for the same mistakes.
 
+pub mod block;
+pub mod cluster;
+pub mod error;
+pub mod names;
+pub mod network;
+pub mod node;
+pub mod time;
+pub mod view;
+pub mod vm;
+
+pub use block::{Block, BlockRole};
+pub use cluster::{
+    Assignment, Cluster, ClusterInput, Community, Fabric, NetworkType, RouteReflector,
+};
+pub use error::{Error, Result};
+pub use names::{IfName, Mac};
+pub use network::{NetworkInput, NetworkSpec};
+pub use node::{NdpProxy, Node, NodeBlock, NodeInput};
+pub use time::{Seconds, Timestamp};
+pub use vm::{AddressRequest, Nic, NicAddress, Vm, VmInput};

@@ -1,0 +1,463 @@
+//! Clusters: their network type, the assignment type that follows from it,
+//! and the BGP settings of IP-fabric clusters.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use serde::Serialize;
+use vmfabric_ipam::Reuse;
+
+use crate::error::{Error, Result};
+use crate::names::check_name;
+use crate::time::Seconds;
+
+/// The three cluster network types of the seed documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkType {
+    /// Bridged; VMs take addresses from the cluster's pool, on-link.
+    Switching,
+    /// Hetzner/OVH: per-node additional subnets routed to the node.
+    Routing,
+    /// L3 fabric: per-VM /32 announced by FRR over iBGP.
+    IpFabric,
+}
+
+/// Where VM addresses come from, which follows from the network type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Assignment {
+    /// A pool shared by the whole cluster.
+    ToCluster,
+    /// Each node's own ranges.
+    ToNode,
+}
+
+impl NetworkType {
+    pub const ALL: [NetworkType; 3] = [
+        NetworkType::Switching,
+        NetworkType::Routing,
+        NetworkType::IpFabric,
+    ];
+
+    pub fn assignment(self) -> Assignment {
+        match self {
+            NetworkType::Routing => Assignment::ToNode,
+            NetworkType::Switching | NetworkType::IpFabric => Assignment::ToCluster,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkType::Switching => "switching",
+            NetworkType::Routing => "routing",
+            NetworkType::IpFabric => "ip-fabric",
+        }
+    }
+}
+
+impl fmt::Display for NetworkType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for NetworkType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<NetworkType> {
+        NetworkType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "type",
+                    s,
+                    "the type is one of switching, routing, ip-fabric",
+                )
+            })
+    }
+}
+
+impl fmt::Display for Assignment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Assignment::ToCluster => "to-cluster",
+            Assignment::ToNode => "to-node",
+        })
+    }
+}
+
+/// A BGP autonomous system number.
+pub fn parse_asn(field: &str, text: &str) -> Result<u32> {
+    let t = text.trim();
+    let rule =
+        "an ASN is a whole number from 1 to 4294967294, not 23456 (AS_TRANS) or 65535 (reserved)";
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::invalid(field, text, rule));
+    }
+    match t.parse::<u64>() {
+        Ok(n) if (1..=4_294_967_294).contains(&n) && n != 23_456 && n != 65_535 => {
+            Ok(u32::try_from(n).map_err(|_| Error::invalid(field, text, rule))?)
+        }
+        _ => Err(Error::invalid(field, text, rule)),
+    }
+}
+
+/// A standard BGP community `ASN:VALUE` (RFC 1997), both parts 0..=65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Community {
+    pub asn: u16,
+    pub value: u16,
+}
+
+impl Community {
+    pub fn parse(field: &str, text: &str) -> Result<Community> {
+        let rule = "a BGP community is ASN:VALUE with both parts whole numbers from 0 to 65535 (e.g. 65000:100)";
+        let bad = || Error::invalid(field, text, rule);
+        let (a, v) = text.trim().split_once(':').ok_or_else(bad)?;
+        let part = |s: &str| -> Result<u16> {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            s.parse().map_err(|_| bad())
+        };
+        Ok(Community {
+            asn: part(a)?,
+            value: part(v)?,
+        })
+    }
+}
+
+impl fmt::Display for Community {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.asn, self.value)
+    }
+}
+
+impl Serialize for Community {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A route reflector the nodes of an IP-fabric cluster peer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct RouteReflector {
+    pub address: IpAddr,
+    pub asn: u32,
+}
+
+impl RouteReflector {
+    /// `IP:ASN`, or `[IPv6]:ASN`.
+    pub fn parse(field: &str, text: &str) -> Result<RouteReflector> {
+        let rule = "a route reflector is ADDRESS:ASN, e.g. 172.16.0.2:65000 or [2001:db8::2]:65000";
+        let t = text.trim();
+        let (a, n) = t
+            .rsplit_once(':')
+            .ok_or_else(|| Error::invalid(field, text, rule))?;
+        let a = a
+            .strip_prefix('[')
+            .and_then(|x| x.strip_suffix(']'))
+            .unwrap_or(a);
+        let address: IpAddr = a.parse().map_err(|_| Error::invalid(field, text, rule))?;
+        check_unicast(field, address)?;
+        let asn = parse_asn(field, n)?;
+        Ok(RouteReflector { address, asn })
+    }
+}
+
+impl fmt::Display for RouteReflector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.address {
+            IpAddr::V4(a) => write!(f, "{a}:{}", self.asn),
+            IpAddr::V6(a) => write!(f, "[{a}]:{}", self.asn),
+        }
+    }
+}
+
+/// Refuse addresses that can never belong to a host.
+pub fn check_unicast(field: &str, ip: IpAddr) -> Result<()> {
+    let why = match ip {
+        IpAddr::V4(a) if a.is_unspecified() => Some("the unspecified address"),
+        IpAddr::V4(a) if a.is_multicast() => Some("a multicast address"),
+        IpAddr::V4(a) if a.is_broadcast() => Some("the broadcast address"),
+        IpAddr::V4(a) if a.is_loopback() => Some("a loopback address"),
+        IpAddr::V6(a) if a.is_unspecified() => Some("the unspecified address"),
+        IpAddr::V6(a) if a.is_multicast() => Some("a multicast address"),
+        IpAddr::V6(a) if a.is_loopback() => Some("the loopback address"),
+        IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => Some("an IPv4-mapped address"),
+        _ => None,
+    };
+    match why {
+        Some(w) => Err(Error::invalid(
+            field,
+            ip,
+            format!("must be a unicast host address, not {w}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// BGP and gateway settings of an IP-fabric cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fabric {
+    /// Put on every `<vm>_net0` of every node; the VMs' IPv4 gateway.
+    pub vm_gateway: Ipv4Addr,
+    /// The VMs' IPv6 gateway on the same point-to-point links.
+    pub vm_gateway6: Ipv6Addr,
+    pub community: Community,
+    pub route_reflectors: Vec<RouteReflector>,
+    /// The nodes' ASN; iBGP, so equal to every reflector's.
+    pub asn: u32,
+}
+
+/// The IPv6 gateway of IP-fabric VMs unless one is given: link-local, so it
+/// is valid on every point-to-point link and never collides with the pool.
+pub const DEFAULT_VM_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// A cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cluster {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub network_type: NetworkType,
+    pub assignment: Assignment,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fabric: Option<Fabric>,
+    /// How long a released address waits before automatic reuse.
+    pub cooldown: Seconds,
+    /// Which free address automatic allocation takes.
+    #[serde(serialize_with = "ser_reuse")]
+    pub reuse: Reuse,
+}
+
+fn ser_reuse<S: serde::Serializer>(r: &Reuse, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(r.name())
+}
+
+/// `cluster create` as the user typed it.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterInput {
+    pub name: String,
+    pub network_type: String,
+    pub vm_gateway: Option<String>,
+    pub vm_gateway6: Option<String>,
+    pub bgp_community: Option<String>,
+    pub route_reflectors: Vec<String>,
+    pub asn: Option<String>,
+    pub cooldown: Option<String>,
+    pub reuse: Option<String>,
+}
+
+impl ClusterInput {
+    /// Check every field and build the cluster.
+    pub fn validate(&self) -> Result<Cluster> {
+        check_name("name", &self.name)?;
+        let network_type: NetworkType = self.network_type.parse()?;
+        let cooldown = match &self.cooldown {
+            Some(c) => Seconds::parse("cooldown", c)?,
+            None => Seconds(0),
+        };
+        let reuse = match &self.reuse {
+            Some(r) => r.parse::<Reuse>().map_err(|()| {
+                Error::invalid(
+                    "reuse",
+                    r,
+                    "reuse is last (never-used addresses first, then the least recently released) or first-free (lowest free address)",
+                )
+            })?,
+            None => Reuse::Last,
+        };
+        let fabric = if network_type == NetworkType::IpFabric {
+            Some(self.fabric()?)
+        } else {
+            for (field, given) in [
+                ("vm-gateway", self.vm_gateway.is_some()),
+                ("vm-gateway6", self.vm_gateway6.is_some()),
+                ("bgp-community", self.bgp_community.is_some()),
+                ("route-reflector", !self.route_reflectors.is_empty()),
+                ("asn", self.asn.is_some()),
+            ] {
+                if given {
+                    return Err(Error::invalid(
+                        field,
+                        network_type,
+                        format!("only ip-fabric clusters take --{field}"),
+                    ));
+                }
+            }
+            None
+        };
+        Ok(Cluster {
+            name: self.name.clone(),
+            network_type,
+            assignment: network_type.assignment(),
+            fabric,
+            cooldown,
+            reuse,
+        })
+    }
+
+    fn fabric(&self) -> Result<Fabric> {
+        let need = |field: &str, what: &str| {
+            Error::invalid(
+                field,
+                "",
+                format!("an ip-fabric cluster needs {what} (--{field})"),
+            )
+        };
+        let gw = self
+            .vm_gateway
+            .as_deref()
+            .ok_or_else(|| need("vm-gateway", "the VMs' gateway address, e.g. 10.0.0.1"))?;
+        let vm_gateway: Ipv4Addr = gw.trim().parse().map_err(|_| {
+            Error::invalid(
+                "vm-gateway",
+                gw,
+                "the VM gateway is an IPv4 address not used on any node, e.g. 10.0.0.1",
+            )
+        })?;
+        check_unicast("vm-gateway", IpAddr::V4(vm_gateway))?;
+        let vm_gateway6 = match &self.vm_gateway6 {
+            Some(g) => {
+                let a: Ipv6Addr = g.trim().parse().map_err(|_| {
+                    Error::invalid(
+                        "vm-gateway6",
+                        g,
+                        "the IPv6 VM gateway is an IPv6 address, e.g. fe80::1",
+                    )
+                })?;
+                check_unicast("vm-gateway6", IpAddr::V6(a))?;
+                a
+            }
+            None => DEFAULT_VM_GATEWAY6,
+        };
+        let community = Community::parse(
+            "bgp-community",
+            self.bgp_community
+                .as_deref()
+                .ok_or_else(|| need("bgp-community", "a BGP community, e.g. 65000:100"))?,
+        )?;
+        if self.route_reflectors.is_empty() {
+            return Err(need(
+                "route-reflector",
+                "at least one route reflector ADDRESS:ASN (two are recommended)",
+            ));
+        }
+        let mut route_reflectors: Vec<RouteReflector> = Vec::new();
+        for text in &self.route_reflectors {
+            let rr = RouteReflector::parse("route-reflector", text)?;
+            if route_reflectors.iter().any(|r| r.address == rr.address) {
+                return Err(Error::invalid(
+                    "route-reflector",
+                    text,
+                    "each route reflector address may be given once",
+                ));
+            }
+            route_reflectors.push(rr);
+        }
+        let asn = match &self.asn {
+            Some(a) => parse_asn("asn", a)?,
+            None => route_reflectors[0].asn,
+        };
+        if let Some(rr) = route_reflectors.iter().find(|r| r.asn != asn) {
+            return Err(Error::invalid(
+                "route-reflector",
+                rr,
+                format!(
+                    "nodes peer with route reflectors over iBGP, so every reflector's ASN must equal the nodes' ASN {asn}"
+                ),
+            ));
+        }
+        Ok(Fabric {
+            vm_gateway,
+            vm_gateway6,
+            community,
+            route_reflectors,
+            asn,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fabric_input() -> ClusterInput {
+        ClusterInput {
+            name: "fab".into(),
+            network_type: "ip-fabric".into(),
+            vm_gateway: Some("10.0.0.1".into()),
+            bgp_community: Some("65000:100".into()),
+            route_reflectors: vec!["172.16.0.2:65000".into(), "[2001:db8::2]:65000".into()],
+            ..ClusterInput::default()
+        }
+    }
+
+    #[test]
+    fn types_and_assignments() {
+        assert_eq!(NetworkType::Routing.assignment(), Assignment::ToNode);
+        assert_eq!(NetworkType::Switching.assignment(), Assignment::ToCluster);
+        assert_eq!(NetworkType::IpFabric.assignment(), Assignment::ToCluster);
+        assert!("bridged".parse::<NetworkType>().is_err());
+    }
+
+    #[test]
+    fn fabric_cluster_takes_asn_from_reflectors() {
+        let c = fabric_input().validate().unwrap();
+        let f = c.fabric.unwrap();
+        assert_eq!(f.asn, 65000);
+        assert_eq!(f.route_reflectors.len(), 2);
+        assert_eq!(f.community.to_string(), "65000:100");
+    }
+
+    #[test]
+    fn bad_bgp_settings() {
+        for (field, value) in [
+            ("asn", "0"),
+            ("asn", "4294967296"),
+            ("asn", "-5"),
+            ("asn", "23456"),
+            ("asn", "65001"),
+        ] {
+            let mut i = fabric_input();
+            i.asn = Some(value.into());
+            let e = i.validate().unwrap_err();
+            assert!(
+                matches!(&e, Error::Invalid { field: f, .. } if f == field || f == "route-reflector"),
+                "{value}: {e}"
+            );
+        }
+        for c in ["65000", "65000:", "65536:1", "a:b", "1:2:3", "65000:-1"] {
+            let mut i = fabric_input();
+            i.bgp_community = Some(c.into());
+            assert!(i.validate().is_err(), "{c}");
+        }
+        for rr in [
+            "172.16.0.2",
+            "172.16.0.2:0",
+            "nope:65000",
+            "224.0.0.1:65000",
+        ] {
+            let mut i = fabric_input();
+            i.route_reflectors = vec![rr.into()];
+            assert!(i.validate().is_err(), "{rr}");
+        }
+        let mut i = fabric_input();
+        i.route_reflectors.clear();
+        assert!(i.validate().is_err());
+    }
+
+    #[test]
+    fn fabric_flags_refused_elsewhere() {
+        let i = ClusterInput {
+            name: "sw".into(),
+            network_type: "switching".into(),
+            vm_gateway: Some("10.0.0.1".into()),
+            ..ClusterInput::default()
+        };
+        let e = i.validate().unwrap_err();
+        assert!(e.to_string().contains("only ip-fabric"), "{e}");
+    }
+}

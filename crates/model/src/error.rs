@@ -1,0 +1,122 @@
+//! The one error type every layer reports to users.
+//!
+//! Every variant names what was wrong in the operator's words: the field, the
+//! value and the rule (or the object that was not found). The CLI prints it,
+//! the API will map it to problem+json; `kind()` decides the status.
+
+use serde::Serialize;
+
+/// An error a user can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Error {
+    /// The input itself is wrong, whatever the state of the installation.
+    #[error("{field} {value:?}: {rule}")]
+    Invalid {
+        field: String,
+        value: String,
+        rule: String,
+    },
+    /// The input is well-formed but conflicts with what exists.
+    #[error("{field} {value:?}: {rule}")]
+    Conflict {
+        field: String,
+        value: String,
+        rule: String,
+    },
+    #[error("{object} {name:?} does not exist")]
+    NotFound { object: String, name: String },
+    /// No free address in any block a request may use.
+    #[error(
+        "{pool} has no free {family} address: {used} of {usable} usable addresses are taken{}",
+        cooling_note(*cooling)
+    )]
+    Exhausted {
+        pool: String,
+        family: String,
+        used: u128,
+        usable: u128,
+        cooling: u128,
+    },
+    /// The store failed (I/O, database); not the user's fault.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+fn cooling_note(cooling: u128) -> String {
+    if cooling == 0 {
+        String::new()
+    } else {
+        format!(" ({cooling} released addresses are still cooling down)")
+    }
+}
+
+impl Error {
+    pub fn invalid(field: &str, value: impl ToString, rule: impl ToString) -> Error {
+        Error::Invalid {
+            field: field.to_string(),
+            value: value.to_string(),
+            rule: rule.to_string(),
+        }
+    }
+
+    pub fn conflict(field: &str, value: impl ToString, rule: impl ToString) -> Error {
+        Error::Conflict {
+            field: field.to_string(),
+            value: value.to_string(),
+            rule: rule.to_string(),
+        }
+    }
+
+    pub fn not_found(object: &str, name: impl ToString) -> Error {
+        Error::NotFound {
+            object: object.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// Short machine-readable kind, as in the JSON form.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Invalid { .. } => "invalid",
+            Error::Conflict { .. } => "conflict",
+            Error::NotFound { .. } => "not-found",
+            Error::Exhausted { .. } => "exhausted",
+            Error::Storage(_) => "storage",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_field_value_and_rule() {
+        let e = Error::invalid("cidr", "192.0.2.1/27", "host bits must be zero");
+        assert_eq!(
+            e.to_string(),
+            "cidr \"192.0.2.1/27\": host bits must be zero"
+        );
+        let j = serde_json::to_value(&e).unwrap();
+        assert_eq!(j["kind"], "invalid");
+        assert_eq!(j["field"], "cidr");
+    }
+
+    #[test]
+    fn exhaustion_says_which_pool_and_how_many() {
+        let e = Error::Exhausted {
+            pool: "node n1 range 203.0.113.40/29".into(),
+            family: "IPv4".into(),
+            used: 8,
+            usable: 8,
+            cooling: 0,
+        };
+        assert_eq!(
+            e.to_string(),
+            "node n1 range 203.0.113.40/29 has no free IPv4 address: 8 of 8 usable addresses are taken"
+        );
+    }
+}

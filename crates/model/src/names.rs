@@ -1,0 +1,262 @@
+//! Names: of clusters, nodes and VMs; of Linux interfaces; of the per-VM
+//! host interfaces `<vm>_net<N>`; and the MAC addresses of VM NICs.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Serialize, Serializer};
+
+use crate::error::{Error, Result};
+
+/// Longest cluster, node or VM name: a DNS label, so names can become host names.
+pub const MAX_NAME: usize = 63;
+/// Linux `IFNAMSIZ` is 16 including the terminating NUL.
+pub const MAX_IFNAME: usize = 15;
+/// Highest NIC index, so `_net<N>` is at most 5 bytes.
+pub const MAX_NIC_INDEX: u8 = 9;
+/// Bytes left for the VM part of `<vm>_net<N>`.
+pub const MAX_IF_PREFIX: usize = MAX_IFNAME - "_net0".len();
+
+const NAME_RULE: &str =
+    "names are 1 to 63 characters from A-Z a-z 0-9 _ . - and start with a letter or digit";
+
+/// Check a cluster, node or VM name.
+pub fn check_name(field: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, name, NAME_RULE))
+    }
+}
+
+/// A valid Linux interface name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IfName(String);
+
+impl IfName {
+    /// Check a name for use as an interface: 1..=15 bytes of `[A-Za-z0-9_.-]`,
+    /// not `.` or `..` (the kernel also refuses `/`, `:` and white space; we
+    /// refuse everything a shell or a config file could misread).
+    pub fn new(field: &str, name: &str) -> Result<IfName> {
+        let chars_ok = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if name.is_empty() || name.len() > MAX_IFNAME || !chars_ok || name == "." || name == ".." {
+            return Err(Error::invalid(
+                field,
+                name,
+                "interface names are 1 to 15 bytes from A-Z a-z 0-9 _ . - (Linux IFNAMSIZ), and not . or ..",
+            ));
+        }
+        Ok(IfName(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for IfName {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// FNV-1a, 64 bit: a hash whose output never changes between Rust versions
+/// or platforms, because names and MACs derived from it must not.
+pub fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for &b in *p {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        // Separator, so ("ab","c") and ("a","bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// The part of a VM's host interface names before `_net<N>`, for the
+/// `attempt`-th candidate. Attempt 0 is the VM name itself when it fits
+/// (`vm12` gives `vm12_net0`, as in the seed); otherwise, and for later
+/// attempts, it is the first 5 characters of the name, `-`, and 4 characters
+/// of a hash of the name and the attempt: deterministic, valid, at most 10
+/// bytes. The store takes the first candidate no other VM holds.
+pub fn host_if_prefix(vm: &str, attempt: u32) -> String {
+    if attempt == 0 && vm.len() <= MAX_IF_PREFIX {
+        return vm.to_string();
+    }
+    let head: String = vm.chars().take(5).collect();
+    let mut h = stable_hash(&[vm.as_bytes(), &attempt.to_le_bytes()]);
+    let mut tag = String::with_capacity(4);
+    for _ in 0..4 {
+        tag.push(char::from(BASE32[(h & 31) as usize]));
+        h >>= 5;
+    }
+    format!("{head}-{tag}")
+}
+
+/// The host interface of NIC `index` of a VM whose prefix is `prefix`.
+pub fn host_ifname(prefix: &str, index: u8) -> Result<IfName> {
+    if index > MAX_NIC_INDEX {
+        return Err(Error::invalid(
+            "nic",
+            index,
+            format!("a VM has at most {} NICs", u16::from(MAX_NIC_INDEX) + 1),
+        ));
+    }
+    IfName::new("interface", &format!("{prefix}_net{index}"))
+}
+
+/// A MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    /// The MAC of NIC `index` of `vm` in installation `seed`, `attempt`-th
+    /// candidate: locally administered (bit 1 of the first octet set) and
+    /// unicast (bit 0 clear), so it can never clash with a vendor's MAC. The
+    /// store takes the first candidate no other NIC holds.
+    pub fn for_nic(seed: u64, vm: &str, index: u8, attempt: u32) -> Mac {
+        let h = stable_hash(&[
+            &seed.to_le_bytes(),
+            vm.as_bytes(),
+            &[index],
+            &attempt.to_le_bytes(),
+        ]);
+        let b = h.to_be_bytes();
+        Mac([(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]])
+    }
+
+    pub fn is_locally_administered(&self) -> bool {
+        self.0[0] & 0x02 != 0
+    }
+
+    pub fn is_unicast(&self) -> bool {
+        self.0[0] & 0x01 == 0
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl FromStr for Mac {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Mac> {
+        let bad = || Error::invalid("mac", s, "a MAC is six hex octets separated by colons");
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for o in &mut out {
+            let p = parts.next().ok_or_else(bad)?;
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            *o = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Mac(out))
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn seed_interface_name() {
+        assert_eq!(host_if_prefix("vm12", 0), "vm12");
+        assert_eq!(host_ifname("vm12", 0).unwrap().as_str(), "vm12_net0");
+    }
+
+    #[test]
+    fn long_names_are_shortened_deterministically() {
+        let a = host_if_prefix("customer-web-001", 0);
+        let b = host_if_prefix("customer-web-002", 0);
+        assert_eq!(a, host_if_prefix("customer-web-001", 0));
+        assert_ne!(a, b);
+        assert!(a.starts_with("custo-"));
+        assert_eq!(a.len(), MAX_IF_PREFIX);
+        assert_ne!(a, host_if_prefix("customer-web-001", 1));
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for bad in ["", "-x", ".x", "a b", "a/b", "ü", "a:b", &"a".repeat(64)] {
+            assert!(check_name("vm", bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["vm1", "web-01.example", "A_b", &"a".repeat(63)] {
+            check_name("vm", good).unwrap();
+        }
+    }
+
+    #[test]
+    fn ifnames_are_checked() {
+        IfName::new("uplink", "enp3s0f0").unwrap();
+        IfName::new("uplink", "a23456789012345").unwrap();
+        for bad in ["", ".", "..", "a23456789012345x", "eth 0", "eth0:1", "a/b"] {
+            assert!(IfName::new("uplink", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn macs_are_local_unicast_and_stable() {
+        let m = Mac::for_nic(42, "vm1", 0, 0);
+        assert!(m.is_locally_administered() && m.is_unicast());
+        assert_eq!(m, Mac::for_nic(42, "vm1", 0, 0));
+        assert_ne!(m, Mac::for_nic(42, "vm1", 0, 1));
+        assert_ne!(m, Mac::for_nic(43, "vm1", 0, 0));
+        assert_eq!(m.to_string().parse::<Mac>().unwrap(), m);
+        // Pinned: a change here would renumber every existing NIC.
+        assert_eq!(
+            Mac::for_nic(0, "vm1", 0, 0).to_string(),
+            "aa:95:73:2e:30:5f"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn every_valid_vm_name_gives_valid_interface_names(
+            name in "[A-Za-z0-9][A-Za-z0-9_.-]{0,62}",
+            attempt in 0u32..4,
+            nic in 0u8..=MAX_NIC_INDEX,
+        ) {
+            check_name("vm", &name).unwrap();
+            let prefix = host_if_prefix(&name, attempt);
+            let ifname = host_ifname(&prefix, nic).unwrap();
+            prop_assert!(ifname.as_str().len() <= MAX_IFNAME);
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! Nodes: hypervisor hosts of a cluster. Routing nodes also carry their
+//! primary IP, their additional subnets or ranges, and their IPv6 /64.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::str::FromStr;
+
+use serde::Serialize;
+use vmfabric_ipam::{Cidr, Family, Range, key};
+
+use crate::block::{BlockRole, check_block_space};
+use crate::cluster::{Cluster, NetworkType, check_unicast};
+use crate::error::{Error, Result};
+use crate::names::{IfName, check_name};
+use crate::network::{parse_cidr, parse_ip};
+
+/// How a routing node answers neighbour discovery for its VMs' IPv6
+/// addresses when the provider's /64 is on-link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum NdpProxy {
+    /// Kernel proxy entries (`ip -6 neigh add proxy`), managed by vmfabric.
+    #[default]
+    Kernel,
+    /// ndppd with a rendered `/etc/ndppd.conf`, as in the seed.
+    Ndppd,
+    /// The provider routes the /64 to the node: nothing to proxy.
+    Off,
+}
+
+impl NdpProxy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NdpProxy::Kernel => "kernel",
+            NdpProxy::Ndppd => "ndppd",
+            NdpProxy::Off => "off",
+        }
+    }
+}
+
+impl FromStr for NdpProxy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<NdpProxy> {
+        [NdpProxy::Kernel, NdpProxy::Ndppd, NdpProxy::Off]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                Error::invalid("ndp-proxy", s, "the NDP proxy mode is kernel, ndppd or off")
+            })
+    }
+}
+
+impl fmt::Display for NdpProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A routing node's IPv6: its address in the provider's /64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeIpv6 {
+    /// The node's own address, `::2` by convention.
+    pub address: Ipv6Addr,
+    /// The provider's /64.
+    #[serde(serialize_with = "crate::block::ser_display")]
+    pub network: Cidr,
+    /// The provider's router, usually `fe80::1`.
+    pub gateway: Ipv6Addr,
+}
+
+/// What only routing nodes have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoutingNode {
+    /// On the uplink; the VMs' gateway.
+    pub primary_ip: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_prefix: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<NodeIpv6>,
+    pub ndp_proxy: NdpProxy,
+}
+
+/// A node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    pub name: String,
+    pub cluster: String,
+    pub address: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address_prefix: Option<u8>,
+    pub uplink: IfName,
+    pub bridge: IfName,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingNode>,
+}
+
+impl Node {
+    /// Addresses of the node itself, which no VM may get.
+    pub fn own_addresses(&self) -> Vec<IpAddr> {
+        let mut v = vec![self.address];
+        if let Some(r) = &self.routing {
+            if r.primary_ip != self.address {
+                v.push(r.primary_ip);
+            }
+            if let Some(six) = &r.ipv6 {
+                v.push(IpAddr::V6(six.address));
+            }
+        }
+        v
+    }
+}
+
+/// A block a routing node brings along.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeBlock {
+    pub role: BlockRole,
+    pub range: Range,
+    pub cidr: Option<Cidr>,
+}
+
+/// `node add` as the user typed it.
+#[derive(Debug, Clone, Default)]
+pub struct NodeInput {
+    pub name: String,
+    pub address: String,
+    pub uplink: Option<String>,
+    pub bridge: Option<String>,
+    pub primary_ip: Option<String>,
+    pub subnets: Vec<String>,
+    pub ranges: Vec<String>,
+    pub ipv6: Option<String>,
+    pub ipv6_gateway: Option<String>,
+    pub ndp_proxy: Option<String>,
+}
+
+/// The uplink name used when none is given (the seed's example).
+pub const DEFAULT_UPLINK: &str = "eno1";
+/// The bridge name used when none is given (the seed's name).
+pub const DEFAULT_BRIDGE: &str = "vmbr0";
+
+/// `ADDRESS` or `ADDRESS/PREFIX` (the prefix of the network it sits in).
+pub fn parse_ip_prefix(field: &str, text: &str) -> Result<(IpAddr, Option<u8>)> {
+    match text.split_once('/') {
+        None => Ok((parse_ip(field, text)?, None)),
+        Some((a, l)) => {
+            let ip = parse_ip(field, a)?;
+            let bits = Family::of(ip).bits();
+            let len: u8 = l
+                .parse()
+                .ok()
+                .filter(|n| *n <= bits && l.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| {
+                    Error::invalid(
+                        field,
+                        text,
+                        format!("the prefix length must be a number from 0 to {bits}"),
+                    )
+                })?;
+            Ok((ip, Some(len)))
+        }
+    }
+}
+
+impl NodeInput {
+    /// Check the node against the rules of `cluster`'s type.
+    pub fn validate(&self, cluster: &Cluster) -> Result<(Node, Vec<NodeBlock>)> {
+        check_name("name", &self.name)?;
+        let (address, address_prefix) = parse_ip_prefix("address", &self.address)?;
+        let uplink = IfName::new("uplink", self.uplink.as_deref().unwrap_or(DEFAULT_UPLINK))?;
+        let bridge = IfName::new("bridge", self.bridge.as_deref().unwrap_or(DEFAULT_BRIDGE))?;
+        if uplink == bridge {
+            return Err(Error::invalid(
+                "bridge",
+                &bridge,
+                "the bridge and the uplink must be different interfaces",
+            ));
+        }
+        let mut node = Node {
+            name: self.name.clone(),
+            cluster: cluster.name.clone(),
+            address,
+            address_prefix,
+            uplink,
+            bridge,
+            routing: None,
+        };
+        if cluster.network_type != NetworkType::Routing {
+            for (field, given) in [
+                ("primary-ip", self.primary_ip.is_some()),
+                ("subnet", !self.subnets.is_empty()),
+                ("range", !self.ranges.is_empty()),
+                ("ipv6", self.ipv6.is_some()),
+                ("ipv6-gateway", self.ipv6_gateway.is_some()),
+                ("ndp-proxy", self.ndp_proxy.is_some()),
+            ] {
+                if given {
+                    return Err(Error::invalid(
+                        field,
+                        &cluster.name,
+                        format!(
+                            "only nodes of routing clusters take --{field}; {} clusters take VM addresses from the cluster's networks (`network add`)",
+                            cluster.network_type
+                        ),
+                    ));
+                }
+            }
+            return Ok((node, Vec::new()));
+        }
+        let (primary_ip, primary_prefix) = match &self.primary_ip {
+            Some(p) => parse_ip_prefix("primary-ip", p)?,
+            None => (address, address_prefix),
+        };
+        if Family::of(primary_ip) != Family::V4 {
+            return Err(Error::invalid(
+                "primary-ip",
+                primary_ip,
+                "the primary IP is the node's IPv4 address on the uplink (IPv6 goes in --ipv6)",
+            ));
+        }
+        let mut blocks: Vec<NodeBlock> = Vec::new();
+        for text in &self.subnets {
+            let c = parse_cidr("subnet", text)?;
+            blocks.push(NodeBlock {
+                role: BlockRole::NodeSubnet,
+                range: c.range(),
+                cidr: Some(c),
+            });
+        }
+        for text in &self.ranges {
+            let r = Range::parse(text).map_err(|e| Error::invalid("range", text, e))?;
+            check_block_space("range", text, &r)?;
+            blocks.push(NodeBlock {
+                role: BlockRole::NodeRange,
+                range: r,
+                cidr: None,
+            });
+        }
+        let ipv6 = match &self.ipv6 {
+            Some(text) => Some(self.ipv6(text)?),
+            None => {
+                if let Some(g) = &self.ipv6_gateway {
+                    return Err(Error::invalid(
+                        "ipv6-gateway",
+                        g,
+                        "an IPv6 gateway needs the node's IPv6 address (--ipv6 ADDR/64)",
+                    ));
+                }
+                None
+            }
+        };
+        if let Some(six) = &ipv6 {
+            blocks.push(NodeBlock {
+                role: BlockRole::NodeIpv6,
+                range: six.network.range(),
+                cidr: Some(six.network),
+            });
+        }
+        if blocks.is_empty() {
+            return Err(Error::invalid(
+                "subnet",
+                "",
+                "a routing node needs the range of addresses for its VMs: at least one --subnet CIDR, --range A-B or --ipv6 ADDR/64",
+            ));
+        }
+        for (i, a) in blocks.iter().enumerate() {
+            if let Some(b) = blocks[..i].iter().find(|b| b.range.overlaps(&a.range)) {
+                return Err(Error::invalid(
+                    a.role_field(),
+                    a.text(),
+                    format!("overlaps {} given for the same node", b.text()),
+                ));
+            }
+        }
+        let ndp_proxy = match &self.ndp_proxy {
+            Some(p) => p.parse()?,
+            None => NdpProxy::default(),
+        };
+        node.routing = Some(RoutingNode {
+            primary_ip,
+            primary_prefix,
+            ipv6,
+            ndp_proxy,
+        });
+        Ok((node, blocks))
+    }
+
+    fn ipv6(&self, text: &str) -> Result<NodeIpv6> {
+        let rule = "the node's IPv6 address is given with prefix length 64, inside the provider's /64 (::2 by convention, e.g. 2a01:4f8:13b:9a7::2/64)";
+        let (ip, len) = parse_ip_prefix("ipv6", text)?;
+        let IpAddr::V6(address) = ip else {
+            return Err(Error::invalid("ipv6", text, rule));
+        };
+        if len != Some(64) {
+            return Err(Error::invalid("ipv6", text, rule));
+        }
+        let network = Cidr::containing(ip, 64);
+        check_block_space("ipv6", text, &network.range())?;
+        if key::key(ip) <= network.range().first + 1 {
+            return Err(Error::invalid(
+                "ipv6",
+                text,
+                "::0 is the subnet-router anycast address and ::1 the provider's router; use ::2 by convention",
+            ));
+        }
+        let gateway = match &self.ipv6_gateway {
+            Some(g) => {
+                let gw = parse_ip("ipv6-gateway", g)?;
+                match gw {
+                    IpAddr::V6(a) => a,
+                    IpAddr::V4(_) => {
+                        return Err(Error::invalid(
+                            "ipv6-gateway",
+                            g,
+                            "the IPv6 gateway is an IPv6 address, usually fe80::1",
+                        ));
+                    }
+                }
+            }
+            None => Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1),
+        };
+        check_unicast("ipv6-gateway", IpAddr::V6(gateway))?;
+        Ok(NodeIpv6 {
+            address,
+            network,
+            gateway,
+        })
+    }
+}
+
+impl NodeBlock {
+    pub fn text(&self) -> String {
+        match self.cidr {
+            Some(c) => c.to_string(),
+            None => self.range.to_string(),
+        }
+    }
+
+    fn role_field(&self) -> &'static str {
+        match self.role {
+            BlockRole::NodeRange => "range",
+            BlockRole::NodeIpv6 => "ipv6",
+            _ => "subnet",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ClusterInput;
+
+    fn routing() -> Cluster {
+        ClusterInput {
+            name: "hetzner".into(),
+            network_type: "routing".into(),
+            ..ClusterInput::default()
+        }
+        .validate()
+        .unwrap()
+    }
+
+    fn seed_node() -> NodeInput {
+        NodeInput {
+            name: "node1".into(),
+            address: "123.45.12.48".into(),
+            subnets: vec!["203.0.113.40/29".into()],
+            ..NodeInput::default()
+        }
+    }
+
+    #[test]
+    fn seed_routing_node() {
+        let (n, blocks) = seed_node().validate(&routing()).unwrap();
+        let r = n.routing.unwrap();
+        assert_eq!(r.primary_ip.to_string(), "123.45.12.48");
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].range.len(), 8);
+        assert_eq!(n.bridge.as_str(), "vmbr0");
+    }
+
+    #[test]
+    fn ipv6_must_be_inside_a_64() {
+        let mut i = seed_node();
+        i.ipv6 = Some("2a01:4f8:13b:9a7::2/64".into());
+        let (n, blocks) = i.validate(&routing()).unwrap();
+        let six = n.routing.unwrap().ipv6.unwrap();
+        assert_eq!(six.network.to_string(), "2a01:4f8:13b:9a7::/64");
+        assert_eq!(blocks.len(), 2);
+        for bad in [
+            "2a01:4f8:13b:9a7::2",
+            "2a01:4f8:13b:9a7::2/56",
+            "2a01:4f8:13b:9a7::2/128",
+            "2a01:4f8:13b:9a7::/64",
+            "192.0.2.1/64",
+            "fe80::2/64",
+        ] {
+            i.ipv6 = Some(bad.into());
+            assert!(i.validate(&routing()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn routing_node_needs_a_range() {
+        let mut i = seed_node();
+        i.subnets.clear();
+        assert!(i.validate(&routing()).is_err());
+        i.ranges = vec!["203.0.113.40-203.0.113.44".into(), "203.0.113.44".into()];
+        let e = i.validate(&routing()).unwrap_err();
+        assert!(e.to_string().contains("overlaps"), "{e}");
+    }
+
+    #[test]
+    fn routing_flags_refused_elsewhere() {
+        let sw = ClusterInput {
+            name: "sw".into(),
+            network_type: "switching".into(),
+            ..ClusterInput::default()
+        }
+        .validate()
+        .unwrap();
+        assert!(seed_node().validate(&sw).is_err());
+    }
+
+    #[test]
+    fn interface_names_checked() {
+        let mut i = seed_node();
+        i.uplink = Some("this-name-is-too-long".into());
+        assert!(i.validate(&routing()).is_err());
+        i.uplink = Some("vmbr0".into());
+        assert!(i.validate(&routing()).is_err());
+    }
+}
