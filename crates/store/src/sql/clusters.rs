@@ -1,0 +1,619 @@
+//! Clusters, their networks, and blocks in general.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde_json::json;
+use sqlx::any::AnyRow;
+use vmfabric_ipam::{Cidr, Range, RangeSet, key};
+use vmfabric_model::block::system_holes;
+use vmfabric_model::cluster::{Community, Fabric, RouteReflector};
+use vmfabric_model::view::{ClusterSummary, Exclusion, NetworkView};
+use vmfabric_model::{
+    Block, BlockRole, Cluster, ClusterInput, Error, NetworkInput, NetworkType, Result, Seconds,
+};
+
+use super::alloc::{self, BlockAlloc};
+use super::{RowExt, SqlStore, Tx, db, kb};
+
+/// Columns of a cluster row, in `cluster_from_row` order.
+pub(crate) const CLUSTER_COLS: &str = "c.id AS cluster_id, c.name AS cluster_name, c.network_type, c.vm_gateway, c.vm_gateway6, c.community, c.asn, c.route_reflectors, c.cooldown_s, c.reuse";
+
+pub(crate) fn cluster_from_row(row: &AnyRow) -> Result<(i64, Cluster)> {
+    let network_type: NetworkType = row
+        .text("network_type")?
+        .parse()
+        .map_err(|_| super::corrupt("network_type"))?;
+    let fabric = if network_type == NetworkType::IpFabric {
+        let rrs: Vec<serde_json::Value> = serde_json::from_str(&row.text("route_reflectors")?)
+            .map_err(|_| super::corrupt("route_reflectors"))?;
+        let mut route_reflectors = Vec::new();
+        for rr in rrs {
+            let address: IpAddr = rr["address"]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| super::corrupt("route reflector address"))?;
+            let asn = rr["asn"]
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| super::corrupt("route reflector asn"))?;
+            route_reflectors.push(RouteReflector { address, asn });
+        }
+        let community = row.text("community")?;
+        Some(Fabric {
+            vm_gateway: row.parsed::<Ipv4Addr>("vm_gateway")?,
+            vm_gateway6: row.parsed::<Ipv6Addr>("vm_gateway6")?,
+            community: Community::parse("community", &community)
+                .map_err(|_| super::corrupt("community"))?,
+            route_reflectors,
+            asn: u32::try_from(row.int("asn")?).map_err(|_| super::corrupt("asn"))?,
+        })
+    } else {
+        None
+    };
+    let cluster = Cluster {
+        name: row.text("cluster_name")?,
+        network_type,
+        assignment: network_type.assignment(),
+        fabric,
+        cooldown: Seconds(
+            u64::try_from(row.int("cooldown_s")?).map_err(|_| super::corrupt("cooldown"))?,
+        ),
+        reuse: row
+            .text("reuse")?
+            .parse()
+            .map_err(|()| super::corrupt("reuse"))?,
+    };
+    Ok((row.int("cluster_id")?, cluster))
+}
+
+/// Columns of a block row, in `block_from_row` order.
+pub(crate) const BLOCK_COLS: &str = "b.id AS block_id, b.role, b.first, b.last, b.prefix_len, b.gateway, c.name AS block_cluster, n.name AS block_node";
+
+pub(crate) const BLOCK_FROM: &str =
+    "blocks b JOIN clusters c ON c.id = b.cluster_id LEFT JOIN nodes n ON n.id = b.node_id";
+
+pub(crate) fn block_from_row(row: &AnyRow) -> Result<Block> {
+    let first = row.key("first")?;
+    let last = row.key("last")?;
+    if first > last {
+        return Err(super::corrupt("block with first above last"));
+    }
+    let range = Range::new(first, last);
+    let cidr = match row.opt_int("prefix_len")? {
+        Some(len) => Some(
+            u8::try_from(len)
+                .ok()
+                .and_then(|l| Cidr::new(key::addr(first), l).ok())
+                .ok_or_else(|| super::corrupt("block prefix"))?,
+        ),
+        None => None,
+    };
+    let role = BlockRole::parse(&row.text("role")?).ok_or_else(|| super::corrupt("block role"))?;
+    Ok(Block {
+        id: row.int("block_id")?,
+        cluster: row.text("block_cluster")?,
+        node: row.opt_text("block_node")?,
+        role,
+        range,
+        cidr,
+        gateway: row.opt_parsed("gateway")?,
+    })
+}
+
+impl SqlStore {
+    pub(crate) async fn load_cluster(&self, tx: &mut Tx, name: &str) -> Result<(i64, Cluster)> {
+        let sql = format!("SELECT {CLUSTER_COLS} FROM clusters c WHERE c.name = $1");
+        let row = sqlx::query(SqlStore::dynamic(sql))
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Error::not_found("cluster", name))?;
+        cluster_from_row(&row)
+    }
+
+    /// The allocator view of a block of `cluster`.
+    pub(crate) fn block_alloc(cluster: &Cluster, b: &Block) -> BlockAlloc {
+        BlockAlloc {
+            id: b.id,
+            reuse: cluster.reuse,
+            cooldown: cluster.cooldown.micros(),
+        }
+    }
+
+    /// The block that contains `k`, anywhere in the installation.
+    pub(crate) async fn block_containing(
+        &self,
+        tx: &mut Tx,
+        k: vmfabric_ipam::Key,
+    ) -> Result<Option<Block>> {
+        let sql = format!(
+            "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.first <= $1 ORDER BY b.first DESC LIMIT 1"
+        );
+        let row = sqlx::query(SqlStore::dynamic(sql))
+            .bind(kb(k))
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?;
+        match row {
+            Some(r) => {
+                let b = block_from_row(&r)?;
+                Ok(b.range.contains(k).then_some(b))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// A block of the installation that overlaps `r`, if any. Blocks are
+    /// disjoint, so only the last one starting at or before `r.last` can.
+    pub(crate) async fn block_overlapping(&self, tx: &mut Tx, r: Range) -> Result<Option<Block>> {
+        let sql = format!(
+            "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.first <= $1 ORDER BY b.first DESC LIMIT 1"
+        );
+        let row = sqlx::query(SqlStore::dynamic(sql))
+            .bind(kb(r.last))
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?;
+        match row {
+            Some(row) => {
+                let b = block_from_row(&row)?;
+                Ok(b.range.overlaps(&r).then_some(b))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Store a new block with its free space: the block minus the system
+    /// holes, the operator's exclusions and the node addresses inside it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn insert_block(
+        &self,
+        tx: &mut Tx,
+        cluster_id: i64,
+        cluster: &Cluster,
+        node_id: Option<i64>,
+        role: BlockRole,
+        range: Range,
+        cidr: Option<Cidr>,
+        gateway: Option<IpAddr>,
+        exclusions: &[Range],
+        field: &str,
+    ) -> Result<i64> {
+        let text = cidr.map_or_else(|| range.to_string(), |c| c.to_string());
+        if let Some(other) = self.block_overlapping(tx, range).await? {
+            return Err(Error::conflict(
+                field,
+                &text,
+                format!(
+                    "overlaps {}; no two blocks of the installation may share an address",
+                    other.label()
+                ),
+            ));
+        }
+        if let (Some(f), NetworkType::IpFabric) = (&cluster.fabric, cluster.network_type)
+            && range.contains(key::key(IpAddr::V4(f.vm_gateway)))
+        {
+            return Err(Error::conflict(
+                field,
+                &text,
+                format!(
+                    "contains {}, the VM gateway of cluster {}, which must not be handed to a VM",
+                    f.vm_gateway, cluster.name
+                ),
+            ));
+        }
+        let now = self.now().0;
+        let row = sqlx::query(
+            "INSERT INTO blocks (cluster_id, node_id, role, first, last, prefix_len, gateway, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(cluster_id)
+        .bind(node_id)
+        .bind(role.as_str())
+        .bind(kb(range.first))
+        .bind(kb(range.last))
+        .bind(cidr.map(|c| i64::from(c.prefix_len())))
+        .bind(gateway.map(|g| g.to_string()))
+        .bind(now)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db)?;
+        let id = row.int("id")?;
+        let mut holes: Vec<(Range, String, Option<i64>)> =
+            system_holes(cluster.network_type, role, cidr, gateway)
+                .into_iter()
+                .map(|(r, why)| (r, why.to_string(), None))
+                .collect();
+        for x in exclusions {
+            holes.push((*x, "excluded by the operator".to_string(), None));
+        }
+        // Addresses of the cluster's nodes inside the new block.
+        let nodes = sqlx::query(
+            "SELECT na.address, n.id, n.name FROM node_addresses na JOIN nodes n ON n.id = na.node_id WHERE n.cluster_id = $1 AND na.address >= $2 AND na.address <= $3",
+        )
+        .bind(cluster_id)
+        .bind(kb(range.first))
+        .bind(kb(range.last))
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)?;
+        for n in nodes {
+            let k = n.key("address")?;
+            holes.push((
+                Range::single(k),
+                format!("address of node {}", n.text("name")?),
+                Some(n.int("id")?),
+            ));
+        }
+        for (r, why, node) in &holes {
+            sqlx::query("INSERT INTO exclusions (block_id, first, last, reason, node_id) VALUES ($1, $2, $3, $4, $5)")
+                .bind(id)
+                .bind(kb(r.first))
+                .bind(kb(r.last))
+                .bind(why.as_str())
+                .bind(*node)
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+        }
+        let hole_ranges: Vec<Range> = holes.iter().map(|(r, _, _)| *r).collect();
+        alloc::seed_block(tx, id, range, &hole_ranges).await?;
+        Ok(id)
+    }
+
+    pub(crate) async fn exclusions_of(
+        &self,
+        tx: &mut Tx,
+        block: i64,
+    ) -> Result<Vec<(Range, String)>> {
+        let rows = sqlx::query(
+            "SELECT first, last, reason FROM exclusions WHERE block_id = $1 ORDER BY first",
+        )
+        .bind(block)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    Range::new(r.key("first")?, r.key("last")?),
+                    r.text("reason")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Addresses excluded from a block (the union of its exclusions).
+    pub(crate) async fn excluded_count(&self, tx: &mut Tx, b: &Block) -> Result<u128> {
+        let mut set = RangeSet::new();
+        for (r, _) in self.exclusions_of(tx, b.id).await? {
+            if let Some(i) = r.intersect(&b.range) {
+                set.insert(i);
+            }
+        }
+        Ok(set.count())
+    }
+
+    async fn network_view(&self, tx: &mut Tx, b: Block) -> Result<NetworkView> {
+        let exclusions = self
+            .exclusions_of(tx, b.id)
+            .await?
+            .into_iter()
+            .map(|(r, reason)| Exclusion {
+                range: r.to_string(),
+                reason,
+            })
+            .collect();
+        Ok(NetworkView {
+            block: b,
+            exclusions,
+        })
+    }
+
+    async fn summary(&self, tx: &mut Tx, id: i64, cluster: Cluster) -> Result<ClusterSummary> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM blocks WHERE cluster_id = $1 AND role = 'network') AS networks, (SELECT COUNT(*) FROM nodes WHERE cluster_id = $1) AS nodes, (SELECT COUNT(*) FROM vms WHERE cluster_id = $1) AS vms",
+        )
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db)?;
+        let count =
+            |c: &str| -> Result<u64> { u64::try_from(row.int(c)?).map_err(|_| super::corrupt(c)) };
+        Ok(ClusterSummary {
+            networks: count("networks")?,
+            nodes: count("nodes")?,
+            vms: count("vms")?,
+            cluster,
+        })
+    }
+
+    pub(crate) async fn create_cluster_tx(
+        &self,
+        tx: &mut Tx,
+        input: &ClusterInput,
+    ) -> Result<Cluster> {
+        let c = input.validate()?;
+        let fabric = c.fabric.as_ref();
+        let rrs: Vec<serde_json::Value> = fabric
+            .map(|f| {
+                f.route_reflectors
+                    .iter()
+                    .map(|r| json!({"address": r.address.to_string(), "asn": r.asn}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let row = sqlx::query(
+            "INSERT INTO clusters (name, network_type, vm_gateway, vm_gateway6, community, asn, route_reflectors, cooldown_s, reuse, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(&c.name)
+        .bind(c.network_type.as_str())
+        .bind(fabric.map(|f| f.vm_gateway.to_string()))
+        .bind(fabric.map(|f| f.vm_gateway6.to_string()))
+        .bind(fabric.map(|f| f.community.to_string()))
+        .bind(fabric.map(|f| i64::from(f.asn)))
+        .bind(serde_json::Value::Array(rrs).to_string())
+        .bind(i64::try_from(c.cooldown.0).unwrap_or(i64::MAX))
+        .bind(c.reuse.name())
+        .bind(self.now().0)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db)?;
+        if row.is_none() {
+            return Err(Error::conflict(
+                "name",
+                &c.name,
+                "a cluster with this name exists",
+            ));
+        }
+        self.log_change(
+            tx,
+            "cluster.create",
+            &c.name,
+            &json!({"type": c.network_type.as_str()}),
+        )
+        .await?;
+        Ok(c)
+    }
+
+    pub(crate) async fn clusters_tx(&self, tx: &mut Tx) -> Result<Vec<ClusterSummary>> {
+        let sql = format!("SELECT {CLUSTER_COLS} FROM clusters c ORDER BY c.name");
+        let rows = sqlx::query(SqlStore::dynamic(sql))
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, c) = cluster_from_row(&row)?;
+            out.push(self.summary(tx, id, c).await?);
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn cluster_tx(&self, tx: &mut Tx, name: &str) -> Result<ClusterSummary> {
+        let (id, c) = self.load_cluster(tx, name).await?;
+        self.summary(tx, id, c).await
+    }
+
+    pub(crate) async fn delete_cluster_tx(&self, tx: &mut Tx, name: &str) -> Result<Cluster> {
+        let (id, c) = self.load_cluster(tx, name).await?;
+        let s = self.summary(tx, id, c.clone()).await?;
+        if s.vms > 0 {
+            return Err(Error::conflict(
+                "cluster",
+                name,
+                format!("the cluster still has {} VMs; delete them first", s.vms),
+            ));
+        }
+        let reserved =
+            sqlx::query("SELECT COALESCE(SUM(reserved), 0) AS n FROM blocks WHERE cluster_id = $1")
+                .bind(id)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(db)?
+                .int("n")?;
+        if reserved > 0 {
+            return Err(Error::conflict(
+                "cluster",
+                name,
+                format!(
+                    "{reserved} addresses of the cluster are reserved; release them first (`vmfabric ip list --cluster {name}`)"
+                ),
+            ));
+        }
+        for sql in [
+            "DELETE FROM blocks WHERE cluster_id = $1",
+            "DELETE FROM nodes WHERE cluster_id = $1",
+            "DELETE FROM clusters WHERE id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+        }
+        self.log_change(tx, "cluster.delete", name, &json!({}))
+            .await?;
+        Ok(c)
+    }
+
+    pub(crate) async fn add_network_tx(
+        &self,
+        tx: &mut Tx,
+        cluster: &str,
+        input: &NetworkInput,
+    ) -> Result<NetworkView> {
+        let (cid, c) = self.load_cluster(tx, cluster).await?;
+        let spec = input.validate(&c)?;
+        let r = spec.cidr.range();
+        // A switching gateway that is some node's address is a mistake.
+        if let Some(gw) = spec.gateway {
+            let node = sqlx::query("SELECT n.name FROM node_addresses na JOIN nodes n ON n.id = na.node_id WHERE na.address = $1")
+                .bind(kb(key::key(gw)))
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db)?;
+            if let Some(n) = node {
+                return Err(Error::conflict(
+                    "gateway",
+                    gw,
+                    format!(
+                        "this is the address of node {}; the gateway is the data center's router",
+                        n.text("name")?
+                    ),
+                ));
+            }
+        }
+        let id = self
+            .insert_block(
+                tx,
+                cid,
+                &c,
+                None,
+                BlockRole::Network,
+                r,
+                Some(spec.cidr),
+                spec.gateway,
+                &spec.exclusions,
+                "cidr",
+            )
+            .await?;
+        self.log_change(
+            tx,
+            "network.add",
+            &spec.cidr.to_string(),
+            &json!({"cluster": cluster}),
+        )
+        .await?;
+        let b = self.block_by_id(tx, id).await?;
+        self.network_view(tx, b).await
+    }
+
+    pub(crate) async fn block_by_id(&self, tx: &mut Tx, id: i64) -> Result<Block> {
+        let sql = format!("SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.id = $1");
+        let row = sqlx::query(SqlStore::dynamic(sql))
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db)?;
+        block_from_row(&row)
+    }
+
+    pub(crate) async fn networks_tx(
+        &self,
+        tx: &mut Tx,
+        cluster: Option<&str>,
+    ) -> Result<Vec<NetworkView>> {
+        if let Some(c) = cluster {
+            self.load_cluster(tx, c).await?;
+        }
+        let sql = format!(
+            "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.role = 'network' AND (CAST($1 AS TEXT) IS NULL OR c.name = $1) ORDER BY c.name, b.first"
+        );
+        let rows = sqlx::query(SqlStore::dynamic(sql))
+            .bind(cluster)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let b = block_from_row(&row)?;
+            out.push(self.network_view(tx, b).await?);
+        }
+        Ok(out)
+    }
+
+    /// Refuse to drop a block that still holds allocations or reservations.
+    pub(crate) async fn check_block_empty(
+        &self,
+        tx: &mut Tx,
+        b: &Block,
+        field: &str,
+    ) -> Result<()> {
+        let row = sqlx::query("SELECT used, reserved FROM blocks WHERE id = $1")
+            .bind(b.id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db)?;
+        let (used, reserved) = (row.int("used")?, row.int("reserved")?);
+        if used + reserved > 0 {
+            return Err(Error::conflict(
+                field,
+                b.text(),
+                format!(
+                    "{} still has {used} addresses held by VMs and {reserved} reserved; delete those VMs and release the reservations first",
+                    b.label()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn remove_network_tx(
+        &self,
+        tx: &mut Tx,
+        cluster: &str,
+        cidr: &str,
+    ) -> Result<NetworkView> {
+        let (cid, _) = self.load_cluster(tx, cluster).await?;
+        let c = vmfabric_model::network::parse_cidr("cidr", cidr)?;
+        let sql = format!(
+            "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.cluster_id = $1 AND b.role = 'network' AND b.first = $2 AND b.last = $3"
+        );
+        let row = sqlx::query(SqlStore::dynamic(sql))
+            .bind(cid)
+            .bind(kb(c.range().first))
+            .bind(kb(c.range().last))
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Error::not_found("network", format!("{c} of cluster {cluster}")))?;
+        let b = block_from_row(&row)?;
+        self.check_block_empty(tx, &b, "cidr").await?;
+        let view = self.network_view(tx, b.clone()).await?;
+        sqlx::query("DELETE FROM blocks WHERE id = $1")
+            .bind(b.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        self.log_change(
+            tx,
+            "network.remove",
+            &c.to_string(),
+            &json!({"cluster": cluster}),
+        )
+        .await?;
+        Ok(view)
+    }
+
+    /// Blocks of a cluster a VM on `node_id` may draw from.
+    pub(crate) async fn blocks_for(
+        &self,
+        tx: &mut Tx,
+        cluster_id: i64,
+        c: &Cluster,
+        node_id: i64,
+    ) -> Result<Vec<Block>> {
+        let rows = if c.network_type == NetworkType::Routing {
+            let sql = format!("SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.node_id = $1 ORDER BY b.first");
+            sqlx::query(SqlStore::dynamic(sql)).bind(node_id).fetch_all(&mut **tx).await
+        } else {
+            let sql = format!(
+                "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.cluster_id = $1 AND b.node_id IS NULL ORDER BY b.first"
+            );
+            sqlx::query(SqlStore::dynamic(sql)).bind(cluster_id).fetch_all(&mut **tx).await
+        }
+        .map_err(db)?;
+        rows.iter().map(block_from_row).collect()
+    }
+
+    /// Used in messages: the counter columns of a block.
+    pub(crate) async fn block_counts(&self, tx: &mut Tx, id: i64) -> Result<(i64, i64, i64)> {
+        let row = sqlx::query("SELECT used, reserved, released FROM blocks WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db)?;
+        Ok((row.int("used")?, row.int("reserved")?, row.int("released")?))
+    }
+}

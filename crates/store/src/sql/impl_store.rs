@@ -1,0 +1,192 @@
+//! [`Store`] for [`SqlStore`]: each call is one transaction.
+
+use async_trait::async_trait;
+use vmfabric_model::view::{
+    Allocation, ClusterSummary, FreeSpace, HistoryEntry, NetworkView, ReleaseResult, Usage,
+};
+use vmfabric_model::{
+    Cluster, ClusterInput, NetworkInput, NodeInput, Result, Timestamp, Vm, VmInput,
+};
+
+use super::{Counters, Dialect, SqlStore, Tx, db};
+use crate::{AddressFilter, CheckReport, NodeView, Store, VmRequest};
+
+/// Run `$body` in a write transaction with block counters, commit, return.
+/// Any error drops the transaction, which rolls it back.
+macro_rules! write {
+    ($store:ident, |$tx:ident, $c:ident| $body:expr) => {{
+        let mut tx = $store.begin().await?;
+        let mut counters = Counters::default();
+        let out = {
+            let $tx = &mut tx;
+            let $c = &mut counters;
+            $body.await?
+        };
+        counters.flush(&mut tx).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(out)
+    }};
+}
+
+/// Run `$body` in a read transaction (one consistent snapshot).
+macro_rules! read {
+    ($store:ident, |$tx:ident| $body:expr) => {{
+        let mut tx = $store.begin_read().await?;
+        let out = {
+            let $tx = &mut tx;
+            $body.await?
+        };
+        tx.commit().await.map_err(db)?;
+        Ok(out)
+    }};
+}
+
+impl SqlStore {
+    /// Readers do not take SQLite's write lock.
+    async fn begin_read(&self) -> Result<Tx> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN DEFERRED").await.map_err(db),
+            Dialect::Postgres => self.pool.begin().await.map_err(db),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    async fn create_cluster(&self, input: &ClusterInput) -> Result<Cluster> {
+        write!(self, |tx, _c| self.create_cluster_tx(tx, input))
+    }
+
+    async fn clusters(&self) -> Result<Vec<ClusterSummary>> {
+        read!(self, |tx| self.clusters_tx(tx))
+    }
+
+    async fn cluster(&self, name: &str) -> Result<ClusterSummary> {
+        read!(self, |tx| self.cluster_tx(tx, name))
+    }
+
+    async fn delete_cluster(&self, name: &str) -> Result<Cluster> {
+        write!(self, |tx, _c| self.delete_cluster_tx(tx, name))
+    }
+
+    async fn add_network(&self, cluster: &str, input: &NetworkInput) -> Result<NetworkView> {
+        write!(self, |tx, _c| self.add_network_tx(tx, cluster, input))
+    }
+
+    async fn networks(&self, cluster: Option<&str>) -> Result<Vec<NetworkView>> {
+        read!(self, |tx| self.networks_tx(tx, cluster))
+    }
+
+    async fn remove_network(&self, cluster: &str, cidr: &str) -> Result<NetworkView> {
+        write!(self, |tx, _c| self.remove_network_tx(tx, cluster, cidr))
+    }
+
+    async fn add_node(&self, cluster: &str, input: &NodeInput) -> Result<NodeView> {
+        write!(self, |tx, _c| self.add_node_tx(tx, cluster, input))
+    }
+
+    async fn nodes(&self, cluster: Option<&str>) -> Result<Vec<NodeView>> {
+        read!(self, |tx| self.nodes_tx(tx, cluster))
+    }
+
+    async fn node(&self, name: &str) -> Result<NodeView> {
+        read!(self, |tx| self.node_tx(tx, name))
+    }
+
+    async fn remove_node(&self, name: &str) -> Result<NodeView> {
+        write!(self, |tx, _c| self.remove_node_tx(tx, name))
+    }
+
+    async fn create_vm(&self, cluster: &str, input: &VmInput) -> Result<Vm> {
+        write!(self, |tx, c| self.create_vm_tx(tx, c, cluster, input))
+    }
+
+    async fn create_vms(&self, requests: &[VmRequest]) -> Result<Vec<Result<Vm>>> {
+        let mut tx = self.begin().await?;
+        let mut counters = Counters::default();
+        let mut out = Vec::with_capacity(requests.len());
+        for r in requests {
+            // A savepoint per VM: a failed one is undone alone.
+            sqlx::query("SAVEPOINT vm")
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            let mut mine = Counters::default();
+            match self
+                .create_vm_tx(&mut tx, &mut mine, &r.cluster, &r.vm)
+                .await
+            {
+                Ok(vm) => {
+                    sqlx::query("RELEASE SAVEPOINT vm")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    counters.merge(mine);
+                    out.push(Ok(vm));
+                }
+                Err(e) => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT vm")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    sqlx::query("RELEASE SAVEPOINT vm")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    out.push(Err(e));
+                }
+            }
+        }
+        counters.flush(&mut tx).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(out)
+    }
+
+    async fn vm(&self, name: &str) -> Result<Vm> {
+        read!(self, |tx| self.vm_tx(tx, name))
+    }
+
+    async fn vms(&self, filter: &AddressFilter) -> Result<Vec<Vm>> {
+        read!(self, |tx| self.vms_tx(tx, filter))
+    }
+
+    async fn migrate_vm(&self, name: &str, to: &str) -> Result<Vm> {
+        write!(self, |tx, _c| self.migrate_vm_tx(tx, name, to))
+    }
+
+    async fn delete_vm(&self, name: &str) -> Result<Vm> {
+        write!(self, |tx, c| self.delete_vm_tx(tx, c, name))
+    }
+
+    async fn allocations(&self, filter: &AddressFilter) -> Result<Vec<Allocation>> {
+        read!(self, |tx| self.allocations_tx(tx, filter))
+    }
+
+    async fn free_space(&self, filter: &AddressFilter, limit: usize) -> Result<Vec<FreeSpace>> {
+        read!(self, |tx| self.free_space_tx(tx, filter, limit))
+    }
+
+    async fn reserve(&self, ip: &str, note: Option<&str>) -> Result<Allocation> {
+        write!(self, |tx, c| self.reserve_tx(tx, c, ip, note))
+    }
+
+    async fn release(&self, ip: &str) -> Result<ReleaseResult> {
+        write!(self, |tx, c| self.release_tx(tx, c, ip))
+    }
+
+    async fn history(&self, ip: &str, at: Option<Timestamp>) -> Result<Vec<HistoryEntry>> {
+        read!(self, |tx| self.history_tx(tx, ip, at))
+    }
+
+    async fn usage(&self, cluster: Option<&str>) -> Result<Vec<Usage>> {
+        read!(self, |tx| self.usage_tx(tx, cluster))
+    }
+
+    async fn check(&self) -> Result<CheckReport> {
+        read!(self, |tx| self.check_tx(tx))
+    }
+}

@@ -1,0 +1,331 @@
+//! The SQL implementation of [`Store`](crate::Store) for SQLite and PostgreSQL.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, SqlSafeStr, Transaction};
+use vmfabric_ipam::{Key, key};
+use vmfabric_model::{Error, Result, Timestamp};
+
+use crate::{Clock, SystemClock};
+
+mod addresses;
+pub(crate) mod alloc;
+mod check;
+mod clusters;
+mod impl_store;
+mod nodes;
+mod vms;
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// The store on a SQL database.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+    clock: Arc<dyn Clock>,
+    /// Random per installation; makes MACs unique across installations.
+    seed: u64,
+}
+
+pub(crate) type Tx = Transaction<'static, Any>;
+
+/// A database error as the user sees it.
+pub(crate) fn db(e: sqlx::Error) -> Error {
+    Error::Storage(e.to_string())
+}
+
+/// Stored data that does not decode: only a damaged database does this.
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::Storage(format!("damaged database: {what}"))
+}
+
+/// Key as stored.
+pub(crate) fn kb(k: Key) -> Vec<u8> {
+    key::to_bytes(k).to_vec()
+}
+
+/// Typed access to row columns, with damage reported instead of panics.
+pub(crate) trait RowExt {
+    fn text(&self, col: &str) -> Result<String>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>>;
+    fn int(&self, col: &str) -> Result<i64>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>>;
+    fn key(&self, col: &str) -> Result<Key>;
+    fn ip(&self, col: &str) -> Result<IpAddr> {
+        Ok(key::addr(self.key(col)?))
+    }
+    fn parsed<T: std::str::FromStr>(&self, col: &str) -> Result<T> {
+        let t = self.text(col)?;
+        t.parse().map_err(|_| corrupt(format!("{col} {t:?}")))
+    }
+    fn opt_parsed<T: std::str::FromStr>(&self, col: &str) -> Result<Option<T>> {
+        match self.opt_text(col)? {
+            Some(t) => t
+                .parse()
+                .map(Some)
+                .map_err(|_| corrupt(format!("{col} {t:?}"))),
+            None => Ok(None),
+        }
+    }
+}
+
+impl RowExt for AnyRow {
+    fn text(&self, col: &str) -> Result<String> {
+        self.try_get(col).map_err(db)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>> {
+        self.try_get(col).map_err(db)
+    }
+    fn int(&self, col: &str) -> Result<i64> {
+        self.try_get(col).map_err(db)
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+        self.try_get(col).map_err(db)
+    }
+    fn key(&self, col: &str) -> Result<Key> {
+        let b: Vec<u8> = self.try_get(col).map_err(db)?;
+        key::from_bytes(&b).ok_or_else(|| corrupt(format!("{col} is not a 16-byte address")))
+    }
+}
+
+/// Counter changes of blocks, summed over a transaction and written once
+/// before commit: a batch of allocations touches each block row once.
+#[derive(Debug, Default)]
+pub(crate) struct Counters(BTreeMap<i64, [i64; 3]>);
+
+pub(crate) const USED: usize = 0;
+pub(crate) const RESERVED: usize = 1;
+pub(crate) const RELEASED: usize = 2;
+
+impl Counters {
+    pub(crate) fn add(&mut self, block: i64, which: usize, delta: i64) {
+        self.0.entry(block).or_default()[which] += delta;
+    }
+
+    pub(crate) fn merge(&mut self, other: Counters) {
+        for (id, d) in other.0 {
+            for (i, v) in d.into_iter().enumerate() {
+                self.add(id, i, v);
+            }
+        }
+    }
+
+    pub(crate) async fn flush(&mut self, tx: &mut Tx) -> Result<()> {
+        for (id, d) in std::mem::take(&mut self.0) {
+            if d == [0, 0, 0] {
+                continue;
+            }
+            sqlx::query(
+                "UPDATE blocks SET used = used + $1, reserved = reserved + $2, released = released + $3 WHERE id = $4",
+            )
+            .bind(d[USED])
+            .bind(d[RESERVED])
+            .bind(d[RELEASED])
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        }
+        Ok(())
+    }
+}
+
+fn migrator(dialect: Dialect) -> Migrator {
+    let sql = match dialect {
+        Dialect::Sqlite => include_str!("../../migrations/sqlite/0001_init.sql"),
+        Dialect::Postgres => include_str!("../../migrations/postgres/0001_init.sql"),
+    };
+    Migrator {
+        migrations: Cow::Owned(vec![Migration::new(
+            1,
+            Cow::Borrowed("init"),
+            MigrationType::Simple,
+            AssertSqlSafe(sql).into_sql_str(),
+            false,
+        )]),
+        ..Migrator::DEFAULT
+    }
+}
+
+/// Percent-encode the characters a SQLite URL path cannot carry as is.
+fn sqlite_url(path: &Path) -> String {
+    let mut url = String::from("sqlite://");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => url.push_str("%25"),
+            '?' => url.push_str("%3F"),
+            '#' => url.push_str("%23"),
+            c => url.push(c),
+        }
+    }
+    url.push_str("?mode=rwc");
+    url
+}
+
+impl SqlStore {
+    /// Open (creating if needed) the SQLite database file at `path`.
+    pub async fn open_sqlite(path: &Path) -> Result<SqlStore> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::invalid(
+                    "db",
+                    path.display(),
+                    format!("cannot create the folder {}: {e}", dir.display()),
+                )
+            })?;
+        }
+        SqlStore::open(&sqlite_url(path), Arc::new(SystemClock)).await
+    }
+
+    /// Open the database at `url` (`sqlite://PATH?mode=rwc` or
+    /// `postgres://…`), migrate it to the current schema, and use `clock`.
+    pub async fn open(url: &str, clock: Arc<dyn Clock>) -> Result<SqlStore> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else {
+            return Err(Error::invalid(
+                "database",
+                url,
+                "the database is a sqlite:// or postgres:// URL",
+            ));
+        };
+        let opts: AnyConnectOptions = url
+            .parse()
+            .map_err(|e| Error::invalid("database", url, format!("not a database URL: {e}")))?;
+        let pool = AnyPoolOptions::new()
+            // SQLite has one writer; more connections only wait on its lock.
+            .max_connections(if dialect == Dialect::Sqlite { 1 } else { 16 })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // WAL + FULL: every acknowledged commit is on disk
+                        // before the call returns, even across power loss.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA busy_timeout = 30000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await
+            .map_err(|e| Error::Storage(format!("cannot open the database: {e}")))?;
+        migrator(dialect)
+            .run(&pool)
+            .await
+            .map_err(|e| Error::Storage(format!("cannot migrate the database: {e}")))?;
+        let mut store = SqlStore {
+            pool,
+            dialect,
+            clock,
+            seed: 0,
+        };
+        store.seed = store.installation_seed().await?;
+        Ok(store)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The pool, for benchmarks that compare against raw commits.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Begin a write transaction. SQLite takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so two processes never deadlock upgrading.
+    pub(crate) async fn begin(&self) -> Result<Tx> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db),
+            Dialect::Postgres => self.pool.begin().await.map_err(db),
+        }
+    }
+
+    /// Serialise allocations in one block across controllers (PostgreSQL);
+    /// SQLite's single writer already does.
+    pub(crate) async fn lock_block(&self, tx: &mut Tx, block: i64) -> Result<()> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT id FROM blocks WHERE id = $1 FOR UPDATE")
+                .bind(block)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    async fn installation_seed(&self) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        // Only has to differ between installations, not be secret: the
+        // standard library seeds RandomState from the operating system.
+        let fresh = {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        };
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('seed', $1) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(fresh.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let row = sqlx::query("SELECT value FROM meta WHERE key = 'seed'")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        row.parsed("value")
+    }
+
+    /// Append to the change log.
+    pub(crate) async fn log_change(
+        &self,
+        tx: &mut Tx,
+        kind: &str,
+        subject: &str,
+        detail: &serde_json::Value,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO changes (at, kind, subject, detail) VALUES ($1, $2, $3, $4)")
+            .bind(self.now().0)
+            .bind(kind)
+            .bind(subject)
+            .bind(detail.to_string())
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Run a query that is not a static string (a few listings build their
+    /// WHERE clauses from fixed fragments).
+    pub(crate) fn dynamic(sql: String) -> AssertSqlSafe<String> {
+        AssertSqlSafe(sql)
+    }
+}

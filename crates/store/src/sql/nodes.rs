@@ -1,0 +1,356 @@
+//! Nodes, their own addresses, and the blocks routing nodes bring.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use serde_json::json;
+use sqlx::any::AnyRow;
+use vmfabric_ipam::{Cidr, key};
+use vmfabric_model::node::{NodeIpv6, RoutingNode};
+use vmfabric_model::{Cluster, Error, IfName, Node, NodeInput, Result};
+
+use super::alloc;
+use super::clusters::{BLOCK_COLS, BLOCK_FROM, block_from_row};
+use super::{Counters, RowExt, SqlStore, Tx, db, kb};
+use crate::NodeView;
+
+pub(crate) const NODE_COLS: &str = "n.id AS node_id, n.name AS node_name, c.name AS node_cluster, n.address, n.address_prefix, n.uplink, n.bridge, n.primary_ip, n.primary_prefix, n.ipv6_address, n.ipv6_gateway, n.ndp_proxy";
+
+fn prefix(row: &AnyRow, col: &str) -> Result<Option<u8>> {
+    row.opt_int(col)?
+        .map(|p| u8::try_from(p).map_err(|_| super::corrupt(col)))
+        .transpose()
+}
+
+pub(crate) fn node_from_row(row: &AnyRow) -> Result<(i64, Node)> {
+    let iface = |col: &str| -> Result<IfName> {
+        IfName::new(col, &row.text(col)?).map_err(|_| super::corrupt(col))
+    };
+    let routing = match row.opt_parsed::<IpAddr>("primary_ip")? {
+        Some(primary_ip) => {
+            let ipv6 = match row.opt_parsed::<Ipv6Addr>("ipv6_address")? {
+                Some(address) => Some(NodeIpv6 {
+                    address,
+                    network: Cidr::containing(IpAddr::V6(address), 64),
+                    gateway: row
+                        .opt_parsed("ipv6_gateway")?
+                        .ok_or_else(|| super::corrupt("ipv6_gateway"))?,
+                }),
+                None => None,
+            };
+            Some(RoutingNode {
+                primary_ip,
+                primary_prefix: prefix(row, "primary_prefix")?,
+                ipv6,
+                ndp_proxy: row.opt_parsed("ndp_proxy")?.unwrap_or_default(),
+            })
+        }
+        None => None,
+    };
+    let node = Node {
+        name: row.text("node_name")?,
+        cluster: row.text("node_cluster")?,
+        address: row.parsed("address")?,
+        address_prefix: prefix(row, "address_prefix")?,
+        uplink: iface("uplink")?,
+        bridge: iface("bridge")?,
+        routing,
+    };
+    Ok((row.int("node_id")?, node))
+}
+
+impl SqlStore {
+    pub(crate) async fn load_node(&self, tx: &mut Tx, name: &str) -> Result<(i64, Node)> {
+        let sql = format!(
+            "SELECT {NODE_COLS} FROM nodes n JOIN clusters c ON c.id = n.cluster_id WHERE n.name = $1"
+        );
+        let row = sqlx::query(SqlStore::dynamic(sql))
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Error::not_found("node", name))?;
+        node_from_row(&row)
+    }
+
+    async fn node_view(&self, tx: &mut Tx, id: i64, node: Node) -> Result<NodeView> {
+        let sql =
+            format!("SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.node_id = $1 ORDER BY b.first");
+        let rows = sqlx::query(SqlStore::dynamic(sql))
+            .bind(id)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db)?;
+        let ranges = rows
+            .iter()
+            .map(block_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let vms = sqlx::query("SELECT COUNT(*) AS n FROM vms WHERE node_id = $1")
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db)?
+            .int("n")?;
+        Ok(NodeView {
+            node,
+            ranges,
+            vms: u64::try_from(vms).map_err(|_| super::corrupt("count"))?,
+        })
+    }
+
+    /// Claim one of a new node's addresses: unique among nodes, not held by
+    /// anyone, and carved out of its cluster's block if it lies in one.
+    async fn claim_node_address(
+        &self,
+        tx: &mut Tx,
+        cluster: &Cluster,
+        node_id: i64,
+        node: &str,
+        field: &str,
+        ip: IpAddr,
+    ) -> Result<()> {
+        let k = key::key(ip);
+        let inserted = sqlx::query("INSERT INTO node_addresses (address, node_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING node_id")
+            .bind(kb(k))
+            .bind(node_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?;
+        if inserted.is_none() {
+            let other = sqlx::query("SELECT n.name FROM node_addresses na JOIN nodes n ON n.id = na.node_id WHERE na.address = $1")
+                .bind(kb(k))
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(db)?
+                .text("name")?;
+            return Err(Error::conflict(
+                field,
+                ip,
+                format!("this is already the address of node {other}"),
+            ));
+        }
+        if let Some(f) = &cluster.fabric
+            && ip == IpAddr::V4(f.vm_gateway)
+        {
+            return Err(Error::conflict(
+                field,
+                ip,
+                format!(
+                    "this is the VM gateway of cluster {}; it must not be used on a node",
+                    cluster.name
+                ),
+            ));
+        }
+        let Some(block) = self.block_containing(tx, k).await? else {
+            return Ok(());
+        };
+        if block.cluster != cluster.name {
+            return Err(Error::conflict(
+                field,
+                ip,
+                format!(
+                    "the address lies in {}, a pool of another cluster",
+                    block.label()
+                ),
+            ));
+        }
+        if block.gateway == Some(ip) {
+            return Err(Error::conflict(
+                field,
+                ip,
+                format!(
+                    "this is the gateway of {}; the gateway is the data center's router",
+                    block.label()
+                ),
+            ));
+        }
+        let ba = SqlStore::block_alloc(cluster, &block);
+        let mut counters = Counters::default();
+        if !alloc::take(tx, &mut counters, &ba, k).await? {
+            let holder = self.describe_unavailable(tx, &block, k).await?;
+            return Err(Error::conflict(
+                field,
+                ip,
+                format!("the address is {holder}"),
+            ));
+        }
+        counters.flush(tx).await?;
+        sqlx::query("INSERT INTO exclusions (block_id, first, last, reason, node_id) VALUES ($1, $2, $2, $3, $4)")
+            .bind(block.id)
+            .bind(kb(k))
+            .bind(format!("address of node {node}"))
+            .bind(node_id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    pub(crate) async fn add_node_tx(
+        &self,
+        tx: &mut Tx,
+        cluster: &str,
+        input: &NodeInput,
+    ) -> Result<NodeView> {
+        let (cid, c) = self.load_cluster(tx, cluster).await?;
+        let (node, blocks) = input.validate(&c)?;
+        let r = node.routing.as_ref();
+        let row = sqlx::query(
+            "INSERT INTO nodes (cluster_id, name, address, address_prefix, uplink, bridge, primary_ip, primary_prefix, ipv6_address, ipv6_gateway, ndp_proxy, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(cid)
+        .bind(&node.name)
+        .bind(node.address.to_string())
+        .bind(node.address_prefix.map(i64::from))
+        .bind(node.uplink.as_str())
+        .bind(node.bridge.as_str())
+        .bind(r.map(|r| r.primary_ip.to_string()))
+        .bind(r.and_then(|r| r.primary_prefix).map(i64::from))
+        .bind(r.and_then(|r| r.ipv6.as_ref()).map(|s| s.address.to_string()))
+        .bind(r.and_then(|r| r.ipv6.as_ref()).map(|s| s.gateway.to_string()))
+        .bind(r.map(|r| r.ndp_proxy.as_str()))
+        .bind(self.now().0)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| Error::conflict("name", &node.name, "a node with this name exists"))?;
+        let id = row.int("id")?;
+        let mut own: Vec<(&str, IpAddr)> = vec![("address", node.address)];
+        if let Some(r) = r {
+            if r.primary_ip != node.address {
+                own.push(("primary-ip", r.primary_ip));
+            }
+            if let Some(six) = &r.ipv6 {
+                own.push(("ipv6", IpAddr::V6(six.address)));
+            }
+        }
+        for (field, ip) in own {
+            self.claim_node_address(tx, &c, id, &node.name, field, ip)
+                .await?;
+        }
+        // Blocks after the addresses: insert_block carves out node addresses.
+        for b in &blocks {
+            let field = match b.role {
+                vmfabric_model::BlockRole::NodeRange => "range",
+                vmfabric_model::BlockRole::NodeIpv6 => "ipv6",
+                _ => "subnet",
+            };
+            self.insert_block(
+                tx,
+                cid,
+                &c,
+                Some(id),
+                b.role,
+                b.range,
+                b.cidr,
+                None,
+                &[],
+                field,
+            )
+            .await?;
+        }
+        self.log_change(tx, "node.add", &node.name, &json!({"cluster": cluster}))
+            .await?;
+        self.node_view(tx, id, node).await
+    }
+
+    pub(crate) async fn nodes_tx(
+        &self,
+        tx: &mut Tx,
+        cluster: Option<&str>,
+    ) -> Result<Vec<NodeView>> {
+        if let Some(c) = cluster {
+            self.load_cluster(tx, c).await?;
+        }
+        let sql = format!(
+            "SELECT {NODE_COLS} FROM nodes n JOIN clusters c ON c.id = n.cluster_id WHERE CAST($1 AS TEXT) IS NULL OR c.name = $1 ORDER BY c.name, n.name"
+        );
+        let rows = sqlx::query(SqlStore::dynamic(sql))
+            .bind(cluster)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, n) = node_from_row(&row)?;
+            out.push(self.node_view(tx, id, n).await?);
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn node_tx(&self, tx: &mut Tx, name: &str) -> Result<NodeView> {
+        let (id, n) = self.load_node(tx, name).await?;
+        self.node_view(tx, id, n).await
+    }
+
+    pub(crate) async fn remove_node_tx(&self, tx: &mut Tx, name: &str) -> Result<NodeView> {
+        let (id, n) = self.load_node(tx, name).await?;
+        let view = self.node_view(tx, id, n).await?;
+        if view.vms > 0 {
+            return Err(Error::conflict(
+                "node",
+                name,
+                format!(
+                    "{} VMs run on this node; migrate or delete them first",
+                    view.vms
+                ),
+            ));
+        }
+        for b in &view.ranges {
+            self.check_block_empty(tx, b, "node").await?;
+        }
+        sqlx::query("DELETE FROM blocks WHERE node_id = $1")
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        // The node's addresses inside cluster networks become free again.
+        let carved = sqlx::query("SELECT block_id, first FROM exclusions WHERE node_id = $1")
+            .bind(id)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db)?;
+        for row in carved {
+            alloc::free_one(tx, row.int("block_id")?, row.key("first")?).await?;
+        }
+        for sql in [
+            "DELETE FROM exclusions WHERE node_id = $1",
+            "DELETE FROM nodes WHERE id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+        }
+        self.log_change(tx, "node.remove", name, &json!({})).await?;
+        Ok(view)
+    }
+
+    /// In words, why `k` of `block` cannot be taken.
+    pub(crate) async fn describe_unavailable(
+        &self,
+        tx: &mut Tx,
+        block: &vmfabric_model::Block,
+        k: vmfabric_ipam::Key,
+    ) -> Result<String> {
+        if let Some(a) = self.active_holder(tx, k).await? {
+            return Ok(format!("held by {}", a.describe()));
+        }
+        let row = sqlx::query(
+            "SELECT reason FROM exclusions WHERE block_id = $1 AND first <= $2 AND last >= $2 ORDER BY first LIMIT 1",
+        )
+        .bind(block.id)
+        .bind(kb(k))
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db)?;
+        if let Some(r) = row {
+            return Ok(format!(
+                "never handed out: {} of {}",
+                r.text("reason")?,
+                block.label()
+            ));
+        }
+        Ok(format!("not free in {}", block.label()))
+    }
+}

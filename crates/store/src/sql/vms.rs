@@ -1,0 +1,427 @@
+//! VMs: creation with their addresses, listing, migration, deletion.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde_json::json;
+use vmfabric_ipam::{Family, Key, key};
+use vmfabric_model::names::{MAX_NIC_INDEX, host_if_prefix, host_ifname};
+use vmfabric_model::vm::{check_migration, nic_address, pool_label};
+use vmfabric_model::{AddressRequest, Block, Cluster, Error, Mac, Nic, Node, Result, Vm, VmInput};
+
+use super::alloc;
+use super::{Counters, RowExt, SqlStore, Tx, USED, db, kb};
+use crate::AddressFilter;
+
+/// How many name candidates to try before giving up (each further one is
+/// a fresh hash; needing more than a few means something else is wrong).
+const ATTEMPTS: u32 = 64;
+
+/// One row of the VM listing query.
+struct VmRow {
+    name: String,
+    cluster: String,
+    node: String,
+    if_prefix: String,
+    nic: Option<(u8, Mac)>,
+    address: Option<(Key, i64)>,
+}
+
+impl SqlStore {
+    pub(crate) async fn create_vm_tx(
+        &self,
+        tx: &mut Tx,
+        counters: &mut Counters,
+        cluster: &str,
+        input: &VmInput,
+    ) -> Result<Vm> {
+        let (cid, c) = self.load_cluster(tx, cluster).await?;
+        let (nid, node) = self.load_node(tx, &input.node).await?;
+        let blocks = self.blocks_for(tx, cid, &c, nid).await?;
+        let requests = input.plan(&c, &node, &blocks)?;
+        let now = self.now().0;
+
+        let mut vm_id = None;
+        let mut if_prefix = String::new();
+        for attempt in 0..ATTEMPTS {
+            if_prefix = host_if_prefix(&input.name, attempt);
+            vm_id = sqlx::query(
+                "INSERT INTO vms (cluster_id, node_id, name, if_prefix, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(cid)
+            .bind(nid)
+            .bind(&input.name)
+            .bind(&if_prefix)
+            .bind(now)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?
+            .map(|r| r.int("id"))
+            .transpose()?;
+            if vm_id.is_some() {
+                break;
+            }
+            let taken = sqlx::query("SELECT id FROM vms WHERE name = $1")
+                .bind(&input.name)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db)?;
+            if taken.is_some() {
+                return Err(Error::conflict(
+                    "name",
+                    &input.name,
+                    "a VM with this name exists",
+                ));
+            }
+        }
+        let vm_id = vm_id.ok_or_else(|| {
+            Error::conflict(
+                "name",
+                &input.name,
+                "no unique host interface name could be derived for this VM",
+            )
+        })?;
+        let mut nic = None;
+        for attempt in 0..ATTEMPTS {
+            let mac = Mac::for_nic(self.seed, &input.name, 0, attempt);
+            let id = sqlx::query("INSERT INTO nics (vm_id, idx, mac) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING RETURNING id")
+                .bind(vm_id)
+                .bind(mac.to_string())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db)?;
+            if let Some(row) = id {
+                nic = Some((row.int("id")?, mac));
+                break;
+            }
+        }
+        let (nic_id, mac) = nic.ok_or_else(|| {
+            Error::conflict(
+                "name",
+                &input.name,
+                "no unique MAC could be derived for this VM",
+            )
+        })?;
+
+        let mut addresses = Vec::new();
+        for req in &requests {
+            let (k, block) = match req {
+                AddressRequest::Exact { ip, block } => {
+                    let b = find_block(&blocks, *block)?;
+                    let ba = SqlStore::block_alloc(&c, b);
+                    self.lock_block(tx, b.id).await?;
+                    let k = key::key(*ip);
+                    if !alloc::take(tx, counters, &ba, k).await? {
+                        let why = self.describe_unavailable(tx, b, k).await?;
+                        return Err(Error::conflict("ip", ip, format!("the address is {why}")));
+                    }
+                    (k, b)
+                }
+                AddressRequest::Next {
+                    family,
+                    blocks: ids,
+                } => {
+                    let mut got = None;
+                    for id in ids {
+                        let b = find_block(&blocks, *id)?;
+                        let ba = SqlStore::block_alloc(&c, b);
+                        self.lock_block(tx, b.id).await?;
+                        if let Some(k) = alloc::next(tx, counters, &ba, now).await? {
+                            got = Some((k, b));
+                            break;
+                        }
+                    }
+                    match got {
+                        Some(g) => g,
+                        None => {
+                            return Err(self
+                                .exhausted(tx, &c, &node, *family, &blocks, ids)
+                                .await?);
+                        }
+                    }
+                }
+            };
+            sqlx::query(
+                "INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, cluster, node, since) VALUES ($1, $2, 'vm', $3, $4, 0, $5, $6, $7, $8)",
+            )
+            .bind(kb(k))
+            .bind(block.id)
+            .bind(nic_id)
+            .bind(&input.name)
+            .bind(mac.to_string())
+            .bind(&c.name)
+            .bind(&node.name)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+            counters.add(block.id, USED, 1);
+            addresses.push(nic_address(&c, &node, block, key::addr(k)));
+        }
+        let vm = Vm {
+            name: input.name.clone(),
+            cluster: c.name.clone(),
+            node: node.name.clone(),
+            nics: vec![Nic {
+                index: 0,
+                mac,
+                host_interface: host_ifname(&if_prefix, 0)?,
+                addresses,
+            }],
+        };
+        let ips: Vec<String> = vm.nics[0]
+            .addresses
+            .iter()
+            .map(|a| a.address.to_string())
+            .collect();
+        self.log_change(
+            tx,
+            "vm.create",
+            &vm.name,
+            &json!({"cluster": c.name, "node": node.name, "addresses": ips}),
+        )
+        .await?;
+        Ok(vm)
+    }
+
+    /// The error for a request no block could serve.
+    async fn exhausted(
+        &self,
+        tx: &mut Tx,
+        c: &Cluster,
+        node: &Node,
+        family: Family,
+        blocks: &[Block],
+        ids: &[i64],
+    ) -> Result<Error> {
+        let now = self.now().0;
+        let (mut used, mut usable, mut cooling) = (0u128, 0u128, 0u128);
+        for id in ids {
+            let b = find_block(blocks, *id)?;
+            let (u, r, _) = self.block_counts(tx, b.id).await?;
+            used += u128::try_from(u + r).unwrap_or(0);
+            usable += b.range.len() - self.excluded_count(tx, b).await?;
+            let n = sqlx::query(
+                "SELECT COUNT(*) AS n FROM released WHERE block_id = $1 AND usable_at > $2",
+            )
+            .bind(b.id)
+            .bind(now)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db)?
+            .int("n")?;
+            cooling += u128::try_from(n).unwrap_or(0);
+        }
+        Ok(Error::Exhausted {
+            pool: pool_label(c, node, family),
+            family: family.name().to_string(),
+            used,
+            usable,
+            cooling,
+        })
+    }
+
+    /// VMs matching a WHERE fragment, fully assembled.
+    async fn load_vms(
+        &self,
+        tx: &mut Tx,
+        filter: &str,
+        bind: Option<&str>,
+        bind2: Option<&str>,
+    ) -> Result<Vec<Vm>> {
+        let sql = format!(
+            "SELECT v.name AS vm_name, v.if_prefix, c.name AS c_name, n.name AS n_name, ni.idx, ni.mac, a.address, a.block_id \
+             FROM vms v JOIN clusters c ON c.id = v.cluster_id JOIN nodes n ON n.id = v.node_id \
+             LEFT JOIN nics ni ON ni.vm_id = v.id \
+             LEFT JOIN allocations a ON a.nic_id = ni.id AND a.until IS NULL \
+             WHERE {filter} ORDER BY v.name, ni.idx, a.address"
+        );
+        let rows = sqlx::query(SqlStore::dynamic(sql))
+            .bind(bind)
+            .bind(bind2)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db)?;
+        let mut parsed = Vec::with_capacity(rows.len());
+        for r in rows {
+            let nic = match r.opt_int("idx")? {
+                Some(i) => Some((
+                    u8::try_from(i)
+                        .ok()
+                        .filter(|i| *i <= MAX_NIC_INDEX)
+                        .ok_or_else(|| super::corrupt("nic index"))?,
+                    r.parsed::<Mac>("mac")?,
+                )),
+                None => None,
+            };
+            let address = match r.opt_int("block_id")? {
+                Some(b) => Some((r.key("address")?, b)),
+                None => None,
+            };
+            parsed.push(VmRow {
+                name: r.text("vm_name")?,
+                cluster: r.text("c_name")?,
+                node: r.text("n_name")?,
+                if_prefix: r.text("if_prefix")?,
+                nic,
+                address,
+            });
+        }
+        self.assemble(tx, parsed).await
+    }
+
+    async fn assemble(&self, tx: &mut Tx, rows: Vec<VmRow>) -> Result<Vec<Vm>> {
+        let mut clusters: HashMap<String, Cluster> = HashMap::new();
+        let mut nodes: HashMap<String, Node> = HashMap::new();
+        let mut blocks: HashMap<i64, Block> = HashMap::new();
+        let mut out: Vec<Vm> = Vec::new();
+        for r in rows {
+            if !clusters.contains_key(&r.cluster) {
+                let (_, c) = self.load_cluster(tx, &r.cluster).await?;
+                clusters.insert(r.cluster.clone(), c);
+            }
+            if !nodes.contains_key(&r.node) {
+                let (_, n) = self.load_node(tx, &r.node).await?;
+                nodes.insert(r.node.clone(), n);
+            }
+            if out.last().is_none_or(|v| v.name != r.name) {
+                out.push(Vm {
+                    name: r.name.clone(),
+                    cluster: r.cluster.clone(),
+                    node: r.node.clone(),
+                    nics: Vec::new(),
+                });
+            }
+            let Some(vm) = out.last_mut() else { continue };
+            let Some((idx, mac)) = r.nic else { continue };
+            if vm.nics.last().is_none_or(|n| n.index != idx) {
+                vm.nics.push(Nic {
+                    index: idx,
+                    mac,
+                    host_interface: host_ifname(&r.if_prefix, idx)?,
+                    addresses: Vec::new(),
+                });
+            }
+            let Some((k, block_id)) = r.address else {
+                continue;
+            };
+            if !blocks.contains_key(&block_id) {
+                let b = self.block_by_id(tx, block_id).await?;
+                blocks.insert(block_id, b);
+            }
+            let (Some(c), Some(n), Some(b), Some(nic)) = (
+                clusters.get(&r.cluster),
+                nodes.get(&r.node),
+                blocks.get(&block_id),
+                vm.nics.last_mut(),
+            ) else {
+                continue;
+            };
+            nic.addresses.push(nic_address(c, n, b, key::addr(k)));
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn vm_tx(&self, tx: &mut Tx, name: &str) -> Result<Vm> {
+        self.load_vms(
+            tx,
+            "v.name = $1 AND CAST($2 AS TEXT) IS NULL",
+            Some(name),
+            None,
+        )
+        .await?
+        .pop()
+        .ok_or_else(|| Error::not_found("vm", name))
+    }
+
+    pub(crate) async fn vms_tx(&self, tx: &mut Tx, f: &AddressFilter) -> Result<Vec<Vm>> {
+        if let Some(c) = &f.cluster {
+            self.load_cluster(tx, c).await?;
+        }
+        if let Some(n) = &f.node {
+            self.load_node(tx, n).await?;
+        }
+        self.load_vms(
+            tx,
+            "(CAST($1 AS TEXT) IS NULL OR c.name = $1) AND (CAST($2 AS TEXT) IS NULL OR n.name = $2)",
+            f.cluster.as_deref(),
+            f.node.as_deref(),
+        )
+        .await
+    }
+
+    pub(crate) async fn migrate_vm_tx(&self, tx: &mut Tx, name: &str, to: &str) -> Result<Vm> {
+        let vm = self.vm_tx(tx, name).await?;
+        let (_, c) = self.load_cluster(tx, &vm.cluster).await?;
+        let (_, from) = self.load_node(tx, &vm.node).await?;
+        let (to_id, to_node) = self.load_node(tx, to).await?;
+        check_migration(&c, name, &from, &to_node)?;
+        sqlx::query("UPDATE vms SET node_id = $1 WHERE name = $2")
+            .bind(to_id)
+            .bind(name)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        self.log_change(
+            tx,
+            "vm.migrate",
+            name,
+            &json!({"from": from.name, "to": to_node.name}),
+        )
+        .await?;
+        self.vm_tx(tx, name).await
+    }
+
+    pub(crate) async fn delete_vm_tx(
+        &self,
+        tx: &mut Tx,
+        counters: &mut Counters,
+        name: &str,
+    ) -> Result<Vm> {
+        let vm = self.vm_tx(tx, name).await?;
+        let (_, c) = self.load_cluster(tx, &vm.cluster).await?;
+        let now = self.now().0;
+        let ended = sqlx::query(
+            "UPDATE allocations SET until = $1 WHERE until IS NULL AND nic_id IN (SELECT ni.id FROM nics ni JOIN vms v ON v.id = ni.vm_id WHERE v.name = $2) RETURNING address, block_id",
+        )
+        .bind(now)
+        .bind(name)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)?;
+        for row in ended {
+            let b = self.block_by_id(tx, row.int("block_id")?).await?;
+            let ba = SqlStore::block_alloc(&c, &b);
+            self.lock_block(tx, b.id).await?;
+            alloc::give_back(tx, counters, &ba, row.key("address")?, now).await?;
+            counters.add(b.id, USED, -1);
+        }
+        sqlx::query("DELETE FROM vms WHERE name = $1")
+            .bind(name)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        self.log_change(
+            tx,
+            "vm.delete",
+            name,
+            &json!({"cluster": vm.cluster, "node": vm.node}),
+        )
+        .await?;
+        Ok(vm)
+    }
+}
+
+fn find_block(blocks: &[Block], id: i64) -> Result<&Block> {
+    blocks
+        .iter()
+        .find(|b| b.id == id)
+        .ok_or_else(|| super::corrupt(format!("block {id} vanished")))
+}
+
+/// Parse an address given on the command line or the API.
+pub(crate) fn parse_addr(text: &str) -> Result<IpAddr> {
+    text.trim()
+        .parse()
+        .map_err(|_| Error::invalid("address", text, "must be an IPv4 or IPv6 address"))
+}
