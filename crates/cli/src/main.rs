@@ -1,1 +1,105 @@
-fn main() {}
+//! `vmfabric`: the command line of the vmfabric control plane.
+
+mod args;
+mod bench;
+mod commands;
+mod render;
+mod tour;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use vmfabric_model::Error;
+
+use args::{Cli, Format};
+
+/// What a command produced: one JSON document, and the text for people.
+#[derive(Debug)]
+pub struct Out {
+    pub json: serde_json::Value,
+    pub text: String,
+}
+
+impl Out {
+    pub fn new<T: serde::Serialize>(value: &T, text: String) -> Result<Out, Error> {
+        let json = serde_json::to_value(value)
+            .map_err(|e| Error::storage(format!("cannot encode the result: {e}")))?;
+        Ok(Out { json, text })
+    }
+}
+
+/// Exit status by kind of error (documented in `--help`).
+fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::Storage { .. } => 1,
+        Error::Invalid { .. } => 2,
+        Error::NotFound { .. } => 3,
+        Error::Conflict { .. } => 4,
+        Error::Exhausted { .. } => 5,
+    }
+}
+
+/// Whether the raw arguments ask for JSON, for errors clap reports before
+/// the arguments are parsed.
+fn wants_json(args: &[String]) -> bool {
+    args.windows(2)
+        .any(|w| (w[0] == "--output" || w[0] == "-o") && w[1] == "json")
+        || args.iter().any(|a| a == "--output=json")
+}
+
+fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().collect();
+    let cli = match Cli::try_parse_from(&raw) {
+        Ok(c) => c,
+        Err(e) => {
+            let usage = !matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            );
+            if usage && wants_json(&raw) {
+                let j = serde_json::json!({"error": {"kind": "usage", "message": e.render().to_string().trim()}});
+                eprintln!("{j}");
+                return ExitCode::from(2);
+            }
+            let _ = e.print();
+            return ExitCode::from(if usage { 2 } else { 0 });
+        }
+    };
+    let format = cli.output;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            let written = match format {
+                Format::Json => writeln!(stdout, "{}", out.json),
+                Format::Text => write!(stdout, "{}", out.text),
+            };
+            // A closed pipe (`| head`) is not an error worth reporting.
+            let _ = written.and_then(|()| stdout.flush());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            match format {
+                Format::Json => {
+                    let mut j = serde_json::to_value(&e).unwrap_or_default();
+                    if let Some(o) = j.as_object_mut() {
+                        o.insert("message".into(), e.to_string().into());
+                    }
+                    eprintln!("{}", serde_json::json!({ "error": j }));
+                }
+                Format::Text => eprintln!("error: {e}"),
+            }
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}

@@ -39,8 +39,8 @@ pub enum Error {
         cooling: u128,
     },
     /// The store failed (I/O, database); not the user's fault.
-    #[error("storage error: {0}")]
-    Storage(String),
+    #[error("storage error: {detail}")]
+    Storage { detail: String },
 }
 
 fn cooling_note(cooling: u128) -> String {
@@ -75,6 +75,12 @@ impl Error {
         }
     }
 
+    pub fn storage(detail: impl ToString) -> Error {
+        Error::Storage {
+            detail: detail.to_string(),
+        }
+    }
+
     /// Short machine-readable kind, as in the JSON form.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -82,7 +88,7 @@ impl Error {
             Error::Conflict { .. } => "conflict",
             Error::NotFound { .. } => "not-found",
             Error::Exhausted { .. } => "exhausted",
-            Error::Storage(_) => "storage",
+            Error::Storage { .. } => "storage",
         }
     }
 }

@@ -44,12 +44,12 @@ pub(crate) type Tx = Transaction<'static, Any>;
 
 /// A database error as the user sees it.
 pub(crate) fn db(e: sqlx::Error) -> Error {
-    Error::Storage(e.to_string())
+    Error::storage(e.to_string())
 }
 
 /// Stored data that does not decode: only a damaged database does this.
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> Error {
-    Error::Storage(format!("damaged database: {what}"))
+    Error::storage(format!("damaged database: {what}"))
 }
 
 /// Key as stored.
@@ -229,11 +229,11 @@ impl SqlStore {
             })
             .connect_with(opts)
             .await
-            .map_err(|e| Error::Storage(format!("cannot open the database: {e}")))?;
+            .map_err(|e| Error::storage(format!("cannot open the database: {e}")))?;
         migrator(dialect)
             .run(&pool)
             .await
-            .map_err(|e| Error::Storage(format!("cannot migrate the database: {e}")))?;
+            .map_err(|e| Error::storage(format!("cannot migrate the database: {e}")))?;
         let mut store = SqlStore {
             pool,
             dialect,

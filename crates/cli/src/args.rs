@@ -1,0 +1,281 @@
+//! The command line: the contract users and scripts build on.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vmfabric",
+    version,
+    about = "IP address management and network control for KVM/LXD clusters",
+    long_about = "vmfabric decides which addresses every VM gets, in the three cluster network types \
+switching, routing (Hetzner/OVH) and ip-fabric (BGP), and keeps the history of who held which address when.\n\n\
+Exit codes: 0 done, 1 storage or internal error, 2 invalid input, 3 not found, 4 conflict, 5 pool exhausted."
+)]
+pub struct Cli {
+    /// Database: a SQLite file path, or a sqlite:// or postgres:// URL
+    /// [default: $VMFABRIC_DB, else ~/.local/share/vmfabric/vmfabric.db]
+    #[arg(long, global = true, env = "VMFABRIC_DB", value_name = "PATH|URL")]
+    pub db: Option<String>,
+
+    /// Output format; with json every command prints one JSON document and
+    /// errors are JSON on stderr.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Clusters and their network type
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Networks of a cluster's pool (switching, ip-fabric)
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Nodes (hypervisor hosts) and, for routing clusters, their ranges
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// VMs and their addresses
+    #[command(subcommand)]
+    Vm(VmCmd),
+    /// Addresses: who holds them, reservations, history
+    #[command(subcommand)]
+    Ip(IpCmd),
+    /// Pool usage
+    #[command(subcommand)]
+    Pool(PoolCmd),
+    /// Verify every invariant of the stored state (like fsck)
+    Check,
+    /// A short tour: the three seed examples in a fresh database
+    Tour(TourArgs),
+    /// Benchmarks (results go to BENCHMARKS.md)
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Create a cluster
+    Create(ClusterCreate),
+    /// List clusters
+    List,
+    /// Show a cluster
+    Show { name: String },
+    /// Delete a cluster without VMs or reservations (its networks and nodes go with it)
+    Delete { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterCreate {
+    pub name: String,
+    /// Network type
+    #[arg(long = "type", value_name = "switching|routing|ip-fabric")]
+    pub network_type: String,
+    /// ip-fabric: the VMs' gateway address, put on every <vm>_net0 (e.g. 10.0.0.1)
+    #[arg(long)]
+    pub vm_gateway: Option<String>,
+    /// ip-fabric: the VMs' IPv6 gateway [default: fe80::1]
+    #[arg(long)]
+    pub vm_gateway6: Option<String>,
+    /// ip-fabric: BGP community ASN:VALUE set on VM routes (e.g. 65000:100)
+    #[arg(long)]
+    pub bgp_community: Option<String>,
+    /// ip-fabric: a route reflector ADDRESS:ASN (repeat; two are recommended)
+    #[arg(long = "route-reflector", value_name = "IP:ASN")]
+    pub route_reflectors: Vec<String>,
+    /// ip-fabric: the nodes' ASN [default: the reflectors' ASN]
+    #[arg(long)]
+    pub asn: Option<String>,
+    /// How long a released address waits before it is handed out again (0, 90s, 15m, 1h, 7d)
+    #[arg(long)]
+    pub cooldown: Option<String>,
+    /// Order of automatic allocation: last (never-used addresses first, then
+    /// the least recently released) or first-free (lowest free address)
+    #[arg(long, value_name = "last|first-free")]
+    pub reuse: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Add a network to a cluster's pool
+    Add {
+        cluster: String,
+        cidr: String,
+        /// Gateway of a switching network [default: the first host address]
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Never hand out this address or range A-B (repeat)
+        #[arg(long, value_name = "IP|A-B")]
+        exclude: Vec<String>,
+    },
+    /// List networks
+    List { cluster: Option<String> },
+    /// Remove a network without allocations
+    Remove { cluster: String, cidr: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// Add a node to a cluster
+    Add(NodeAdd),
+    /// List nodes
+    List {
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Show a node
+    Show { name: String },
+    /// Remove a node without VMs
+    Remove { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct NodeAdd {
+    pub cluster: String,
+    pub name: String,
+    /// Management address, optionally with the prefix of its network (IP[/LEN])
+    #[arg(long)]
+    pub address: String,
+    /// Uplink interface [default: eno1]
+    #[arg(long)]
+    pub uplink: Option<String>,
+    /// Bridge [default: vmbr0]
+    #[arg(long)]
+    pub bridge: Option<String>,
+    /// routing: primary IP on the uplink, the VMs' gateway [default: --address]
+    #[arg(long)]
+    pub primary_ip: Option<String>,
+    /// routing: an additional subnet routed to the node (repeat); all its addresses are usable
+    #[arg(long = "subnet", value_name = "CIDR")]
+    pub subnets: Vec<String>,
+    /// routing: a range A-B of addresses for VMs (repeat)
+    #[arg(long = "range", value_name = "A-B")]
+    pub ranges: Vec<String>,
+    /// routing: the node's IPv6 address in the provider's /64 (e.g. 2a01:4f8:13b:9a7::2/64)
+    #[arg(long, value_name = "ADDR/64")]
+    pub ipv6: Option<String>,
+    /// routing: the provider's IPv6 router [default: fe80::1]
+    #[arg(long)]
+    pub ipv6_gateway: Option<String>,
+    /// routing: NDP proxying for an on-link /64
+    #[arg(long, value_name = "kernel|ndppd|off")]
+    pub ndp_proxy: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VmCmd {
+    /// Create a VM and give it addresses
+    Create(VmCreate),
+    /// Show a VM
+    Show { name: String },
+    /// List VMs
+    List {
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Move a VM to another node of its cluster (switching, ip-fabric)
+    Migrate {
+        name: String,
+        #[arg(long)]
+        to: String,
+    },
+    /// Delete a VM and release its addresses
+    Delete { name: String },
+    /// Create VMs from JSON lines on stdin ({"cluster","name","node","ip":[..],"ipv6":bool}),
+    /// printing one JSON line per VM as soon as its commit is on disk
+    Import {
+        /// VMs per commit
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VmCreate {
+    pub cluster: String,
+    pub name: String,
+    #[arg(long)]
+    pub node: String,
+    /// Ask for this address (at most one per family)
+    #[arg(long = "ip", value_name = "IP")]
+    pub ips: Vec<String>,
+    /// Also give the VM an IPv6 address
+    #[arg(long)]
+    pub ipv6: bool,
+    /// Give the VM no IPv4 address
+    #[arg(long)]
+    pub no_ipv4: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IpCmd {
+    /// Addresses held now (or, with --free, the free space)
+    List {
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long)]
+        node: Option<String>,
+        /// List free ranges and released addresses instead
+        #[arg(long)]
+        free: bool,
+        /// At most this many ranges per block with --free
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Keep an address from being handed out
+    Reserve {
+        address: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// End whatever holds an address (a reservation, or a VM's claim on it)
+    Release { address: String },
+    /// Who held an address and when; with --at, who held it at that moment
+    History {
+        address: String,
+        /// RFC 3339 time, e.g. 2026-05-03T14:00:00Z
+        #[arg(long)]
+        at: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCmd {
+    /// Used / free / total per network and per node range
+    Usage { cluster: Option<String> },
+}
+
+#[derive(Debug, Args)]
+pub struct TourArgs {
+    /// Keep the tour's database here (must not exist yet) instead of a temporary file
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Durable allocations through the store on SQLite against raw WAL commits
+    Store {
+        /// Allocations per measurement
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// VMs per commit in the batched measurement
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Folder for the benchmark databases [default: a temporary folder]
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,321 @@
+//! Each command: input → store call → output. No rules live here.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use vmfabric_model::{ClusterInput, Error, NetworkInput, NodeInput, Result, Timestamp, VmInput};
+use vmfabric_store::{AddressFilter, SqlStore, Store, SystemClock, VmRequest};
+
+use crate::args::{
+    BenchCmd, Cli, ClusterCmd, Command, IpCmd, NetworkCmd, NodeCmd, PoolCmd, VmCmd,
+};
+use crate::{Out, render};
+
+/// The database the user means: `--db`/`$VMFABRIC_DB` (a path or a URL),
+/// else the default file in the user's data directory.
+pub async fn open(db: Option<&str>) -> Result<SqlStore> {
+    if let Some(d) = db {
+        if ["sqlite:", "postgres:", "postgresql:"]
+            .iter()
+            .any(|p| d.starts_with(p))
+        {
+            return SqlStore::open(d, Arc::new(SystemClock)).await;
+        }
+        return SqlStore::open_sqlite(&PathBuf::from(d)).await;
+    }
+    let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        Some(x) => PathBuf::from(x),
+        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(h) => PathBuf::from(h).join(".local/share"),
+            None => {
+                return Err(Error::invalid(
+                    "db",
+                    "",
+                    "no database given and neither $XDG_DATA_HOME nor $HOME is set: pass --db PATH",
+                ));
+            }
+        },
+    };
+    SqlStore::open_sqlite(&base.join("vmfabric").join("vmfabric.db")).await
+}
+
+pub async fn run(cli: Cli) -> Result<Out> {
+    match cli.command {
+        Command::Tour(a) => return crate::tour::run(a).await,
+        Command::Bench(BenchCmd::Store { count, batch, dir }) => {
+            return crate::bench::store(count, batch, dir).await;
+        }
+        _ => {}
+    }
+    let json = cli.output == crate::args::Format::Json;
+    let s = open(cli.db.as_deref()).await?;
+    match cli.command {
+        Command::Cluster(c) => cluster(&s, c).await,
+        Command::Network(c) => network(&s, c).await,
+        Command::Node(c) => node(&s, c).await,
+        Command::Vm(c) => vm(&s, c, json).await,
+        Command::Ip(c) => ip(&s, c).await,
+        Command::Pool(PoolCmd::Usage { cluster }) => {
+            let u = s.usage(cluster.as_deref()).await?;
+            Out::new(&u, render::usage(&u))
+        }
+        Command::Check => {
+            let r = s.check().await?;
+            if !r.problems.is_empty() {
+                return Err(Error::storage(format!(
+                    "the database is inconsistent: {}",
+                    r.problems.join("; ")
+                )));
+            }
+            Out::new(&r, render::check(&r))
+        }
+        Command::Tour(_) | Command::Bench(_) => Err(Error::storage("unreachable")),
+    }
+}
+
+async fn cluster(s: &SqlStore, c: ClusterCmd) -> Result<Out> {
+    match c {
+        ClusterCmd::Create(a) => {
+            let input = ClusterInput {
+                name: a.name,
+                network_type: a.network_type,
+                vm_gateway: a.vm_gateway,
+                vm_gateway6: a.vm_gateway6,
+                bgp_community: a.bgp_community,
+                route_reflectors: a.route_reflectors,
+                asn: a.asn,
+                cooldown: a.cooldown,
+                reuse: a.reuse,
+            };
+            let c = s.create_cluster(&input).await?;
+            Out::new(&c, render::cluster(&c))
+        }
+        ClusterCmd::List => {
+            let cs = s.clusters().await?;
+            Out::new(&cs, render::clusters(&cs))
+        }
+        ClusterCmd::Show { name } => {
+            let c = s.cluster(&name).await?;
+            Out::new(&c, render::cluster_summary(&c))
+        }
+        ClusterCmd::Delete { name } => {
+            let c = s.delete_cluster(&name).await?;
+            Out::new(&c, format!("deleted cluster {}\n", c.name))
+        }
+    }
+}
+
+async fn network(s: &SqlStore, c: NetworkCmd) -> Result<Out> {
+    match c {
+        NetworkCmd::Add {
+            cluster,
+            cidr,
+            gateway,
+            exclude,
+        } => {
+            let input = NetworkInput {
+                cidr,
+                gateway,
+                exclude,
+            };
+            let n = s.add_network(&cluster, &input).await?;
+            Out::new(&n, render::networks(std::slice::from_ref(&n)))
+        }
+        NetworkCmd::List { cluster } => {
+            let ns = s.networks(cluster.as_deref()).await?;
+            Out::new(&ns, render::networks(&ns))
+        }
+        NetworkCmd::Remove { cluster, cidr } => {
+            let n = s.remove_network(&cluster, &cidr).await?;
+            Out::new(&n, format!("removed network {} of cluster {}\n", n.block.text(), cluster))
+        }
+    }
+}
+
+async fn node(s: &SqlStore, c: NodeCmd) -> Result<Out> {
+    match c {
+        NodeCmd::Add(a) => {
+            let input = NodeInput {
+                name: a.name,
+                address: a.address,
+                uplink: a.uplink,
+                bridge: a.bridge,
+                primary_ip: a.primary_ip,
+                subnets: a.subnets,
+                ranges: a.ranges,
+                ipv6: a.ipv6,
+                ipv6_gateway: a.ipv6_gateway,
+                ndp_proxy: a.ndp_proxy,
+            };
+            let n = s.add_node(&a.cluster, &input).await?;
+            Out::new(&n, render::node(&n))
+        }
+        NodeCmd::List { cluster } => {
+            let ns = s.nodes(cluster.as_deref()).await?;
+            Out::new(&ns, render::nodes(&ns))
+        }
+        NodeCmd::Show { name } => {
+            let n = s.node(&name).await?;
+            Out::new(&n, render::node(&n))
+        }
+        NodeCmd::Remove { name } => {
+            let n = s.remove_node(&name).await?;
+            Out::new(&n, format!("removed node {}\n", n.node.name))
+        }
+    }
+}
+
+/// One line of `vm import`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportLine {
+    cluster: String,
+    name: String,
+    node: String,
+    #[serde(default)]
+    ip: Vec<String>,
+    #[serde(default)]
+    ipv6: bool,
+    #[serde(default)]
+    no_ipv4: bool,
+}
+
+async fn vm(s: &SqlStore, c: VmCmd, json: bool) -> Result<Out> {
+    match c {
+        VmCmd::Create(a) => {
+            let input = VmInput {
+                name: a.name,
+                node: a.node,
+                ips: a.ips,
+                ipv6: a.ipv6,
+                no_ipv4: a.no_ipv4,
+            };
+            let v = s.create_vm(&a.cluster, &input).await?;
+            Out::new(&v, render::vm(&v))
+        }
+        VmCmd::Show { name } => {
+            let v = s.vm(&name).await?;
+            Out::new(&v, render::vm(&v))
+        }
+        VmCmd::List { cluster, node } => {
+            let vs = s.vms(&AddressFilter { cluster, node }).await?;
+            Out::new(&vs, render::vms(&vs))
+        }
+        VmCmd::Migrate { name, to } => {
+            let v = s.migrate_vm(&name, &to).await?;
+            Out::new(&v, render::vm(&v))
+        }
+        VmCmd::Delete { name } => {
+            let v = s.delete_vm(&name).await?;
+            Out::new(&v, format!("deleted vm {} and released its addresses\n", v.name))
+        }
+        VmCmd::Import { batch } => import(s, batch.max(1), json).await,
+    }
+}
+
+/// Create VMs from JSON lines on stdin, `batch` per commit, printing each
+/// result only once its commit is durable.
+async fn import(s: &SqlStore, batch: usize, json: bool) -> Result<Out> {
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let (mut created, mut failed, mut line_no) = (0u64, 0u64, 0u64);
+    loop {
+        let mut requests = Vec::with_capacity(batch);
+        let mut bad = Vec::new();
+        for line in lines.by_ref() {
+            line_no += 1;
+            let line = line.map_err(|e| Error::invalid("stdin", line_no, format!("cannot read: {e}")))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<ImportLine>(&line) {
+                Ok(l) => requests.push(VmRequest {
+                    cluster: l.cluster,
+                    vm: VmInput {
+                        name: l.name,
+                        node: l.node,
+                        ips: l.ip,
+                        ipv6: l.ipv6,
+                        no_ipv4: l.no_ipv4,
+                    },
+                }),
+                Err(e) => bad.push(Error::invalid(
+                    "line",
+                    line_no,
+                    format!("not a VM: {e} (expected {{\"cluster\",\"name\",\"node\",\"ip\":[..],\"ipv6\":bool}})"),
+                )),
+            }
+            if requests.len() + bad.len() >= batch {
+                break;
+            }
+        }
+        if requests.is_empty() && bad.is_empty() {
+            break;
+        }
+        let results = s.create_vms(&requests).await?;
+        let mut out = std::io::stdout().lock();
+        for r in results.into_iter().chain(bad.into_iter().map(Err)) {
+            let line = match &r {
+                Ok(v) => {
+                    created += 1;
+                    if json {
+                        serde_json::json!({"ok": v}).to_string()
+                    } else {
+                        let a: Vec<String> = v.nics.iter().flat_map(|n| n.addresses.iter().map(|a| a.address.to_string())).collect();
+                        format!("created {} {}", v.name, a.join(" "))
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    if json {
+                        serde_json::json!({"error": e, "message": e.to_string()}).to_string()
+                    } else {
+                        format!("failed: {e}")
+                    }
+                }
+            };
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
+    }
+    let summary = serde_json::json!({"created": created, "failed": failed});
+    Ok(Out {
+        json: summary,
+        text: format!("{created} created, {failed} failed\n"),
+    })
+}
+
+async fn ip(s: &SqlStore, c: IpCmd) -> Result<Out> {
+    match c {
+        IpCmd::List {
+            cluster,
+            node,
+            free,
+            limit,
+        } => {
+            let f = AddressFilter { cluster, node };
+            if free {
+                let fs = s.free_space(&f, limit).await?;
+                Out::new(&fs, render::free(&fs))
+            } else {
+                let a = s.allocations(&f).await?;
+                Out::new(&a, render::allocations(&a))
+            }
+        }
+        IpCmd::Reserve { address, note } => {
+            let a = s.reserve(&address, note.as_deref()).await?;
+            Out::new(&a, format!("reserved {} in {}\n", a.address, a.block))
+        }
+        IpCmd::Release { address } => {
+            let r = s.release(&address).await?;
+            Out::new(&r, render::released(&r))
+        }
+        IpCmd::History { address, at } => {
+            let at = at.map(|t| Timestamp::parse("at", &t)).transpose()?;
+            let h = s.history(&address, at).await?;
+            Out::new(&h, render::history(&h))
+        }
+    }
+}

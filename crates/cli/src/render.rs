@@ -1,0 +1,351 @@
+//! Text output: aligned tables and short summaries. JSON output is the
+//! serialised value itself; text is for people and may change.
+
+use std::fmt::Write;
+
+use vmfabric_model::view::{
+    Allocation, ClusterSummary, FreeSpace, HistoryEntry, Holder, NetworkView, ReleaseResult, Usage,
+};
+use vmfabric_model::{Cluster, Vm};
+use vmfabric_store::{CheckReport, NodeView};
+
+/// Columns padded to their widest cell; the last column is not padded.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let n = cells.len();
+        for (i, c) in cells.into_iter().enumerate() {
+            if i + 1 == n {
+                out.push_str(c);
+            } else {
+                let _ = write!(out, "{c:<w$}  ", w = widths[i]);
+            }
+        }
+        out.push('\n');
+    };
+    line(headers.to_vec(), &mut out);
+    for r in rows {
+        line(r.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".to_string(), ToString::to_string)
+}
+
+pub fn cluster(c: &Cluster) -> String {
+    let mut s = format!(
+        "cluster {}  type {}  assignment {}  cooldown {}  reuse {}\n",
+        c.name,
+        c.network_type,
+        c.assignment,
+        c.cooldown,
+        c.reuse.name()
+    );
+    if let Some(f) = &c.fabric {
+        let rrs: Vec<String> = f.route_reflectors.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            s,
+            "  vm gateway {} / {}  community {}  asn {}  route reflectors {}",
+            f.vm_gateway,
+            f.vm_gateway6,
+            f.community,
+            f.asn,
+            rrs.join(", ")
+        );
+    }
+    s
+}
+
+pub fn cluster_summary(c: &ClusterSummary) -> String {
+    let mut s = cluster(&c.cluster);
+    let _ = writeln!(s, "  networks {}  nodes {}  vms {}", c.networks, c.nodes, c.vms);
+    s
+}
+
+pub fn clusters(cs: &[ClusterSummary]) -> String {
+    let rows: Vec<Vec<String>> = cs
+        .iter()
+        .map(|c| {
+            vec![
+                c.cluster.name.clone(),
+                c.cluster.network_type.to_string(),
+                c.cluster.assignment.to_string(),
+                c.networks.to_string(),
+                c.nodes.to_string(),
+                c.vms.to_string(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "TYPE", "ASSIGNMENT", "NETWORKS", "NODES", "VMS"], &rows)
+}
+
+pub fn networks(ns: &[NetworkView]) -> String {
+    let rows: Vec<Vec<String>> = ns
+        .iter()
+        .map(|n| {
+            let ex: Vec<String> = n
+                .exclusions
+                .iter()
+                .map(|e| format!("{} ({})", e.range, e.reason))
+                .collect();
+            vec![
+                n.block.cluster.clone(),
+                n.block.text(),
+                opt(&n.block.gateway),
+                ex.join(", "),
+            ]
+        })
+        .collect();
+    table(&["CLUSTER", "NETWORK", "GATEWAY", "NEVER HANDED OUT"], &rows)
+}
+
+pub fn node(n: &NodeView) -> String {
+    let node = &n.node;
+    let mut s = format!(
+        "node {}  cluster {}  address {}{}  uplink {}  bridge {}  vms {}\n",
+        node.name,
+        node.cluster,
+        node.address,
+        node.address_prefix.map(|p| format!("/{p}")).unwrap_or_default(),
+        node.uplink,
+        node.bridge,
+        n.vms
+    );
+    if let Some(r) = &node.routing {
+        let _ = writeln!(s, "  primary ip {} (the VMs' gateway)", r.primary_ip);
+        if let Some(six) = &r.ipv6 {
+            let _ = writeln!(
+                s,
+                "  ipv6 {}/64  gateway {}  ndp proxy {}",
+                six.address, six.gateway, r.ndp_proxy
+            );
+        }
+    }
+    for b in &n.ranges {
+        let _ = writeln!(s, "  range {} ({})", b.text(), b.role.as_str());
+    }
+    s
+}
+
+pub fn nodes(ns: &[NodeView]) -> String {
+    let rows: Vec<Vec<String>> = ns
+        .iter()
+        .map(|n| {
+            let ranges: Vec<String> = n.ranges.iter().map(|b| b.text()).collect();
+            vec![
+                n.node.name.clone(),
+                n.node.cluster.clone(),
+                n.node.address.to_string(),
+                n.node.uplink.to_string(),
+                n.node.bridge.to_string(),
+                n.vms.to_string(),
+                ranges.join(", "),
+            ]
+        })
+        .collect();
+    table(&["NAME", "CLUSTER", "ADDRESS", "UPLINK", "BRIDGE", "VMS", "RANGES"], &rows)
+}
+
+pub fn vm(v: &Vm) -> String {
+    let mut s = format!("vm {}  cluster {}  node {}\n", v.name, v.cluster, v.node);
+    for n in &v.nics {
+        let _ = writeln!(
+            s,
+            "  nic {}  mac {}  host interface {}",
+            n.index, n.mac, n.host_interface
+        );
+        for a in &n.addresses {
+            let _ = writeln!(
+                s,
+                "    {}/{}  gateway {}",
+                a.address,
+                a.prefix_len,
+                opt(&a.gateway)
+            );
+        }
+    }
+    s
+}
+
+pub fn vms(vs: &[Vm]) -> String {
+    let rows: Vec<Vec<String>> = vs
+        .iter()
+        .map(|v| {
+            let addrs: Vec<String> = v
+                .nics
+                .iter()
+                .flat_map(|n| n.addresses.iter().map(|a| format!("{}/{}", a.address, a.prefix_len)))
+                .collect();
+            let nic = v.nics.first();
+            vec![
+                v.name.clone(),
+                v.cluster.clone(),
+                v.node.clone(),
+                nic.map_or("-".into(), |n| n.host_interface.to_string()),
+                nic.map_or("-".into(), |n| n.mac.to_string()),
+                addrs.join(", "),
+            ]
+        })
+        .collect();
+    table(&["NAME", "CLUSTER", "NODE", "INTERFACE", "MAC", "ADDRESSES"], &rows)
+}
+
+fn holder(h: &Holder) -> String {
+    match h {
+        Holder::Vm { vm, nic, .. } => format!("{vm} nic {nic}"),
+        Holder::Reserved { note } => match note {
+            Some(n) => format!("reserved: {n}"),
+            None => "reserved".into(),
+        },
+    }
+}
+
+pub fn allocations(a: &[Allocation]) -> String {
+    let rows: Vec<Vec<String>> = a
+        .iter()
+        .map(|a| {
+            vec![
+                a.address.to_string(),
+                holder(&a.holder),
+                a.cluster.clone(),
+                opt(&a.node),
+                a.block.clone(),
+                a.since.to_string(),
+            ]
+        })
+        .collect();
+    table(&["ADDRESS", "HELD BY", "CLUSTER", "NODE", "BLOCK", "SINCE"], &rows)
+}
+
+pub fn free(f: &[FreeSpace]) -> String {
+    let mut rows = Vec::new();
+    for b in f {
+        for r in &b.ranges {
+            let range = if r.first == r.last {
+                r.first.to_string()
+            } else {
+                format!("{}-{}", r.first, r.last)
+            };
+            rows.push(vec![
+                b.cluster.clone(),
+                opt(&b.node),
+                b.block.clone(),
+                range,
+                r.count.to_string(),
+                "never used".into(),
+            ]);
+        }
+        for r in &b.released {
+            rows.push(vec![
+                b.cluster.clone(),
+                opt(&b.node),
+                b.block.clone(),
+                r.address.to_string(),
+                "1".into(),
+                format!("released, usable from {}", r.usable_at),
+            ]);
+        }
+        if b.more {
+            rows.push(vec![
+                b.cluster.clone(),
+                opt(&b.node),
+                b.block.clone(),
+                "...".into(),
+                "".into(),
+                "more (raise --limit)".into(),
+            ]);
+        }
+    }
+    table(&["CLUSTER", "NODE", "BLOCK", "FREE", "COUNT", "STATE"], &rows)
+}
+
+pub fn history(h: &[HistoryEntry]) -> String {
+    if h.is_empty() {
+        return "nobody\n".into();
+    }
+    let rows: Vec<Vec<String>> = h
+        .iter()
+        .map(|e| {
+            let mac = match &e.holder {
+                Holder::Vm { mac: Some(m), .. } => m.to_string(),
+                _ => "-".into(),
+            };
+            vec![
+                e.address.to_string(),
+                holder(&e.holder),
+                mac,
+                e.cluster.clone(),
+                opt(&e.node),
+                e.since.to_string(),
+                e.until.map_or_else(|| "now".into(), |u| u.to_string()),
+            ]
+        })
+        .collect();
+    table(&["ADDRESS", "HELD BY", "MAC", "CLUSTER", "NODE", "FROM", "UNTIL"], &rows)
+}
+
+pub fn usage(u: &[Usage]) -> String {
+    let rows: Vec<Vec<String>> = u
+        .iter()
+        .map(|u| {
+            let usable = u.total - u.system;
+            let pct = if usable == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1}%", (u.used + u.reserved) as f64 * 100.0 / usable as f64)
+            };
+            vec![
+                u.cluster.clone(),
+                opt(&u.node),
+                u.block.clone(),
+                u.used.to_string(),
+                u.reserved.to_string(),
+                u.cooling.to_string(),
+                u.free.to_string(),
+                u.system.to_string(),
+                u.total.to_string(),
+                pct,
+            ]
+        })
+        .collect();
+    table(
+        &["CLUSTER", "NODE", "BLOCK", "USED", "RESERVED", "COOLING", "FREE", "SYSTEM", "TOTAL", "FULL"],
+        &rows,
+    )
+}
+
+pub fn released(r: &ReleaseResult) -> String {
+    format!(
+        "released {} from {}; handed out again from {} (cool-down {})\n",
+        r.address,
+        r.holder.describe(),
+        r.usable_at,
+        r.cooldown
+    )
+}
+
+pub fn check(r: &CheckReport) -> String {
+    let mut s = format!(
+        "checked {} blocks, {} VMs, {} held addresses: ",
+        r.blocks, r.vms, r.active_allocations
+    );
+    if r.problems.is_empty() {
+        s.push_str("consistent\n");
+    } else {
+        let _ = writeln!(s, "{} problems", r.problems.len());
+        for p in &r.problems {
+            let _ = writeln!(s, "  {p}");
+        }
+    }
+    s
+}
