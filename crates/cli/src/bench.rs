@@ -108,7 +108,12 @@ pub async fn store(count: usize, batch: usize, dir: Option<PathBuf>) -> Result<O
             tx.commit().await.map_err(db)?;
             lat.push(t.elapsed());
         }
-        rows.push(row("sqlite WAL commit, 1 row (reference)", &mut lat, start.elapsed(), count));
+        rows.push(row(
+            "sqlite WAL commit, 1 row (reference)",
+            &mut lat,
+            start.elapsed(),
+            count,
+        ));
     }
 
     // One VM (one allocation) per commit, on a /16 and on a /8.
@@ -158,7 +163,10 @@ pub async fn store(count: usize, batch: usize, dir: Option<PathBuf>) -> Result<O
         ));
         let report = s.check().await?;
         if !report.problems.is_empty() {
-            return Err(Error::storage(format!("bench left problems: {:?}", report.problems)));
+            return Err(Error::storage(format!(
+                "bench left problems: {:?}",
+                report.problems
+            )));
         }
     }
     if dir == tmp {

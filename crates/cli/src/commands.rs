@@ -8,9 +8,7 @@ use serde::Deserialize;
 use vmfabric_model::{ClusterInput, Error, NetworkInput, NodeInput, Result, Timestamp, VmInput};
 use vmfabric_store::{AddressFilter, SqlStore, Store, SystemClock, VmRequest};
 
-use crate::args::{
-    BenchCmd, Cli, ClusterCmd, Command, IpCmd, NetworkCmd, NodeCmd, PoolCmd, VmCmd,
-};
+use crate::args::{BenchCmd, Cli, ClusterCmd, Command, IpCmd, NetworkCmd, NodeCmd, PoolCmd, VmCmd};
 use crate::{Out, render};
 
 /// The database the user means: `--db`/`$VMFABRIC_DB` (a path or a URL),
@@ -129,7 +127,14 @@ async fn network(s: &SqlStore, c: NetworkCmd) -> Result<Out> {
         }
         NetworkCmd::Remove { cluster, cidr } => {
             let n = s.remove_network(&cluster, &cidr).await?;
-            Out::new(&n, format!("removed network {} of cluster {}\n", n.block.text(), cluster))
+            Out::new(
+                &n,
+                format!(
+                    "removed network {} of cluster {}\n",
+                    n.block.text(),
+                    cluster
+                ),
+            )
         }
     }
 }
@@ -209,7 +214,10 @@ async fn vm(s: &SqlStore, c: VmCmd, json: bool) -> Result<Out> {
         }
         VmCmd::Delete { name } => {
             let v = s.delete_vm(&name).await?;
-            Out::new(&v, format!("deleted vm {} and released its addresses\n", v.name))
+            Out::new(
+                &v,
+                format!("deleted vm {} and released its addresses\n", v.name),
+            )
         }
         VmCmd::Import { batch } => import(s, batch.max(1), json).await,
     }
@@ -226,7 +234,8 @@ async fn import(s: &SqlStore, batch: usize, json: bool) -> Result<Out> {
         let mut bad = Vec::new();
         for line in lines.by_ref() {
             line_no += 1;
-            let line = line.map_err(|e| Error::invalid("stdin", line_no, format!("cannot read: {e}")))?;
+            let line =
+                line.map_err(|e| Error::invalid("stdin", line_no, format!("cannot read: {e}")))?;
             if line.trim().is_empty() {
                 continue;
             }
@@ -263,7 +272,11 @@ async fn import(s: &SqlStore, batch: usize, json: bool) -> Result<Out> {
                     if json {
                         serde_json::json!({"ok": v}).to_string()
                     } else {
-                        let a: Vec<String> = v.nics.iter().flat_map(|n| n.addresses.iter().map(|a| a.address.to_string())).collect();
+                        let a: Vec<String> = v
+                            .nics
+                            .iter()
+                            .flat_map(|n| n.addresses.iter().map(|a| a.address.to_string()))
+                            .collect();
                         format!("created {} {}", v.name, a.join(" "))
                     }
                 }

@@ -39,7 +39,8 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map_or_else(|| "-".to_string(), ToString::to_string)
+    v.as_ref()
+        .map_or_else(|| "-".to_string(), ToString::to_string)
 }
 
 pub fn cluster(c: &Cluster) -> String {
@@ -68,7 +69,11 @@ pub fn cluster(c: &Cluster) -> String {
 
 pub fn cluster_summary(c: &ClusterSummary) -> String {
     let mut s = cluster(&c.cluster);
-    let _ = writeln!(s, "  networks {}  nodes {}  vms {}", c.networks, c.nodes, c.vms);
+    let _ = writeln!(
+        s,
+        "  networks {}  nodes {}  vms {}",
+        c.networks, c.nodes, c.vms
+    );
     s
 }
 
@@ -86,7 +91,10 @@ pub fn clusters(cs: &[ClusterSummary]) -> String {
             ]
         })
         .collect();
-    table(&["NAME", "TYPE", "ASSIGNMENT", "NETWORKS", "NODES", "VMS"], &rows)
+    table(
+        &["NAME", "TYPE", "ASSIGNMENT", "NETWORKS", "NODES", "VMS"],
+        &rows,
+    )
 }
 
 pub fn networks(ns: &[NetworkView]) -> String {
@@ -106,7 +114,10 @@ pub fn networks(ns: &[NetworkView]) -> String {
             ]
         })
         .collect();
-    table(&["CLUSTER", "NETWORK", "GATEWAY", "NEVER HANDED OUT"], &rows)
+    table(
+        &["CLUSTER", "NETWORK", "GATEWAY", "NEVER HANDED OUT"],
+        &rows,
+    )
 }
 
 pub fn node(n: &NodeView) -> String {
@@ -116,7 +127,9 @@ pub fn node(n: &NodeView) -> String {
         node.name,
         node.cluster,
         node.address,
-        node.address_prefix.map(|p| format!("/{p}")).unwrap_or_default(),
+        node.address_prefix
+            .map(|p| format!("/{p}"))
+            .unwrap_or_default(),
         node.uplink,
         node.bridge,
         n.vms
@@ -153,7 +166,12 @@ pub fn nodes(ns: &[NodeView]) -> String {
             ]
         })
         .collect();
-    table(&["NAME", "CLUSTER", "ADDRESS", "UPLINK", "BRIDGE", "VMS", "RANGES"], &rows)
+    table(
+        &[
+            "NAME", "CLUSTER", "ADDRESS", "UPLINK", "BRIDGE", "VMS", "RANGES",
+        ],
+        &rows,
+    )
 }
 
 pub fn vm(v: &Vm) -> String {
@@ -184,7 +202,11 @@ pub fn vms(vs: &[Vm]) -> String {
             let addrs: Vec<String> = v
                 .nics
                 .iter()
-                .flat_map(|n| n.addresses.iter().map(|a| format!("{}/{}", a.address, a.prefix_len)))
+                .flat_map(|n| {
+                    n.addresses
+                        .iter()
+                        .map(|a| format!("{}/{}", a.address, a.prefix_len))
+                })
                 .collect();
             let nic = v.nics.first();
             vec![
@@ -197,7 +219,10 @@ pub fn vms(vs: &[Vm]) -> String {
             ]
         })
         .collect();
-    table(&["NAME", "CLUSTER", "NODE", "INTERFACE", "MAC", "ADDRESSES"], &rows)
+    table(
+        &["NAME", "CLUSTER", "NODE", "INTERFACE", "MAC", "ADDRESSES"],
+        &rows,
+    )
 }
 
 fn holder(h: &Holder) -> String {
@@ -224,7 +249,10 @@ pub fn allocations(a: &[Allocation]) -> String {
             ]
         })
         .collect();
-    table(&["ADDRESS", "HELD BY", "CLUSTER", "NODE", "BLOCK", "SINCE"], &rows)
+    table(
+        &["ADDRESS", "HELD BY", "CLUSTER", "NODE", "BLOCK", "SINCE"],
+        &rows,
+    )
 }
 
 pub fn free(f: &[FreeSpace]) -> String {
@@ -266,7 +294,10 @@ pub fn free(f: &[FreeSpace]) -> String {
             ]);
         }
     }
-    table(&["CLUSTER", "NODE", "BLOCK", "FREE", "COUNT", "STATE"], &rows)
+    table(
+        &["CLUSTER", "NODE", "BLOCK", "FREE", "COUNT", "STATE"],
+        &rows,
+    )
 }
 
 pub fn history(h: &[HistoryEntry]) -> String {
@@ -291,7 +322,12 @@ pub fn history(h: &[HistoryEntry]) -> String {
             ]
         })
         .collect();
-    table(&["ADDRESS", "HELD BY", "MAC", "CLUSTER", "NODE", "FROM", "UNTIL"], &rows)
+    table(
+        &[
+            "ADDRESS", "HELD BY", "MAC", "CLUSTER", "NODE", "FROM", "UNTIL",
+        ],
+        &rows,
+    )
 }
 
 pub fn usage(u: &[Usage]) -> String {
@@ -302,7 +338,10 @@ pub fn usage(u: &[Usage]) -> String {
             let pct = if usable == 0 {
                 "-".to_string()
             } else {
-                format!("{:.1}%", (u.used + u.reserved) as f64 * 100.0 / usable as f64)
+                format!(
+                    "{:.1}%",
+                    (u.used + u.reserved) as f64 * 100.0 / usable as f64
+                )
             };
             vec![
                 u.cluster.clone(),
@@ -319,7 +358,10 @@ pub fn usage(u: &[Usage]) -> String {
         })
         .collect();
     table(
-        &["CLUSTER", "NODE", "BLOCK", "USED", "RESERVED", "COOLING", "FREE", "SYSTEM", "TOTAL", "FULL"],
+        &[
+            "CLUSTER", "NODE", "BLOCK", "USED", "RESERVED", "COOLING", "FREE", "SYSTEM", "TOTAL",
+            "FULL",
+        ],
         &rows,
     )
 }

@@ -44,7 +44,10 @@ pub async fn run(a: TourArgs) -> Result<Out> {
         }
     };
     let s = SqlStore::open_sqlite(&path).await?;
-    let mut t = format!("vmfabric tour: a fresh SQLite database at {}\n", path.display());
+    let mut t = format!(
+        "vmfabric tour: a fresh SQLite database at {}\n",
+        path.display()
+    );
 
     // --- Switching: the seed's two /27 blocks, bridged nodes.
     step(
@@ -88,7 +91,11 @@ pub async fn run(a: TourArgs) -> Result<Out> {
         let vm = s.create_vm("rack1", &vm(v, n, false)).await?;
         t.push_str(&render::vm(&vm));
     }
-    step(&mut t, "Migration keeps the address", "vm migrate web1 --to kvm2");
+    step(
+        &mut t,
+        "Migration keeps the address",
+        "vm migrate web1 --to kvm2",
+    );
     t.push_str(&render::vm(&s.migrate_vm("web1", "kvm2").await?));
 
     // --- Routing: Hetzner/OVH.
@@ -118,7 +125,9 @@ pub async fn run(a: TourArgs) -> Result<Out> {
     t.push_str(&render::node(&n));
     for v in ["vm1", "vm2", "vm3"] {
         let _ = writeln!(t, "$ vmfabric vm create hetzner {v} --node hz-node1 --ipv6");
-        t.push_str(&render::vm(&s.create_vm("hetzner", &vm(v, "hz-node1", true)).await?));
+        t.push_str(&render::vm(
+            &s.create_vm("hetzner", &vm(v, "hz-node1", true)).await?,
+        ));
     }
     s.add_node(
         "hetzner",
@@ -130,12 +139,20 @@ pub async fn run(a: TourArgs) -> Result<Out> {
         },
     )
     .await?;
-    step(&mut t, "Routing pins addresses to their node", "vm migrate vm1 --to hz-node2");
+    step(
+        &mut t,
+        "Routing pins addresses to their node",
+        "vm migrate vm1 --to hz-node2",
+    );
     match s.migrate_vm("vm1", "hz-node2").await {
         Err(e) => {
             let _ = writeln!(t, "error: {e}");
         }
-        Ok(_) => return Err(Error::storage("the tour expected routing to refuse migration")),
+        Ok(_) => {
+            return Err(Error::storage(
+                "the tour expected routing to refuse migration",
+            ));
+        }
     }
 
     // --- IP-fabric.
@@ -186,7 +203,11 @@ pub async fn run(a: TourArgs) -> Result<Out> {
     }
 
     // --- History.
-    step(&mut t, "Deleting a VM keeps the history of its address", "vm delete vm11");
+    step(
+        &mut t,
+        "Deleting a VM keeps the history of its address",
+        "vm delete vm11",
+    );
     let gone = s.delete_vm("vm11").await?;
     let addr = gone
         .nics

@@ -24,6 +24,8 @@ pub enum ParseError {
     MixedFamilies,
     /// A range whose first address is above its last.
     Reversed,
+    /// IPv6 text inside `::ffff:0:0/96`, which is IPv4 written as IPv6.
+    Mapped,
 }
 
 impl fmt::Display for ParseError {
@@ -48,6 +50,10 @@ impl fmt::Display for ParseError {
                 write!(f, "both ends of a range must be of the same family")
             }
             ParseError::Reversed => write!(f, "the first address must not be above the last"),
+            ParseError::Mapped => write!(
+                f,
+                "IPv4-mapped IPv6 addresses (::ffff:0:0/96) are IPv4 addresses: write them as IPv4"
+            ),
         }
     }
 }
@@ -71,6 +77,9 @@ impl Cidr {
         let network = Cidr::containing(addr, len);
         if network.addr != addr {
             return Err(ParseError::HostBits { network });
+        }
+        if family == Family::V6 && network.range().overlaps(&V4_SPACE) {
+            return Err(ParseError::Mapped);
         }
         Ok(network)
     }
@@ -140,6 +149,9 @@ impl FromStr for Cidr {
         Cidr::new(addr, len)
     }
 }
+
+/// The IPv4 part of the key space.
+const V4_SPACE: Range = Range::new(key::V4_FIRST, key::V4_LAST);
 
 /// An inclusive range of keys `first..=last`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -215,11 +227,16 @@ impl Range {
         if Family::of(a) != Family::of(b) {
             return Err(ParseError::MixedFamilies);
         }
+        let v6 = Family::of(a) == Family::V6;
         let (a, b) = (key::key(a), key::key(b));
         if a > b {
             return Err(ParseError::Reversed);
         }
-        Ok(Range::new(a, b))
+        let r = Range::new(a, b);
+        if v6 && r.overlaps(&V4_SPACE) {
+            return Err(ParseError::Mapped);
+        }
+        Ok(r)
     }
 
     pub fn family(&self) -> Family {
@@ -299,8 +316,16 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_mapped_text_is_refused() {
+        assert_eq!("::ffff:0:0/120".parse::<Cidr>(), Err(ParseError::Mapped));
+        assert_eq!("::/0".parse::<Cidr>(), Err(ParseError::Mapped));
+        assert_eq!(Range::parse("::ffff:1.2.3.4"), Err(ParseError::Mapped));
+        assert_eq!(Range::parse("::1-::1:0:0:0"), Err(ParseError::Mapped));
+    }
+
+    #[test]
     fn slash_zero_does_not_overflow() {
-        let all: Cidr = "::/0".parse().unwrap();
+        let all = Cidr::containing("::".parse().unwrap(), 0);
         assert_eq!(all.range().len(), u128::MAX);
         let v4: Cidr = "0.0.0.0/0".parse().unwrap();
         assert_eq!(v4.range().len(), 1u128 << 32);

@@ -143,6 +143,18 @@ impl SqlStore {
         let Some(block) = self.block_containing(tx, k).await? else {
             return Ok(());
         };
+        if let Some(other) = &block.node
+            && other != node
+        {
+            return Err(Error::conflict(
+                field,
+                ip,
+                format!(
+                    "the address lies in {}, which belongs to another node",
+                    block.label()
+                ),
+            ));
+        }
         if block.cluster != cluster.name {
             return Err(Error::conflict(
                 field,

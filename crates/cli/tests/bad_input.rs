@@ -1,0 +1,849 @@
+//! Bad input gets a clear error naming the field, the value and the rule,
+//! a non-zero exit code, JSON on stderr with `--output json`, and changes
+//! nothing: the whole database is the same before and after.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::Env;
+
+/// (args, exit code, field, value, words the rule must contain)
+type Case = (
+    &'static [&'static str],
+    i32,
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
+const FABRIC: &[&str] = &[
+    "cluster",
+    "create",
+    "f2",
+    "--type",
+    "ip-fabric",
+    "--vm-gateway",
+    "10.0.0.1",
+    "--bgp-community",
+    "65000:100",
+];
+
+fn with(base: &[&'static str], more: &[&'static str]) -> Vec<&'static str> {
+    base.iter().chain(more).copied().collect()
+}
+
+#[test]
+fn every_bad_input_is_refused_and_changes_nothing() {
+    let e = Env::new();
+    e.seed_world();
+    e.ok(&["vm", "create", "hz", "taken", "--node", "hz1"]); // holds 203.0.113.40
+    e.ok(&["ip", "reserve", "203.0.113.41", "--note", "abuse hold"]);
+    e.ok(&["vm", "create", "fab", "vm1", "--node", "node1"]);
+    let cases: &[Case] = &[
+        // Blocks
+        (
+            &["network", "add", "sw", "192.0.2.64/33"],
+            2,
+            "cidr",
+            "192.0.2.64/33",
+            "prefix length",
+        ),
+        (
+            &["network", "add", "sw", "192.0.2.65/27"],
+            2,
+            "cidr",
+            "192.0.2.65/27",
+            "did you mean 192.0.2.64/27",
+        ),
+        (
+            &["network", "add", "sw", "banana"],
+            2,
+            "cidr",
+            "banana",
+            "CIDR",
+        ),
+        (
+            &["network", "add", "sw", "192.0.2.16/28"],
+            4,
+            "cidr",
+            "192.0.2.16/28",
+            "overlaps network 192.0.2.0/27 of cluster sw",
+        ),
+        (
+            &["network", "add", "fab", "203.0.113.0/24"],
+            4,
+            "cidr",
+            "203.0.113.0/24",
+            "overlaps range 203.0.113.48/29 of node hz2",
+        ),
+        (
+            &[
+                "network",
+                "add",
+                "sw",
+                "10.9.0.0/24",
+                "--gateway",
+                "10.9.1.1",
+            ],
+            2,
+            "gateway",
+            "10.9.1.1",
+            "inside the network",
+        ),
+        (
+            &[
+                "network",
+                "add",
+                "sw",
+                "10.9.0.0/24",
+                "--gateway",
+                "10.9.0.255",
+            ],
+            2,
+            "gateway",
+            "10.9.0.255",
+            "broadcast",
+        ),
+        (
+            &[
+                "network",
+                "add",
+                "sw",
+                "10.9.0.0/24",
+                "--exclude",
+                "10.9.1.5",
+            ],
+            2,
+            "exclude",
+            "10.9.1.5",
+            "inside the network",
+        ),
+        (
+            &[
+                "network",
+                "add",
+                "sw",
+                "10.9.0.0/24",
+                "--exclude",
+                "10.9.0.9-10.9.0.2",
+            ],
+            2,
+            "exclude",
+            "10.9.0.9-10.9.0.2",
+            "not be above",
+        ),
+        (
+            &["network", "add", "sw", "127.0.0.0/24"],
+            2,
+            "cidr",
+            "127.0.0.0/24",
+            "loopback",
+        ),
+        (
+            &["network", "add", "sw", "::ffff:0:0/120"],
+            2,
+            "cidr",
+            "::ffff:0:0/120",
+            "IPv4-mapped",
+        ),
+        (
+            &["network", "add", "hz", "10.9.0.0/24"],
+            2,
+            "cluster",
+            "hz",
+            "routing clusters assign addresses to nodes",
+        ),
+        (
+            &["network", "add", "fab", "10.0.0.0/24"],
+            4,
+            "cidr",
+            "10.0.0.0/24",
+            "VM gateway",
+        ),
+        (
+            &[
+                "network",
+                "add",
+                "fab",
+                "10.9.0.0/24",
+                "--gateway",
+                "10.9.0.1",
+            ],
+            2,
+            "gateway",
+            "10.9.0.1",
+            "VM gateway",
+        ),
+        (&["network", "add", "nope", "10.9.0.0/24"], 3, "", "", ""),
+        (
+            &["network", "remove", "fab", "198.51.100.0/24"],
+            4,
+            "cidr",
+            "198.51.100.0/24",
+            "still has 1 addresses held by VMs",
+        ),
+        (&["network", "remove", "sw", "10.8.0.0/24"], 3, "", "", ""),
+        // Nodes
+        (
+            &[
+                "node",
+                "add",
+                "hz",
+                "hz3",
+                "--address",
+                "123.45.12.50",
+                "--ipv6",
+                "2a01:4f8:13b:9a8::2/56",
+            ],
+            2,
+            "ipv6",
+            "2a01:4f8:13b:9a8::2/56",
+            "prefix length 64",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "hz",
+                "hz3",
+                "--address",
+                "123.45.12.50",
+                "--ipv6",
+                "2a01:4f8:13b:9a8::2",
+            ],
+            2,
+            "ipv6",
+            "2a01:4f8:13b:9a8::2",
+            "prefix length 64",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "hz",
+                "hz3",
+                "--address",
+                "123.45.12.50",
+                "--ipv6",
+                "2a01:4f8:13b:9a7::9/64",
+                "--subnet",
+                "198.18.0.0/29",
+            ],
+            4,
+            "ipv6",
+            "2a01:4f8:13b:9a7::9",
+            "IPv6 network 2a01:4f8:13b:9a7::/64 of node hz1, which belongs to another node",
+        ),
+        (
+            &["node", "add", "hz", "hz3", "--address", "123.45.12.50"],
+            2,
+            "subnet",
+            "",
+            "at least one --subnet",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "hz",
+                "hz3",
+                "--address",
+                "123.45.12.50",
+                "--subnet",
+                "203.0.113.44/30",
+            ],
+            4,
+            "subnet",
+            "203.0.113.44/30",
+            "overlaps range 203.0.113.40/29 of node hz1",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "hz",
+                "hz3",
+                "--address",
+                "123.45.12.50",
+                "--range",
+                "198.18.0.9-198.18.0.1",
+            ],
+            2,
+            "range",
+            "198.18.0.9-198.18.0.1",
+            "not be above",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "hz",
+                "hz3",
+                "--address",
+                "123.45.12.48",
+                "--subnet",
+                "198.18.0.0/29",
+            ],
+            4,
+            "address",
+            "123.45.12.48",
+            "already the address of node hz1",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "hz",
+                "hz1",
+                "--address",
+                "123.45.12.50",
+                "--subnet",
+                "198.18.0.0/29",
+            ],
+            4,
+            "name",
+            "hz1",
+            "exists",
+        ),
+        (
+            &["node", "add", "sw", "kvm3", "--address", "192.0.2.1"],
+            4,
+            "address",
+            "192.0.2.1",
+            "gateway",
+        ),
+        (
+            &["node", "add", "sw", "kvm3", "--address", "198.51.100.7"],
+            4,
+            "address",
+            "198.51.100.7",
+            "another cluster",
+        ),
+        (
+            &["node", "add", "fab", "node3", "--address", "10.0.0.1"],
+            4,
+            "address",
+            "10.0.0.1",
+            "VM gateway",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "sw",
+                "kvm3",
+                "--address",
+                "192.0.2.9",
+                "--subnet",
+                "198.18.0.0/29",
+            ],
+            2,
+            "subnet",
+            "sw",
+            "only nodes of routing clusters",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "sw",
+                "kvm3",
+                "--address",
+                "192.0.2.9",
+                "--uplink",
+                "a-very-long-uplink",
+            ],
+            2,
+            "uplink",
+            "a-very-long-uplink",
+            "15 bytes",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "sw",
+                "kvm3",
+                "--address",
+                "192.0.2.9",
+                "--bridge",
+                "br 0",
+            ],
+            2,
+            "bridge",
+            "br 0",
+            "interface names",
+        ),
+        (
+            &["node", "add", "sw", "kvm3", "--address", "not-an-ip"],
+            2,
+            "address",
+            "not-an-ip",
+            "IPv4 or IPv6",
+        ),
+        (
+            &["node", "add", "sw", "bad/name", "--address", "192.0.2.9"],
+            2,
+            "name",
+            "bad/name",
+            "A-Z a-z 0-9",
+        ),
+        (
+            &["node", "remove", "node1"],
+            4,
+            "node",
+            "node1",
+            "1 VMs run on this node",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "hz",
+                "hz3",
+                "--address",
+                "203.0.113.45",
+                "--subnet",
+                "198.18.0.0/29",
+            ],
+            4,
+            "address",
+            "203.0.113.45",
+            "range 203.0.113.40/29 of node hz1",
+        ),
+        // Clusters
+        (
+            &["cluster", "create", "x", "--type", "bridged"],
+            2,
+            "type",
+            "bridged",
+            "switching, routing, ip-fabric",
+        ),
+        (
+            &["cluster", "create", "sw", "--type", "switching"],
+            4,
+            "name",
+            "sw",
+            "exists",
+        ),
+        (
+            &["cluster", "create", "", "--type", "switching"],
+            2,
+            "name",
+            "",
+            "1 to 63",
+        ),
+        (
+            &[
+                "cluster",
+                "create",
+                "x",
+                "--type",
+                "switching",
+                "--asn",
+                "65000",
+            ],
+            2,
+            "asn",
+            "switching",
+            "only ip-fabric",
+        ),
+        (
+            &[
+                "cluster",
+                "create",
+                "x",
+                "--type",
+                "switching",
+                "--cooldown",
+                "soon",
+            ],
+            2,
+            "cooldown",
+            "soon",
+            "duration",
+        ),
+        (
+            &[
+                "cluster",
+                "create",
+                "x",
+                "--type",
+                "switching",
+                "--reuse",
+                "random",
+            ],
+            2,
+            "reuse",
+            "random",
+            "first-free",
+        ),
+        (
+            &["cluster", "delete", "fab"],
+            4,
+            "cluster",
+            "fab",
+            "still has 1 VMs",
+        ),
+        (&["cluster", "delete", "nope"], 3, "", "", ""),
+        // VMs
+        (
+            &["vm", "create", "sw", "", "--node", "kvm1"],
+            2,
+            "name",
+            "",
+            "1 to 63",
+        ),
+        (
+            &["vm", "create", "sw", "web 1", "--node", "kvm1"],
+            2,
+            "name",
+            "web 1",
+            "A-Z a-z 0-9 _ . -",
+        ),
+        (
+            &["vm", "create", "sw", "wéb", "--node", "kvm1"],
+            2,
+            "name",
+            "wéb",
+            "A-Z a-z 0-9 _ . -",
+        ),
+        (
+            &["vm", "create", "sw", "-x", "--node", "kvm1"],
+            2,
+            "",
+            "",
+            "",
+        ),
+        (
+            &["vm", "create", "fab", "vm1", "--node", "node1"],
+            4,
+            "name",
+            "vm1",
+            "exists",
+        ),
+        (
+            &[
+                "vm",
+                "create",
+                "hz",
+                "new",
+                "--node",
+                "hz1",
+                "--ip",
+                "203.0.113.40",
+            ],
+            4,
+            "ip",
+            "203.0.113.40",
+            "held by VM taken",
+        ),
+        (
+            &[
+                "vm",
+                "create",
+                "hz",
+                "new",
+                "--node",
+                "hz1",
+                "--ip",
+                "203.0.113.41",
+            ],
+            4,
+            "ip",
+            "203.0.113.41",
+            "reservation (abuse hold)",
+        ),
+        (
+            &[
+                "vm",
+                "create",
+                "hz",
+                "new",
+                "--node",
+                "hz1",
+                "--ip",
+                "203.0.113.48",
+            ],
+            2,
+            "ip",
+            "203.0.113.48",
+            "outside the IPv4 ranges of node hz1",
+        ),
+        (
+            &[
+                "vm", "create", "hz", "new", "--node", "hz1", "--ip", "1.2.3",
+            ],
+            2,
+            "ip",
+            "1.2.3",
+            "IPv4 or IPv6",
+        ),
+        (
+            &[
+                "vm",
+                "create",
+                "sw",
+                "new",
+                "--node",
+                "kvm1",
+                "--ip",
+                "192.0.2.0",
+            ],
+            4,
+            "ip",
+            "192.0.2.0",
+            "network address",
+        ),
+        (
+            &[
+                "vm",
+                "create",
+                "sw",
+                "new",
+                "--node",
+                "kvm1",
+                "--ip",
+                "192.0.2.2",
+            ],
+            4,
+            "ip",
+            "192.0.2.2",
+            "address of node kvm1",
+        ),
+        (
+            &[
+                "vm",
+                "create",
+                "sw",
+                "new",
+                "--node",
+                "kvm1",
+                "--ip",
+                "192.0.2.4",
+                "--ip",
+                "192.0.2.5",
+            ],
+            2,
+            "ip",
+            "192.0.2.5",
+            "at most one IPv4",
+        ),
+        (
+            &["vm", "create", "sw", "new", "--node", "kvm1", "--ipv6"],
+            4,
+            "family",
+            "IPv6",
+            "network add sw",
+        ),
+        (
+            &["vm", "create", "sw", "new", "--node", "node1"],
+            2,
+            "node",
+            "node1",
+            "belongs to cluster fab",
+        ),
+        (
+            &["vm", "create", "sw", "new", "--node", "ghost"],
+            3,
+            "",
+            "",
+            "",
+        ),
+        (
+            &["vm", "create", "ghost", "new", "--node", "kvm1"],
+            3,
+            "",
+            "",
+            "",
+        ),
+        (
+            &["vm", "migrate", "vm1", "--to", "node1"],
+            2,
+            "to",
+            "node1",
+            "already runs",
+        ),
+        (&["vm", "migrate", "ghost", "--to", "node1"], 3, "", "", ""),
+        (&["vm", "delete", "ghost"], 3, "", "", ""),
+        // Addresses
+        (
+            &["ip", "reserve", "9.9.9.9"],
+            2,
+            "address",
+            "9.9.9.9",
+            "no network and no node range",
+        ),
+        (
+            &["ip", "reserve", "203.0.113.40"],
+            4,
+            "address",
+            "203.0.113.40",
+            "held by VM taken",
+        ),
+        (
+            &["ip", "release", "203.0.113.47"],
+            4,
+            "address",
+            "203.0.113.47",
+            "not held",
+        ),
+        (
+            &["ip", "history", "203.0.113.40", "--at", "last tuesday"],
+            2,
+            "at",
+            "last tuesday",
+            "RFC 3339",
+        ),
+        (
+            &["ip", "history", "nope"],
+            2,
+            "address",
+            "nope",
+            "IPv4 or IPv6",
+        ),
+        (&["ip", "list", "--cluster", "ghost"], 3, "", "", ""),
+    ];
+    let before = e.dump();
+    for (args, code, field, value, rule) in cases {
+        let err = e.fails(*code, args);
+        assert!(!err.is_null(), "{args:?}: no JSON error");
+        let message = err["message"].as_str().unwrap_or_default();
+        assert!(!message.is_empty(), "{args:?}: empty message");
+        if !field.is_empty() {
+            assert_eq!(err["field"], *field, "{args:?}: {err}");
+            assert_eq!(err["value"], *value, "{args:?}: {err}");
+            assert!(
+                err["rule"].as_str().unwrap_or_default().contains(rule),
+                "{args:?}: rule should mention {rule:?}: {err}"
+            );
+        }
+        assert_eq!(e.dump(), before, "{args:?} changed the database");
+    }
+    // ip-fabric cluster settings
+    let fabric_cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["--route-reflector", "172.16.0.2:0"],
+            "route-reflector",
+            "ASN is a whole number",
+        ),
+        (
+            &["--route-reflector", "172.16.0.2:4294967296"],
+            "route-reflector",
+            "4294967294",
+        ),
+        (
+            &["--route-reflector", "172.16.0.2:65000", "--asn", "0"],
+            "asn",
+            "1 to 4294967294",
+        ),
+        (
+            &[
+                "--route-reflector",
+                "172.16.0.2:65000",
+                "--asn",
+                "4294967296",
+            ],
+            "asn",
+            "1 to 4294967294",
+        ),
+        (
+            &["--route-reflector", "172.16.0.2:65000", "--asn", "65001"],
+            "route-reflector",
+            "iBGP",
+        ),
+        (
+            &["--route-reflector", "172.16.0.2"],
+            "route-reflector",
+            "ADDRESS:ASN",
+        ),
+        (&[], "route-reflector", "at least one route reflector"),
+    ];
+    for (more, field, rule) in fabric_cases {
+        let args = with(FABRIC, more);
+        let err = e.fails(2, &args);
+        assert_eq!(err["field"], *field, "{args:?}: {err}");
+        assert!(
+            err["rule"].as_str().unwrap().contains(rule),
+            "{args:?}: {err}"
+        );
+        assert_eq!(e.dump(), before);
+    }
+    for community in ["65000", "65000:", "65536:1", "a:b", "1:2:3"] {
+        let args = [
+            "cluster",
+            "create",
+            "f2",
+            "--type",
+            "ip-fabric",
+            "--vm-gateway",
+            "10.0.0.1",
+            "--route-reflector",
+            "172.16.0.2:65000",
+            "--bgp-community",
+            community,
+        ];
+        let err = e.fails(2, &args);
+        assert_eq!(err["field"], "bgp-community");
+        assert_eq!(err["value"], community);
+        assert!(err["rule"].as_str().unwrap().contains("ASN:VALUE"));
+    }
+    let err = e.fails(
+        2,
+        &[
+            "cluster",
+            "create",
+            "f2",
+            "--type",
+            "ip-fabric",
+            "--bgp-community",
+            "1:1",
+            "--route-reflector",
+            "172.16.0.2:65000",
+        ],
+    );
+    assert_eq!(err["field"], "vm-gateway");
+    assert_eq!(e.dump(), before);
+}
+
+#[test]
+fn exhaustion_names_the_pool_and_consumes_nothing() {
+    let e = Env::new();
+    e.seed_world();
+    for i in 0..8 {
+        e.ok(&["vm", "create", "hz", &format!("v{i}"), "--node", "hz1"]);
+    }
+    let before = e.dump();
+    let err = e.fails(5, &["vm", "create", "hz", "v8", "--node", "hz1"]);
+    assert_eq!(err["kind"], "exhausted");
+    assert_eq!(err["pool"], "the IPv4 ranges of node hz1");
+    assert_eq!(err["used"], 8);
+    assert_eq!(err["usable"], 8);
+    assert_eq!(e.dump(), before, "a failed create left a trace");
+    // IPv6 asked on top: the IPv4 failure undoes everything.
+    let err = e.fails(5, &["vm", "create", "hz", "v9", "--node", "hz1", "--ipv6"]);
+    assert_eq!(err["kind"], "exhausted");
+    assert_eq!(e.dump(), before);
+}
+
+#[test]
+fn usage_errors_are_json_with_json_output() {
+    let e = Env::new();
+    let r = e.run(&["vm", "create"]);
+    assert_eq!(r.code, 2);
+    assert_eq!(r.err["error"]["kind"], "usage", "{}", r.stderr);
+    let out = e.cmd().args(["vm", "create"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
+    // Text errors say what is wrong in one line.
+    let out = e
+        .cmd()
+        .args(["network", "add", "nope", "192.0.2.0/24"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: cluster \"nope\" does not exist"
+    );
+}
