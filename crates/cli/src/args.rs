@@ -127,7 +127,7 @@ pub enum NetworkCmd {
 #[derive(Debug, Subcommand)]
 pub enum NodeCmd {
     /// Add a node to a cluster
-    Add(NodeAdd),
+    Add(Box<NodeAdd>),
     /// List nodes
     List {
         #[arg(long)]

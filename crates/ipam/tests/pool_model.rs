@@ -2,6 +2,7 @@
 //!
 //! The model is the specification written the slow, obvious way; the pool
 //! must agree with it on every result of every operation.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 

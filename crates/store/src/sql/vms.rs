@@ -1,6 +1,7 @@
 //! VMs: creation with their addresses, listing, migration, deletion.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
 use serde_json::json;
@@ -276,13 +277,11 @@ impl SqlStore {
         let mut blocks: HashMap<i64, Block> = HashMap::new();
         let mut out: Vec<Vm> = Vec::new();
         for r in rows {
-            if !clusters.contains_key(&r.cluster) {
-                let (_, c) = self.load_cluster(tx, &r.cluster).await?;
-                clusters.insert(r.cluster.clone(), c);
+            if let Entry::Vacant(slot) = clusters.entry(r.cluster.clone()) {
+                slot.insert(self.load_cluster(tx, &r.cluster).await?.1);
             }
-            if !nodes.contains_key(&r.node) {
-                let (_, n) = self.load_node(tx, &r.node).await?;
-                nodes.insert(r.node.clone(), n);
+            if let Entry::Vacant(slot) = nodes.entry(r.node.clone()) {
+                slot.insert(self.load_node(tx, &r.node).await?.1);
             }
             if out.last().is_none_or(|v| v.name != r.name) {
                 out.push(Vm {
@@ -305,9 +304,8 @@ impl SqlStore {
             let Some((k, block_id)) = r.address else {
                 continue;
             };
-            if !blocks.contains_key(&block_id) {
-                let b = self.block_by_id(tx, block_id).await?;
-                blocks.insert(block_id, b);
+            if let Entry::Vacant(slot) = blocks.entry(block_id) {
+                slot.insert(self.block_by_id(tx, block_id).await?);
             }
             let (Some(c), Some(n), Some(b), Some(nic)) = (
                 clusters.get(&r.cluster),
