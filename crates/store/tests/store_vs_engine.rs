@@ -16,6 +16,8 @@ use vmfabric_store::Store;
 enum Op {
     /// Create a VM (next address).
     Create,
+    /// Create several VMs in one commit; one of them asks for an address.
+    Batch(u8, u8),
     /// Reserve this offset (explicit address).
     Reserve(u8),
     /// Release this offset (VM or reservation).
@@ -28,6 +30,7 @@ enum Op {
 fn ops() -> impl Strategy<Value = Vec<Op>> {
     let op = prop_oneof![
         5 => Just(Op::Create),
+        2 => (1..5u8, 0..16u8).prop_map(|(n, at)| Op::Batch(n, at)),
         1 => (0..16u8).prop_map(Op::Reserve),
         2 => (0..16u8).prop_map(Op::Release),
         2 => (0..8u8).prop_map(Op::Delete),
@@ -74,6 +77,39 @@ async fn run(reuse: Reuse, cooldown: u64, ops: Vec<Op>) -> Result<(), TestCaseEr
                         let _ = c;
                     }
                     (a, b) => prop_assert!(false, "store {:?} engine {:?}", a, b),
+                }
+            }
+            Op::Batch(count, at) => {
+                // One VM asks for an address, the others take the next ones:
+                // the engine does the same requests one after another.
+                let mut reqs = Vec::new();
+                let mut want = Vec::new();
+                for j in 0..count {
+                    n += 1;
+                    let name = format!("v{n}");
+                    let mut input = vm(&name, "n");
+                    if j == 1 {
+                        let k = block.first + u128::from(at);
+                        input.ips = vec![key::addr(k).to_string()];
+                        want.push((name.clone(), pool.allocate_at(k).map(|()| k)));
+                    } else {
+                        want.push((name.clone(), pool.allocate(now)));
+                    }
+                    reqs.push(vmfabric_store::VmRequest {
+                        cluster: "c".into(),
+                        vm: input,
+                    });
+                }
+                let got = s.create_vms(&reqs).await.unwrap();
+                for (g, (name, w)) in got.into_iter().zip(want) {
+                    match (g, w) {
+                        (Ok(v), Ok(k)) => {
+                            prop_assert_eq!(v.nics[0].addresses[0].address, key::addr(k));
+                            live.push((name, k));
+                        }
+                        (Err(_), Err(_)) => {}
+                        (a, b) => prop_assert!(false, "batch: store {:?} engine {:?}", a, b),
+                    }
                 }
             }
             Op::Reserve(i) => {

@@ -125,7 +125,6 @@ CREATE TABLE allocations (
 CREATE UNIQUE INDEX allocations_active ON allocations (address) WHERE until IS NULL;
 CREATE INDEX allocations_history ON allocations (address, since);
 CREATE INDEX allocations_nic ON allocations (nic_id) WHERE until IS NULL;
-CREATE INDEX allocations_block ON allocations (block_id) WHERE until IS NULL;
 
 -- Append-only change log; the revision orders every change.
 CREATE TABLE changes (

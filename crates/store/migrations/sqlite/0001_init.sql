@@ -1,5 +1,7 @@
 -- vmfabric schema, SQLite dialect. Addresses are 16-byte big-endian keys
--- (IPv4 mapped into ::ffff:0:0/96), so byte order is numeric order.
+-- (IPv4 mapped into ::ffff:0:0/96), so byte order is numeric order. Tables
+-- looked up only by their key are WITHOUT ROWID: one B-tree, so a change
+-- writes one page, not two.
 
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -40,7 +42,7 @@ CREATE TABLE nodes (
 CREATE TABLE node_addresses (
     address BLOB PRIMARY KEY,
     node_id INTEGER NOT NULL REFERENCES nodes (id) ON DELETE CASCADE
-);
+) WITHOUT ROWID;
 
 -- Blocks VM addresses are allocated from: networks of a cluster's pool,
 -- and routing nodes' subnets, ranges and IPv6 /64s. Disjoint by rule.
@@ -77,14 +79,14 @@ CREATE TABLE free_ranges (
     first    BLOB NOT NULL,
     last     BLOB NOT NULL,
     PRIMARY KEY (block_id, first)
-);
+) WITHOUT ROWID;
 
 -- Released addresses waiting to be handed out again.
 CREATE TABLE released (
     address   BLOB PRIMARY KEY,
     block_id  INTEGER NOT NULL REFERENCES blocks (id) ON DELETE CASCADE,
     usable_at INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX released_order ON released (block_id, usable_at, address);
 
 CREATE TABLE vms (
@@ -125,7 +127,6 @@ CREATE TABLE allocations (
 CREATE UNIQUE INDEX allocations_active ON allocations (address) WHERE until IS NULL;
 CREATE INDEX allocations_history ON allocations (address, since);
 CREATE INDEX allocations_nic ON allocations (nic_id) WHERE until IS NULL;
-CREATE INDEX allocations_block ON allocations (block_id) WHERE until IS NULL;
 
 -- Append-only change log; the revision orders every change.
 CREATE TABLE changes (

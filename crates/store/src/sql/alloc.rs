@@ -123,7 +123,7 @@ pub(crate) async fn free_one(tx: &mut Tx, block: i64, k: Key) -> Result<()> {
 
 /// Move released keys whose cool-down has passed back into the free ranges
 /// (first-free order only; `last` keeps them apart, behind fresh keys).
-async fn promote_cooled(
+pub(crate) async fn promote_cooled(
     tx: &mut Tx,
     counters: &mut Counters,
     b: &BlockAlloc,
@@ -152,54 +152,6 @@ async fn promote_cooled(
             free_one(tx, b.id, k).await?;
         }
     }
-}
-
-/// Take the next key in the block's reuse order; `None` when exhausted.
-pub(crate) async fn next(
-    tx: &mut Tx,
-    counters: &mut Counters,
-    b: &BlockAlloc,
-    now: i64,
-) -> Result<Option<Key>> {
-    if b.reuse == Reuse::FirstFree {
-        promote_cooled(tx, counters, b, now).await?;
-    }
-    let first = sqlx::query(
-        "SELECT first, last FROM free_ranges WHERE block_id = $1 ORDER BY first LIMIT 1",
-    )
-    .bind(b.id)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(db)?;
-    if let Some(row) = first {
-        let (f, l) = (row.key("first")?, row.key("last")?);
-        if f == l {
-            delete_range(tx, b.id, f).await?;
-        } else {
-            set_first(tx, b.id, f, f + 1).await?;
-        }
-        return Ok(Some(f));
-    }
-    let oldest = sqlx::query(
-        "SELECT address, usable_at FROM released WHERE block_id = $1 ORDER BY usable_at, address LIMIT 1",
-    )
-    .bind(b.id)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(db)?;
-    if let Some(row) = oldest
-        && row.int("usable_at")? <= now
-    {
-        let k = row.key("address")?;
-        sqlx::query("DELETE FROM released WHERE address = $1")
-            .bind(kb(k))
-            .execute(&mut **tx)
-            .await
-            .map_err(db)?;
-        counters.add(b.id, RELEASED, -1);
-        return Ok(Some(k));
-    }
-    Ok(None)
 }
 
 /// Take exactly `k`, fresh or released (an explicit request may take an

@@ -586,27 +586,6 @@ impl SqlStore {
         Ok(view)
     }
 
-    /// Blocks of a cluster a VM on `node_id` may draw from.
-    pub(crate) async fn blocks_for(
-        &self,
-        tx: &mut Tx,
-        cluster_id: i64,
-        c: &Cluster,
-        node_id: i64,
-    ) -> Result<Vec<Block>> {
-        let rows = if c.network_type == NetworkType::Routing {
-            let sql = format!("SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.node_id = $1 ORDER BY b.first");
-            sqlx::query(SqlStore::dynamic(sql)).bind(node_id).fetch_all(&mut **tx).await
-        } else {
-            let sql = format!(
-                "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.cluster_id = $1 AND b.node_id IS NULL ORDER BY b.first"
-            );
-            sqlx::query(SqlStore::dynamic(sql)).bind(cluster_id).fetch_all(&mut **tx).await
-        }
-        .map_err(db)?;
-        rows.iter().map(block_from_row).collect()
-    }
-
     /// Used in messages: the counter columns of a block.
     pub(crate) async fn block_counts(&self, tx: &mut Tx, id: i64) -> Result<(i64, i64, i64)> {
         let row = sqlx::query("SELECT used, reserved, released FROM blocks WHERE id = $1")

@@ -5,10 +5,10 @@ use vmfabric_model::view::{
     Allocation, ClusterSummary, FreeSpace, HistoryEntry, NetworkView, ReleaseResult, Usage,
 };
 use vmfabric_model::{
-    Cluster, ClusterInput, NetworkInput, NodeInput, Result, Timestamp, Vm, VmInput,
+    Cluster, ClusterInput, Error, NetworkInput, NodeInput, Result, Timestamp, Vm, VmInput,
 };
 
-use super::{Counters, Dialect, SqlStore, Tx, db};
+use super::{Counters, SqlStore};
 use crate::{AddressFilter, CheckReport, NodeView, Store, VmRequest};
 
 /// Run `$body` in a write transaction with block counters, commit, return.
@@ -20,11 +20,19 @@ macro_rules! write {
         let out = {
             let $tx = &mut tx;
             let $c = &mut counters;
-            $body.await?
+            $body.await
         };
-        counters.flush(&mut tx).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(out)
+        match out {
+            Ok(out) => {
+                counters.flush(&mut tx).await?;
+                tx.commit().await?;
+                Ok(out)
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                Err(e)
+            }
+        }
     }};
 }
 
@@ -34,21 +42,11 @@ macro_rules! read {
         let mut tx = $store.begin_read().await?;
         let out = {
             let $tx = &mut tx;
-            $body.await?
+            $body.await
         };
-        tx.commit().await.map_err(db)?;
-        Ok(out)
+        tx.rollback().await?;
+        out
     }};
-}
-
-impl SqlStore {
-    /// Readers do not take SQLite's write lock.
-    async fn begin_read(&self) -> Result<Tx> {
-        match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN DEFERRED").await.map_err(db),
-            Dialect::Postgres => self.pool.begin().await.map_err(db),
-        }
-    }
 }
 
 #[async_trait]
@@ -102,48 +100,18 @@ impl Store for SqlStore {
     }
 
     async fn create_vm(&self, cluster: &str, input: &VmInput) -> Result<Vm> {
-        write!(self, |tx, c| self.create_vm_tx(tx, c, cluster, input))
+        let request = [VmRequest {
+            cluster: cluster.to_string(),
+            vm: input.clone(),
+        }];
+        self.create_vms_batch(&request)
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(Error::storage("no result for the VM")))
     }
 
     async fn create_vms(&self, requests: &[VmRequest]) -> Result<Vec<Result<Vm>>> {
-        let mut tx = self.begin().await?;
-        let mut counters = Counters::default();
-        let mut out = Vec::with_capacity(requests.len());
-        for r in requests {
-            // A savepoint per VM: a failed one is undone alone.
-            sqlx::query("SAVEPOINT vm")
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            let mut mine = Counters::default();
-            match self
-                .create_vm_tx(&mut tx, &mut mine, &r.cluster, &r.vm)
-                .await
-            {
-                Ok(vm) => {
-                    sqlx::query("RELEASE SAVEPOINT vm")
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db)?;
-                    counters.merge(mine);
-                    out.push(Ok(vm));
-                }
-                Err(e) => {
-                    sqlx::query("ROLLBACK TO SAVEPOINT vm")
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db)?;
-                    sqlx::query("RELEASE SAVEPOINT vm")
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db)?;
-                    out.push(Err(e));
-                }
-            }
-        }
-        counters.flush(&mut tx).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(out)
+        self.create_vms_batch(requests).await
     }
 
     async fn vm(&self, name: &str) -> Result<Vm> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, SqlSafeStr, Transaction};
+use sqlx::{AnyPool, AssertSqlSafe, Executor, Row, SqlSafeStr};
 use vmfabric_ipam::{Key, key};
 use vmfabric_model::{Error, Result, Timestamp};
 
@@ -17,10 +17,12 @@ use crate::{Clock, SystemClock};
 
 mod addresses;
 pub(crate) mod alloc;
+mod batch;
 mod check;
 mod clusters;
 mod impl_store;
 mod nodes;
+mod tx;
 mod vms;
 
 /// Which database is behind the pool.
@@ -40,7 +42,7 @@ pub struct SqlStore {
     seed: u64,
 }
 
-pub(crate) type Tx = Transaction<'static, Any>;
+pub(crate) use tx::Tx;
 
 /// A database error as the user sees it.
 pub(crate) fn db(e: sqlx::Error) -> Error {
@@ -113,14 +115,6 @@ pub(crate) const RELEASED: usize = 2;
 impl Counters {
     pub(crate) fn add(&mut self, block: i64, which: usize, delta: i64) {
         self.0.entry(block).or_default()[which] += delta;
-    }
-
-    pub(crate) fn merge(&mut self, other: Counters) {
-        for (id, d) in other.0 {
-            for (i, v) in d.into_iter().enumerate() {
-                self.add(id, i, v);
-            }
-        }
     }
 
     pub(crate) async fn flush(&mut self, tx: &mut Tx) -> Result<()> {
@@ -214,6 +208,9 @@ impl SqlStore {
             // SQLite has one writer; more connections only wait on its lock.
             .max_connections(if dialect == Dialect::Sqlite { 1 } else { 16 })
             .acquire_timeout(Duration::from_secs(30))
+            // An embedded database has no connection to lose; a ping per
+            // acquire would cost a round trip to the driver's thread.
+            .test_before_acquire(dialect != Dialect::Sqlite)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
@@ -223,6 +220,8 @@ impl SqlStore {
                         conn.execute("PRAGMA synchronous = FULL").await?;
                         conn.execute("PRAGMA busy_timeout = 30000").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
+                        // Statement journals (savepoints, multi-row upserts) stay in memory.
+                        conn.execute("PRAGMA temp_store = MEMORY").await?;
                     }
                     Ok(())
                 })
@@ -255,15 +254,6 @@ impl SqlStore {
 
     pub(crate) fn now(&self) -> Timestamp {
         self.clock.now()
-    }
-
-    /// Begin a write transaction. SQLite takes the write lock at once
-    /// (`BEGIN IMMEDIATE`), so two processes never deadlock upgrading.
-    pub(crate) async fn begin(&self) -> Result<Tx> {
-        match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db),
-            Dialect::Postgres => self.pool.begin().await.map_err(db),
-        }
     }
 
     /// Serialise allocations in one block across controllers (PostgreSQL);
@@ -300,7 +290,7 @@ impl SqlStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await?;
         row.parsed("value")
     }
 

@@ -6,17 +6,13 @@ use std::net::IpAddr;
 
 use serde_json::json;
 use vmfabric_ipam::{Family, Key, key};
-use vmfabric_model::names::{MAX_NIC_INDEX, host_if_prefix, host_ifname};
+use vmfabric_model::names::{MAX_NIC_INDEX, host_ifname};
 use vmfabric_model::vm::{check_migration, nic_address, pool_label};
-use vmfabric_model::{AddressRequest, Block, Cluster, Error, Mac, Nic, Node, Result, Vm, VmInput};
+use vmfabric_model::{Block, Cluster, Error, Mac, Nic, Node, Result, Vm};
 
 use super::alloc;
-use super::{Counters, RowExt, SqlStore, Tx, USED, db, kb};
+use super::{Counters, RowExt, SqlStore, Tx, USED, db};
 use crate::AddressFilter;
-
-/// How many name candidates to try before giving up (each further one is
-/// a fresh hash; needing more than a few means something else is wrong).
-const ATTEMPTS: u32 = 64;
 
 /// One row of the VM listing query.
 struct VmRow {
@@ -29,164 +25,8 @@ struct VmRow {
 }
 
 impl SqlStore {
-    pub(crate) async fn create_vm_tx(
-        &self,
-        tx: &mut Tx,
-        counters: &mut Counters,
-        cluster: &str,
-        input: &VmInput,
-    ) -> Result<Vm> {
-        let (cid, c) = self.load_cluster(tx, cluster).await?;
-        let (nid, node) = self.load_node(tx, &input.node).await?;
-        let blocks = self.blocks_for(tx, cid, &c, nid).await?;
-        let requests = input.plan(&c, &node, &blocks)?;
-        let now = self.now().0;
-
-        let mut vm_id = None;
-        let mut if_prefix = String::new();
-        for attempt in 0..ATTEMPTS {
-            if_prefix = host_if_prefix(&input.name, attempt);
-            vm_id = sqlx::query(
-                "INSERT INTO vms (cluster_id, node_id, name, if_prefix, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id",
-            )
-            .bind(cid)
-            .bind(nid)
-            .bind(&input.name)
-            .bind(&if_prefix)
-            .bind(now)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db)?
-            .map(|r| r.int("id"))
-            .transpose()?;
-            if vm_id.is_some() {
-                break;
-            }
-            let taken = sqlx::query("SELECT id FROM vms WHERE name = $1")
-                .bind(&input.name)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(db)?;
-            if taken.is_some() {
-                return Err(Error::conflict(
-                    "name",
-                    &input.name,
-                    "a VM with this name exists",
-                ));
-            }
-        }
-        let vm_id = vm_id.ok_or_else(|| {
-            Error::conflict(
-                "name",
-                &input.name,
-                "no unique host interface name could be derived for this VM",
-            )
-        })?;
-        let mut nic = None;
-        for attempt in 0..ATTEMPTS {
-            let mac = Mac::for_nic(self.seed, &input.name, 0, attempt);
-            let id = sqlx::query("INSERT INTO nics (vm_id, idx, mac) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING RETURNING id")
-                .bind(vm_id)
-                .bind(mac.to_string())
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(db)?;
-            if let Some(row) = id {
-                nic = Some((row.int("id")?, mac));
-                break;
-            }
-        }
-        let (nic_id, mac) = nic.ok_or_else(|| {
-            Error::conflict(
-                "name",
-                &input.name,
-                "no unique MAC could be derived for this VM",
-            )
-        })?;
-
-        let mut addresses = Vec::new();
-        for req in &requests {
-            let (k, block) = match req {
-                AddressRequest::Exact { ip, block } => {
-                    let b = find_block(&blocks, *block)?;
-                    let ba = SqlStore::block_alloc(&c, b);
-                    self.lock_block(tx, b.id).await?;
-                    let k = key::key(*ip);
-                    if !alloc::take(tx, counters, &ba, k).await? {
-                        let why = self.describe_unavailable(tx, b, k).await?;
-                        return Err(Error::conflict("ip", ip, format!("the address is {why}")));
-                    }
-                    (k, b)
-                }
-                AddressRequest::Next {
-                    family,
-                    blocks: ids,
-                } => {
-                    let mut got = None;
-                    for id in ids {
-                        let b = find_block(&blocks, *id)?;
-                        let ba = SqlStore::block_alloc(&c, b);
-                        self.lock_block(tx, b.id).await?;
-                        if let Some(k) = alloc::next(tx, counters, &ba, now).await? {
-                            got = Some((k, b));
-                            break;
-                        }
-                    }
-                    match got {
-                        Some(g) => g,
-                        None => {
-                            return Err(self
-                                .exhausted(tx, &c, &node, *family, &blocks, ids)
-                                .await?);
-                        }
-                    }
-                }
-            };
-            sqlx::query(
-                "INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, cluster, node, since) VALUES ($1, $2, 'vm', $3, $4, 0, $5, $6, $7, $8)",
-            )
-            .bind(kb(k))
-            .bind(block.id)
-            .bind(nic_id)
-            .bind(&input.name)
-            .bind(mac.to_string())
-            .bind(&c.name)
-            .bind(&node.name)
-            .bind(now)
-            .execute(&mut **tx)
-            .await
-            .map_err(db)?;
-            counters.add(block.id, USED, 1);
-            addresses.push(nic_address(&c, &node, block, key::addr(k)));
-        }
-        let vm = Vm {
-            name: input.name.clone(),
-            cluster: c.name.clone(),
-            node: node.name.clone(),
-            nics: vec![Nic {
-                index: 0,
-                mac,
-                host_interface: host_ifname(&if_prefix, 0)?,
-                addresses,
-            }],
-        };
-        let ips: Vec<String> = vm.nics[0]
-            .addresses
-            .iter()
-            .map(|a| a.address.to_string())
-            .collect();
-        self.log_change(
-            tx,
-            "vm.create",
-            &vm.name,
-            &json!({"cluster": c.name, "node": node.name, "addresses": ips}),
-        )
-        .await?;
-        Ok(vm)
-    }
-
     /// The error for a request no block could serve.
-    async fn exhausted(
+    pub(crate) async fn exhausted(
         &self,
         tx: &mut Tx,
         c: &Cluster,

@@ -1,0 +1,822 @@
+//! Creating VMs, one or many per commit, in a constant number of round
+//! trips to the database: read what the batch needs (one script), read the
+//! front of each block's free space (one script), decide every address in
+//! memory, write everything (one script).
+//!
+//! Why: with SQLite behind sqlx every statement is a hand-off to the
+//! driver's worker thread and back, which costs more than SQLite's own work
+//! (see BENCHMARKS.md). Decisions follow `alloc` exactly: the front of the
+//! free ranges in address order, then (reuse `last`) the least recently
+//! released address; the property test `store_vs_engine` holds both to the
+//! engine's order.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde_json::{Value, json};
+use sqlx::any::AnyRow;
+use vmfabric_ipam::{Key, Range, RangeSet, Reuse, key};
+use vmfabric_model::names::{host_if_prefix, host_ifname};
+use vmfabric_model::vm::nic_address;
+use vmfabric_model::{AddressRequest, Block, Cluster, Error, Mac, Nic, Node, Result, Vm};
+
+use super::alloc;
+use super::clusters::{BLOCK_COLS, BLOCK_FROM, CLUSTER_COLS, block_from_row, cluster_from_row};
+use super::nodes::{NODE_COLS, node_from_row};
+use super::tx::run_script;
+use super::{Counters, Dialect, RowExt, SqlStore, Tx, db};
+use crate::VmRequest;
+
+/// Name candidates checked in the first round trip; more only if all clash.
+const EARLY_ATTEMPTS: u32 = 3;
+/// Candidates tried before giving up.
+const ATTEMPTS: u32 = 64;
+
+fn hex(k: Key) -> String {
+    format!("{k:032x}")
+}
+
+/// What the batch needs to know before deciding anything.
+#[derive(Default)]
+struct Context {
+    clusters: HashMap<String, (i64, Cluster)>,
+    nodes: HashMap<String, (i64, Node)>,
+    /// Blocks VMs may draw from, by cluster id (networks) and node id (ranges).
+    blocks: Vec<Block>,
+    block_cluster: HashMap<i64, i64>,
+    block_node: HashMap<i64, i64>,
+    taken_names: HashSet<String>,
+    taken: HashSet<String>,
+    checked: HashSet<String>,
+    /// The front of each block's free space.
+    windows: HashMap<i64, Window>,
+}
+
+/// Pairs of hex keys (or hex key and time) from a JSON column.
+fn json_pairs(row: &AnyRow, col: &str) -> Result<Vec<(String, Value)>> {
+    let text = row.opt_text(col)?.unwrap_or_else(|| "[]".into());
+    let v: Vec<(String, Value)> = serde_json::from_str(&text).map_err(|_| super::corrupt(col))?;
+    Ok(v)
+}
+
+fn unhex(s: &str) -> Result<Key> {
+    u128::from_str_radix(s, 16).map_err(|_| super::corrupt("hex key"))
+}
+
+/// A block's window from the columns of the context query.
+fn window_from_row(row: &AnyRow, limit: usize) -> Result<Window> {
+    let mut w = Window::default();
+    let fresh = json_pairs(row, "w_fresh")?;
+    let full = fresh.len() >= limit;
+    let mut last_loaded = 0;
+    for (f, l) in fresh {
+        let (f, l) = (unhex(&f)?, unhex(l.as_str().unwrap_or_default())?);
+        if f > l {
+            return Err(super::corrupt("free range with first above last"));
+        }
+        last_loaded = l;
+        if w.loaded.insert((f, l)) {
+            w.fresh.insert(Range::new(f, l));
+        }
+    }
+    w.complete_to = if full { last_loaded } else { Key::MAX };
+    for (f, l) in json_pairs(row, "w_asked")? {
+        let (f, l) = (unhex(&f)?, unhex(l.as_str().unwrap_or_default())?);
+        if f <= l && w.loaded.insert((f, l)) {
+            w.fresh.insert(Range::new(f, l));
+        }
+    }
+    for (k, at) in json_pairs(row, "w_released")? {
+        let (k, at) = (unhex(&k)?, at.as_i64().unwrap_or(i64::MAX));
+        w.order.insert((at, k));
+        w.released.insert(k, at);
+    }
+    for (k, at) in json_pairs(row, "w_asked_released")? {
+        w.released
+            .insert(unhex(&k)?, at.as_i64().unwrap_or(i64::MAX));
+    }
+    Ok(w)
+}
+
+/// The loaded front of one block's free space, and what the batch took.
+#[derive(Debug, Default)]
+struct Window {
+    fresh: RangeSet,
+    loaded: BTreeSet<(Key, Key)>,
+    /// Free space at or below this key is completely loaded.
+    complete_to: Key,
+    /// Every loaded released address not taken yet, with its usable time.
+    released: HashMap<Key, i64>,
+    /// The usable ones in reuse order, least recently released first
+    /// (reuse `last`): a prefix of the block's order.
+    order: BTreeSet<(i64, Key)>,
+    /// Released addresses this batch took (rows to delete).
+    gone: BTreeSet<Key>,
+}
+
+/// An address a request took, so a failed request can give it back.
+#[derive(Debug, Clone, Copy)]
+enum Took {
+    Fresh {
+        block: i64,
+        key: Key,
+    },
+    Released {
+        block: i64,
+        key: Key,
+        usable_at: i64,
+        ordered: bool,
+    },
+}
+
+impl Took {
+    fn key(&self) -> Key {
+        match *self {
+            Took::Fresh { key, .. } | Took::Released { key, .. } => key,
+        }
+    }
+}
+
+impl Window {
+    /// The next address in the block's order: the lowest fresh one, then
+    /// (reuse `last`) the least recently released one.
+    fn take_next(&mut self, block: i64, reuse: Reuse) -> Result<Option<Took>> {
+        if let Some(k) = self.fresh.first() {
+            if k > self.complete_to {
+                return Err(Error::storage(
+                    "free-space window too small (please report this)",
+                ));
+            }
+            self.fresh.remove_one(k);
+            return Ok(Some(Took::Fresh { block, key: k }));
+        }
+        if reuse == Reuse::Last
+            && let Some((usable_at, k)) = self.order.pop_first()
+        {
+            self.released.remove(&k);
+            self.gone.insert(k);
+            return Ok(Some(Took::Released {
+                block,
+                key: k,
+                usable_at,
+                ordered: true,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Take exactly `k` if it is free (an explicit request may take a
+    /// released address that is still cooling down).
+    fn take(&mut self, block: i64, k: Key) -> Option<Took> {
+        if self.fresh.remove_one(k) {
+            return Some(Took::Fresh { block, key: k });
+        }
+        let usable_at = self.released.remove(&k)?;
+        let ordered = self.order.remove(&(usable_at, k));
+        self.gone.insert(k);
+        Some(Took::Released {
+            block,
+            key: k,
+            usable_at,
+            ordered,
+        })
+    }
+
+    fn give_back(&mut self, t: Took) {
+        match t {
+            Took::Fresh { key, .. } => {
+                self.fresh.insert_one(key);
+            }
+            Took::Released {
+                key,
+                usable_at,
+                ordered,
+                ..
+            } => {
+                self.gone.remove(&key);
+                self.released.insert(key, usable_at);
+                if ordered {
+                    self.order.insert((usable_at, key));
+                }
+            }
+        }
+    }
+}
+
+impl SqlStore {
+    /// Begin the transaction and learn, in the same round trip, everything
+    /// the batch refers to.
+    async fn batch_context(&self, reqs: &[VmRequest], now: i64) -> Result<(Tx, Context)> {
+        let mut candidates = Vec::new();
+        for r in reqs {
+            for attempt in 0..EARLY_ATTEMPTS {
+                candidates.push(host_if_prefix(&r.vm.name, attempt));
+                candidates.push(Mac::for_nic(self.seed, &r.vm.name, 0, attempt).to_string());
+            }
+        }
+        // Addresses asked for by name (unparsable ones fail in planning).
+        let asked: Vec<String> = reqs
+            .iter()
+            .flat_map(|r| r.vm.ips.iter())
+            .filter_map(|t| t.trim().parse::<std::net::IpAddr>().ok())
+            .map(|ip| hex(key::key(ip)))
+            .collect();
+        // Enough free ranges per block for every request to take one.
+        let window = reqs.len() + asked.len() + 1;
+        let doc = json!({
+            "clusters": reqs.iter().map(|r| r.cluster.as_str()).collect::<Vec<_>>(),
+            "nodes": reqs.iter().map(|r| r.vm.node.as_str()).collect::<Vec<_>>(),
+            "names": reqs.iter().map(|r| r.vm.name.as_str()).collect::<Vec<_>>(),
+            "candidates": candidates,
+            "asked": asked,
+            "n": window,
+            "now": now,
+        });
+        let list = |field: &str| format!("(SELECT value FROM json_each($1, '$.{field}'))");
+        let statements = vec![
+            format!(
+                "SELECT 'node' AS k, {NODE_COLS}, {CLUSTER_COLS} FROM nodes n JOIN clusters c ON c.id = n.cluster_id WHERE n.name IN {}",
+                list("nodes")
+            ),
+            format!(
+                "SELECT 'cluster' AS k, {CLUSTER_COLS} FROM clusters c WHERE c.name IN {}",
+                list("clusters")
+            ),
+            // Each block with the front of its free space: the first free
+            // ranges, the usable released addresses in reuse order, and the
+            // ranges and released entries holding the asked addresses.
+            format!(
+                "SELECT 'block' AS k, b.cluster_id AS b_cluster_id, b.node_id AS b_node_id, {BLOCK_COLS}, \
+                 (SELECT json_group_array(json_array(hex(x.first), hex(x.last))) FROM (SELECT first, last FROM free_ranges WHERE block_id = b.id ORDER BY first LIMIT ($1 ->> '$.n')) AS x) AS w_fresh, \
+                 (SELECT json_group_array(json_array(hex(x.address), x.usable_at)) FROM (SELECT address, usable_at FROM released WHERE block_id = b.id AND usable_at <= ($1 ->> '$.now') ORDER BY usable_at, address LIMIT ($1 ->> '$.n')) AS x) AS w_released, \
+                 (SELECT json_group_array(json(y.r)) FROM (SELECT (SELECT json_array(hex(first), hex(last)) FROM free_ranges WHERE block_id = b.id AND first <= unhex(a.value) ORDER BY first DESC LIMIT 1) AS r FROM json_each($1, '$.asked') AS a WHERE unhex(a.value) BETWEEN b.first AND b.last) AS y WHERE y.r IS NOT NULL) AS w_asked, \
+                 (SELECT json_group_array(json_array(hex(address), usable_at)) FROM released WHERE block_id = b.id AND address IN (SELECT unhex(value) FROM json_each($1, '$.asked'))) AS w_asked_released \
+                 FROM {BLOCK_FROM} WHERE (b.node_id IS NULL AND c.name IN {}) OR n.name IN {}",
+                list("clusters"),
+                list("nodes")
+            ),
+            format!(
+                "SELECT 'name' AS k, name AS v FROM vms WHERE name IN {}",
+                list("names")
+            ),
+            format!(
+                "SELECT 'taken' AS k, if_prefix AS v FROM vms WHERE if_prefix IN {0} UNION ALL SELECT 'taken' AS k, mac AS v FROM nics WHERE mac IN {0}",
+                list("candidates")
+            ),
+        ];
+        let (tx, rows) = self
+            .begin_with_script(&statements, &doc.to_string())
+            .await?;
+        let mut ctx = Context::default();
+        if let Some(c) = doc["candidates"].as_array() {
+            ctx.checked
+                .extend(c.iter().filter_map(|v| v.as_str().map(String::from)));
+        }
+        for row in rows {
+            match row.text("k")?.as_str() {
+                "node" => {
+                    let (id, node) = node_from_row(&row)?;
+                    let (cid, c) = cluster_from_row(&row)?;
+                    ctx.clusters.insert(c.name.clone(), (cid, c));
+                    ctx.nodes.insert(node.name.clone(), (id, node));
+                }
+                "cluster" => {
+                    let (cid, c) = cluster_from_row(&row)?;
+                    ctx.clusters.insert(c.name.clone(), (cid, c));
+                }
+                "block" => {
+                    let b = block_from_row(&row)?;
+                    ctx.windows.insert(b.id, window_from_row(&row, window)?);
+                    ctx.block_cluster.insert(b.id, row.int("b_cluster_id")?);
+                    if let Some(n) = row.opt_int("b_node_id")? {
+                        ctx.block_node.insert(b.id, n);
+                    }
+                    ctx.blocks.push(b);
+                }
+                "name" => {
+                    ctx.taken_names.insert(row.text("v")?);
+                }
+                _ => {
+                    ctx.taken.insert(row.text("v")?);
+                }
+            }
+        }
+        Ok((tx, ctx))
+    }
+
+    /// Whether `candidate` (an interface prefix or a MAC) is free, asking the
+    /// database about candidates the first round trip did not cover.
+    async fn candidate_free(
+        &self,
+        tx: &mut Tx,
+        ctx: &mut Context,
+        candidate: &str,
+    ) -> Result<bool> {
+        if !ctx.checked.contains(candidate) {
+            let n = sqlx::query(
+                "SELECT (SELECT COUNT(*) FROM vms WHERE if_prefix = $1) + (SELECT COUNT(*) FROM nics WHERE mac = $1) AS n",
+            )
+            .bind(candidate)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db)?
+            .int("n")?;
+            ctx.checked.insert(candidate.to_string());
+            if n > 0 {
+                ctx.taken.insert(candidate.to_string());
+            }
+        }
+        Ok(!ctx.taken.contains(candidate))
+    }
+
+    /// Blocks a VM on node `nid` of cluster `cid` may use.
+    fn blocks_of(ctx: &Context, c: &Cluster, cid: i64, nid: i64) -> Vec<Block> {
+        ctx.blocks
+            .iter()
+            .filter(|b| match c.network_type {
+                vmfabric_model::NetworkType::Routing => ctx.block_node.get(&b.id) == Some(&nid),
+                _ => {
+                    ctx.block_cluster.get(&b.id) == Some(&cid)
+                        && !ctx.block_node.contains_key(&b.id)
+                }
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Load the front of the free space of every block in `demand`, and
+    /// the ranges or released entries holding explicitly asked addresses.
+    async fn load_windows(
+        &self,
+        tx: &mut Tx,
+        demand: &BTreeMap<i64, (usize, Reuse)>,
+        asked: &BTreeSet<(i64, Key)>,
+        now: i64,
+    ) -> Result<HashMap<i64, Window>> {
+        // The text depends only on how many blocks and asked addresses
+        // there are, so SQLite's prepared statements are reused; the values
+        // travel in one JSON argument.
+        let mut statements = Vec::new();
+        let mut w = Vec::new();
+        for (i, (&id, &(n, reuse))) in demand.iter().enumerate() {
+            let limit = n + asked.len() + 1;
+            w.push(json!({"id": id, "n": limit}));
+            statements.push(format!(
+                "SELECT 'fresh' AS k, block_id, first, last, 0 AS usable_at FROM free_ranges WHERE block_id = ($1 ->> '$.w[{i}].id') ORDER BY first LIMIT ($1 ->> '$.w[{i}].n')"
+            ));
+            if reuse == Reuse::Last {
+                statements.push(format!(
+                    "SELECT 'released' AS k, block_id, address AS first, address AS last, usable_at FROM released WHERE block_id = ($1 ->> '$.w[{i}].id') AND usable_at <= ($1 ->> '$.now') ORDER BY usable_at, address LIMIT ($1 ->> '$.w[{i}].n')"
+                ));
+            }
+        }
+        let mut a = Vec::new();
+        for (i, &(id, k)) in asked.iter().enumerate() {
+            a.push(json!({"id": id, "k": hex(k)}));
+            statements.push(format!(
+                "SELECT 'asked' AS k, block_id, first, last, 0 AS usable_at FROM free_ranges WHERE block_id = ($1 ->> '$.a[{i}].id') AND first <= unhex($1 ->> '$.a[{i}].k') ORDER BY first DESC LIMIT 1"
+            ));
+            statements.push(format!(
+                "SELECT 'asked-released' AS k, block_id, address AS first, address AS last, usable_at FROM released WHERE address = unhex($1 ->> '$.a[{i}].k')"
+            ));
+        }
+        let arg = json!({"now": now, "w": w, "a": a}).to_string();
+        let mut windows: HashMap<i64, Window> = HashMap::new();
+        let mut fresh_rows: HashMap<i64, (usize, Key)> = HashMap::new();
+        for row in run_script(tx, self.dialect, &statements, &arg).await? {
+            let id = row.int("block_id")?;
+            let (first, last) = (row.key("first")?, row.key("last")?);
+            if first > last {
+                return Err(super::corrupt("free range with first above last"));
+            }
+            let w = windows.entry(id).or_default();
+            match row.text("k")?.as_str() {
+                "fresh" | "asked" => {
+                    if row.text("k")? == "fresh" {
+                        let e = fresh_rows.entry(id).or_insert((0, 0));
+                        e.0 += 1;
+                        e.1 = e.1.max(last);
+                    }
+                    if w.loaded.insert((first, last)) {
+                        w.fresh.insert(Range::new(first, last));
+                    }
+                }
+                "released" => {
+                    let at = row.int("usable_at")?;
+                    w.order.insert((at, first));
+                    w.released.insert(first, at);
+                }
+                _ => {
+                    w.released.insert(first, row.int("usable_at")?);
+                }
+            }
+        }
+        for (&id, &(n, _)) in demand {
+            let limit = n + asked.len() + 1;
+            let w = windows.entry(id).or_default();
+            w.complete_to = match fresh_rows.get(&id) {
+                Some(&(rows, last)) if rows >= limit => last,
+                _ => Key::MAX,
+            };
+        }
+        Ok(windows)
+    }
+
+    /// Create the VMs of `reqs`; each succeeds or fails on its own, and the
+    /// failed ones leave no trace. Writes nothing until every decision is made.
+    pub(crate) async fn create_vms_batch(&self, reqs: &[VmRequest]) -> Result<Vec<Result<Vm>>> {
+        if self.dialect != Dialect::Sqlite {
+            return Err(Error::storage(
+                "creating VMs is implemented for SQLite only in this version",
+            ));
+        }
+        let now = self.now().0;
+        let (mut owned_tx, mut ctx) = self.batch_context(reqs, now).await?;
+        let tx = &mut owned_tx;
+
+        // Check each request and decide what it needs (pure rules).
+        struct Planned {
+            cid: i64,
+            nid: i64,
+            cluster: Cluster,
+            node: Node,
+            blocks: Vec<Block>,
+            requests: Vec<AddressRequest>,
+        }
+        let mut planned: Vec<Result<Planned>> = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            let p = (|| {
+                let (cid, cluster) = ctx
+                    .clusters
+                    .get(&r.cluster)
+                    .cloned()
+                    .ok_or_else(|| Error::not_found("cluster", &r.cluster))?;
+                let (nid, node) = ctx
+                    .nodes
+                    .get(&r.vm.node)
+                    .cloned()
+                    .ok_or_else(|| Error::not_found("node", &r.vm.node))?;
+                let blocks = SqlStore::blocks_of(&ctx, &cluster, cid, nid);
+                let requests = r.vm.plan(&cluster, &node, &blocks)?;
+                Ok(Planned {
+                    cid,
+                    nid,
+                    cluster,
+                    node,
+                    blocks,
+                    requests,
+                })
+            })();
+            planned.push(p);
+        }
+
+        // First-free order with a cool-down: cooled addresses rejoin the
+        // free ranges before anyone takes one, and those windows are read
+        // again (rare: not the default order).
+        let mut reload: BTreeMap<i64, (usize, Reuse)> = BTreeMap::new();
+        for p in planned.iter().flatten() {
+            if p.cluster.reuse != Reuse::FirstFree {
+                continue;
+            }
+            for b in &p.blocks {
+                let cooled = ctx.windows.get(&b.id).is_some_and(|w| !w.order.is_empty());
+                if cooled && !reload.contains_key(&b.id) {
+                    let mut c = Counters::default();
+                    alloc::promote_cooled(tx, &mut c, &SqlStore::block_alloc(&p.cluster, b), now)
+                        .await?;
+                    c.flush(tx).await?;
+                    reload.insert(b.id, (reqs.len(), Reuse::FirstFree));
+                }
+            }
+        }
+        if !reload.is_empty() {
+            let asked: BTreeSet<(i64, Key)> = planned
+                .iter()
+                .flatten()
+                .flat_map(|p| p.requests.iter())
+                .filter_map(|r| match r {
+                    AddressRequest::Exact { ip, block } if reload.contains_key(block) => {
+                        Some((*block, key::key(*ip)))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let fresh = self.load_windows(tx, &reload, &asked, now).await?;
+            ctx.windows.extend(fresh);
+        }
+        let mut windows = std::mem::take(&mut ctx.windows);
+
+        // Decide, request by request, in order.
+        let mut doc = WriteDoc::new(now);
+        let mut results: Vec<Result<Vm>> = Vec::with_capacity(reqs.len());
+        let mut used_names: HashSet<String> = HashSet::new();
+        for (r, p) in reqs.iter().zip(planned) {
+            let p = match p {
+                Ok(p) => p,
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            if ctx.taken_names.contains(&r.vm.name) || used_names.contains(&r.vm.name) {
+                results.push(Err(Error::conflict(
+                    "name",
+                    &r.vm.name,
+                    "a VM with this name exists",
+                )));
+                continue;
+            }
+            let mut prefix = None;
+            let mut mac = None;
+            for attempt in 0..ATTEMPTS {
+                let c = host_if_prefix(&r.vm.name, attempt);
+                if self.candidate_free(tx, &mut ctx, &c).await? {
+                    prefix = Some(c);
+                    break;
+                }
+            }
+            for attempt in 0..ATTEMPTS {
+                let m = Mac::for_nic(self.seed, &r.vm.name, 0, attempt);
+                if self.candidate_free(tx, &mut ctx, &m.to_string()).await? {
+                    mac = Some(m);
+                    break;
+                }
+            }
+            let (Some(prefix), Some(mac)) = (prefix, mac) else {
+                results.push(Err(Error::conflict(
+                    "name",
+                    &r.vm.name,
+                    "no unique host interface name or MAC could be derived for this VM",
+                )));
+                continue;
+            };
+            let mut took: Vec<Took> = Vec::new();
+            let mut addresses = Vec::new();
+            let mut failure = None;
+            for req in &p.requests {
+                match self
+                    .decide(
+                        tx,
+                        &p.cluster,
+                        &p.node,
+                        &p.blocks,
+                        &mut windows,
+                        req,
+                        &mut took,
+                    )
+                    .await?
+                {
+                    Ok((k, block)) => addresses.push((k, block)),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = failure {
+                // Give back what this request took; the others keep theirs.
+                for t in took.into_iter().rev() {
+                    let (Took::Fresh { block, .. } | Took::Released { block, .. }) = t;
+                    if let Some(w) = windows.get_mut(&block) {
+                        w.give_back(t);
+                    }
+                }
+                results.push(Err(e));
+                continue;
+            }
+            used_names.insert(r.vm.name.clone());
+            ctx.taken.insert(prefix.clone());
+            ctx.taken.insert(mac.to_string());
+            let mut nic_addresses = Vec::new();
+            for (k, block_id) in &addresses {
+                let Some(b) = p.blocks.iter().find(|b| b.id == *block_id) else {
+                    return Err(super::corrupt("block vanished"));
+                };
+                nic_addresses.push(nic_address(&p.cluster, &p.node, b, key::addr(*k)));
+                doc.allocation(
+                    *k,
+                    *block_id,
+                    &r.vm.name,
+                    &mac,
+                    &p.cluster.name,
+                    &p.node.name,
+                );
+            }
+            for t in &took {
+                match *t {
+                    Took::Fresh { block, .. } => doc.count(block, 1, 0),
+                    Took::Released { block, .. } => doc.count(block, 1, -1),
+                }
+            }
+            let ips: Vec<String> = nic_addresses
+                .iter()
+                .map(|a| a.address.to_string())
+                .collect();
+            doc.vm(
+                p.cid,
+                p.nid,
+                &r.vm.name,
+                &prefix,
+                &mac,
+                json!({"cluster": p.cluster.name, "node": p.node.name, "addresses": ips}),
+            );
+            results.push(Ok(Vm {
+                name: r.vm.name.clone(),
+                cluster: p.cluster.name.clone(),
+                node: p.node.name.clone(),
+                nics: vec![Nic {
+                    index: 0,
+                    mac,
+                    host_interface: host_ifname(&prefix, 0)?,
+                    addresses: nic_addresses,
+                }],
+            }));
+        }
+        if !doc.is_empty() {
+            for (id, w) in &windows {
+                doc.window_diff(*id, w);
+            }
+            owned_tx
+                .commit_after(&write_statements(), &doc.finish())
+                .await?;
+        } else {
+            owned_tx.rollback().await?;
+        }
+        Ok(results)
+    }
+
+    /// Decide one address of a request. The outer `Result` is a storage
+    /// failure; the inner one a refusal of this request.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide(
+        &self,
+        tx: &mut Tx,
+        c: &Cluster,
+        node: &Node,
+        blocks: &[Block],
+        windows: &mut HashMap<i64, Window>,
+        req: &AddressRequest,
+        took: &mut Vec<Took>,
+    ) -> Result<Result<(Key, i64)>> {
+        match req {
+            AddressRequest::Exact { ip, block } => {
+                let k = key::key(*ip);
+                let w = windows.entry(*block).or_default();
+                if let Some(t) = w.take(*block, k) {
+                    took.push(t);
+                    return Ok(Ok((k, *block)));
+                }
+                let Some(b) = blocks.iter().find(|b| b.id == *block) else {
+                    return Err(super::corrupt("block vanished"));
+                };
+                let why = if w.gone.contains(&k) || w.loaded.iter().any(|(f, l)| *f <= k && k <= *l)
+                {
+                    "taken by an earlier VM of the same batch".to_string()
+                } else {
+                    self.describe_unavailable(tx, b, k).await?
+                };
+                Ok(Err(Error::conflict(
+                    "ip",
+                    ip,
+                    format!("the address is {why}"),
+                )))
+            }
+            AddressRequest::Next {
+                family,
+                blocks: ids,
+            } => {
+                for id in ids {
+                    let w = windows.entry(*id).or_default();
+                    if let Some(t) = w.take_next(*id, c.reuse)? {
+                        took.push(t);
+                        return Ok(Ok((t.key(), *id)));
+                    }
+                }
+                Ok(Err(self
+                    .exhausted(tx, c, node, *family, blocks, ids)
+                    .await?))
+            }
+        }
+    }
+}
+
+/// Everything a batch writes, as one JSON document for the write script.
+struct WriteDoc {
+    now: i64,
+    vms: Vec<Value>,
+    allocations: Vec<Value>,
+    counters: BTreeMap<i64, (i64, i64)>,
+    range_deletes: Vec<Value>,
+    range_inserts: Vec<Value>,
+    released_deletes: Vec<Value>,
+    changes: Vec<Value>,
+}
+
+impl WriteDoc {
+    fn new(now: i64) -> WriteDoc {
+        WriteDoc {
+            now,
+            vms: Vec::new(),
+            allocations: Vec::new(),
+            counters: BTreeMap::new(),
+            range_deletes: Vec::new(),
+            range_inserts: Vec::new(),
+            released_deletes: Vec::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.vms.is_empty()
+    }
+
+    fn vm(&mut self, cid: i64, nid: i64, name: &str, prefix: &str, mac: &Mac, detail: Value) {
+        self.vms.push(json!({"cluster_id": cid, "node_id": nid, "name": name, "if_prefix": prefix, "mac": mac.to_string()}));
+        self.changes
+            .push(json!({"name": name, "detail": detail.to_string()}));
+    }
+
+    fn allocation(&mut self, k: Key, block: i64, vm: &str, mac: &Mac, cluster: &str, node: &str) {
+        self.allocations.push(json!({"key": hex(k), "block_id": block, "vm": vm, "mac": mac.to_string(), "cluster": cluster, "node": node}));
+    }
+
+    fn count(&mut self, block: i64, used: i64, released: i64) {
+        let e = self.counters.entry(block).or_default();
+        e.0 += used;
+        e.1 += released;
+    }
+
+    /// The free-range rows that changed: deleted where a loaded range is
+    /// gone or changed, inserted where a new one appeared.
+    fn window_diff(&mut self, block: i64, w: &Window) {
+        let now: BTreeSet<(Key, Key)> = w.fresh.ranges().map(|r| (r.first, r.last)).collect();
+        for (f, _) in w.loaded.difference(&now) {
+            self.range_deletes
+                .push(json!({"block_id": block, "first": hex(*f)}));
+        }
+        for (f, l) in now.difference(&w.loaded) {
+            self.range_inserts
+                .push(json!({"block_id": block, "first": hex(*f), "last": hex(*l)}));
+        }
+        for k in &w.gone {
+            self.released_deletes.push(hex(*k).into());
+        }
+    }
+
+    fn finish(self) -> String {
+        let counters: Vec<Value> = self
+            .counters
+            .into_iter()
+            .map(|(id, (used, released))| json!({"id": id, "used": used, "released": released}))
+            .collect();
+        json!({
+            "now": self.now,
+            "vms": self.vms,
+            "allocations": self.allocations,
+            "counters": counters,
+            "range_deletes": self.range_deletes,
+            "range_inserts": self.range_inserts,
+            "released_deletes": self.released_deletes,
+            "changes": self.changes,
+        })
+        .to_string()
+    }
+}
+
+/// The write script (SQLite): every statement reads its rows from `$1`.
+fn write_statements() -> Vec<String> {
+    let mut s = Vec::new();
+    let j = |field: &str| format!("json_each($1, '$.{field}') AS j");
+    s.push(format!(
+        "DELETE FROM free_ranges WHERE (block_id, first) IN (SELECT j.value->>'block_id', unhex(j.value->>'first') FROM {})",
+        j("range_deletes")
+    ));
+    s.push(format!(
+        "INSERT INTO free_ranges (block_id, first, last) SELECT j.value->>'block_id', unhex(j.value->>'first'), unhex(j.value->>'last') FROM {}",
+        j("range_inserts")
+    ));
+    s.push(format!(
+        "DELETE FROM released WHERE address IN (SELECT unhex(j.value) FROM {})",
+        j("released_deletes")
+    ));
+    s.push(format!(
+        "INSERT INTO vms (cluster_id, node_id, name, if_prefix, created_at) SELECT j.value->>'cluster_id', j.value->>'node_id', j.value->>'name', j.value->>'if_prefix', $1->>'now' FROM {}",
+        j("vms")
+    ));
+    s.push(format!(
+        "INSERT INTO nics (vm_id, idx, mac) SELECT v.id, 0, j.value->>'mac' FROM {} JOIN vms v ON v.name = j.value->>'name'",
+        j("vms")
+    ));
+    s.push(format!(
+        "INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, cluster, node, since) SELECT unhex(j.value->>'key'), j.value->>'block_id', 'vm', ni.id, j.value->>'vm', 0, j.value->>'mac', j.value->>'cluster', j.value->>'node', $1->>'now' FROM {} JOIN vms v ON v.name = j.value->>'vm' JOIN nics ni ON ni.vm_id = v.id AND ni.idx = 0",
+        j("allocations")
+    ));
+    s.push(format!(
+        "UPDATE blocks SET used = blocks.used + c.d_used, released = blocks.released + c.d_released FROM (SELECT j.value->>'id' AS d_id, j.value->>'used' AS d_used, j.value->>'released' AS d_released FROM {}) AS c WHERE blocks.id = c.d_id",
+        j("counters")
+    ));
+    s.push(format!(
+        "INSERT INTO changes (at, kind, subject, detail) SELECT $1->>'now', 'vm.create', j.value->>'name', j.value->>'detail' FROM {}",
+        j("changes")
+    ));
+    s
+}

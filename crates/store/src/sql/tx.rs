@@ -1,0 +1,159 @@
+//! Transactions under our control, so that `BEGIN` and `COMMIT` can travel
+//! in the same round trip as the statements next to them (see `batch`).
+//!
+//! A `Tx` that is dropped while open (an early `?`) closes its connection
+//! instead of returning it to the pool: closing rolls the transaction back,
+//! and no later caller can ever find itself inside someone else's
+//! transaction.
+
+use std::ops::{Deref, DerefMut};
+
+use sqlx::any::AnyRow;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, Executor};
+use vmfabric_model::Result;
+
+use super::{Dialect, SqlStore, db};
+
+/// An open transaction on a pooled connection.
+#[derive(Debug)]
+pub(crate) struct Tx {
+    conn: PoolConnection<Any>,
+    dialect: Dialect,
+    open: bool,
+}
+
+impl Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.open {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// Statements joined into one script: SQLite runs it in one round trip;
+/// PostgreSQL cannot bind arguments to several statements, so there each
+/// statement goes on its own.
+pub(crate) async fn run_script(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    statements: &[String],
+    arg: &str,
+) -> Result<Vec<AnyRow>> {
+    match dialect {
+        Dialect::Sqlite => sqlx::query(SqlStore::dynamic(statements.join(";\n")))
+            .bind(arg)
+            .fetch_all(conn)
+            .await
+            .map_err(db),
+        Dialect::Postgres => {
+            let mut rows = Vec::new();
+            for s in statements {
+                rows.extend(
+                    sqlx::query(SqlStore::dynamic(s.clone()))
+                        .bind(arg)
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(db)?,
+                );
+            }
+            Ok(rows)
+        }
+    }
+}
+
+impl SqlStore {
+    async fn open_tx(&self, begin: &'static str) -> Result<Tx> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        conn.execute(begin).await.map_err(db)?;
+        Ok(Tx {
+            conn,
+            dialect: self.dialect,
+            open: true,
+        })
+    }
+
+    fn begin_statement(&self, write: bool) -> &'static str {
+        match (self.dialect, write) {
+            // Take the write lock at once, so two writers never deadlock upgrading.
+            (Dialect::Sqlite, true) => "BEGIN IMMEDIATE",
+            (Dialect::Sqlite, false) => "BEGIN DEFERRED",
+            (Dialect::Postgres, _) => "BEGIN",
+        }
+    }
+
+    /// Begin a write transaction.
+    pub(crate) async fn begin(&self) -> Result<Tx> {
+        self.open_tx(self.begin_statement(true)).await
+    }
+
+    /// Begin a read transaction: one consistent snapshot, no write lock.
+    pub(crate) async fn begin_read(&self) -> Result<Tx> {
+        self.open_tx(self.begin_statement(false)).await
+    }
+
+    /// Begin a write transaction and run `statements` in the same round
+    /// trip (SQLite), returning their rows.
+    pub(crate) async fn begin_with_script(
+        &self,
+        statements: &[String],
+        arg: &str,
+    ) -> Result<(Tx, Vec<AnyRow>)> {
+        if self.dialect != Dialect::Sqlite {
+            let mut tx = self.begin().await?;
+            let rows = run_script(&mut tx, self.dialect, statements, arg).await?;
+            return Ok((tx, rows));
+        }
+        let mut all = Vec::with_capacity(statements.len() + 1);
+        all.push(self.begin_statement(true).to_string());
+        all.extend_from_slice(statements);
+        let conn = self.pool.acquire().await.map_err(db)?;
+        // Open before the script runs: if it fails half-way, the connection
+        // is closed, which rolls back.
+        let mut tx = Tx {
+            conn,
+            dialect: self.dialect,
+            open: true,
+        };
+        let rows = run_script(&mut tx, self.dialect, &all, arg).await?;
+        Ok((tx, rows))
+    }
+}
+
+impl Tx {
+    pub(crate) async fn commit(mut self) -> Result<()> {
+        self.conn.execute("COMMIT").await.map_err(db)?;
+        self.open = false;
+        Ok(())
+    }
+
+    pub(crate) async fn rollback(mut self) -> Result<()> {
+        self.conn.execute("ROLLBACK").await.map_err(db)?;
+        self.open = false;
+        Ok(())
+    }
+
+    /// Run `statements` and commit, in one round trip on SQLite. If any
+    /// statement fails, nothing is committed.
+    pub(crate) async fn commit_after(mut self, statements: &[String], arg: &str) -> Result<()> {
+        let mut all = statements.to_vec();
+        all.push("COMMIT".to_string());
+        let dialect = self.dialect;
+        run_script(&mut self, dialect, &all, arg).await?;
+        self.open = false;
+        Ok(())
+    }
+}
