@@ -38,7 +38,7 @@ fn row(name: &str, lat: &mut [Duration], total: Duration, ops: usize) -> Row {
     }
 }
 
-async fn fabric_store(path: PathBuf, cidr: &str) -> Result<SqlStore> {
+async fn fabric_store(path: PathBuf, cidr: &str, exclude: &[&str]) -> Result<SqlStore> {
     let s = SqlStore::open_sqlite(&path).await?;
     s.create_cluster(&ClusterInput {
         name: "bench".into(),
@@ -53,6 +53,7 @@ async fn fabric_store(path: PathBuf, cidr: &str) -> Result<SqlStore> {
         "bench",
         &NetworkInput {
             cidr: cidr.into(),
+            exclude: exclude.iter().map(|x| x.to_string()).collect(),
             ..NetworkInput::default()
         },
     )
@@ -97,10 +98,17 @@ pub async fn store(count: usize, batch: usize, dir: Option<PathBuf>) -> Result<O
             .execute(p)
             .await
             .map_err(db)?;
-        let s16 = fabric_store(dir.join("single16.db"), "198.18.0.0/16").await?;
-        let s8 = fabric_store(dir.join("single8.db"), "10.0.0.0/8").await?;
-        let mut lat = [Vec::new(), Vec::new(), Vec::new()];
-        let mut total = [Duration::ZERO; 3];
+        let s16 = fabric_store(dir.join("single16.db"), "198.18.0.0/16", &[]).await?;
+        let s8 = fabric_store(dir.join("single8.db"), "10.0.0.0/8", &[]).await?;
+        // The lowest 99.0 % of a /8 excluded: free space begins at 10.253.112.0.
+        let s8full = fabric_store(
+            dir.join("single8full.db"),
+            "10.0.0.0/8",
+            &["10.0.0.0-10.253.111.255"],
+        )
+        .await?;
+        let mut lat = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+        let mut total = [Duration::ZERO; 4];
         for i in 0..count {
             let t = Instant::now();
             let mut tx = p.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
@@ -111,16 +119,16 @@ pub async fn store(count: usize, batch: usize, dir: Option<PathBuf>) -> Result<O
                 .map_err(db)?;
             tx.commit().await.map_err(db)?;
             lat[0].push(t.elapsed());
-            for (j, s) in [(1, &s16), (2, &s8)] {
+            for (j, s) in [(1, &s16), (2, &s8), (3, &s8full)] {
                 let t = Instant::now();
                 s.create_vm("bench", &vm(i)).await?;
                 lat[j].push(t.elapsed());
             }
         }
-        for j in 0..3 {
+        for j in 0..4 {
             total[j] = lat[j].iter().sum();
         }
-        let [a, b, c] = &mut lat;
+        let [a, b, c, d] = &mut lat;
         rows.push(row(
             "sqlite WAL commit, 1 row (reference)",
             a,
@@ -129,11 +137,17 @@ pub async fn store(count: usize, batch: usize, dir: Option<PathBuf>) -> Result<O
         ));
         rows.push(row("vm create, 1 per commit, pool /16", b, total[1], count));
         rows.push(row("vm create, 1 per commit, pool /8", c, total[2], count));
+        rows.push(row(
+            "vm create, 1 per commit, pool /8 99% excluded",
+            d,
+            total[3],
+            count,
+        ));
     }
 
     // Group commit: `batch` VMs per commit.
     {
-        let s = fabric_store(dir.join("batch.db"), "10.0.0.0/8").await?;
+        let s = fabric_store(dir.join("batch.db"), "10.0.0.0/8", &[]).await?;
         let total = (count * 5).div_ceil(batch) * batch;
         let mut lat = Vec::new();
         let start = Instant::now();

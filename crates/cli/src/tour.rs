@@ -25,7 +25,7 @@ fn step(out: &mut String, title: &str, cmd: &str) {
 }
 
 pub async fn run(a: TourArgs) -> Result<Out> {
-    let tmp;
+    let mut tmp = None;
     let path: PathBuf = match a.keep {
         Some(p) => {
             if p.exists() {
@@ -38,15 +38,22 @@ pub async fn run(a: TourArgs) -> Result<Out> {
             p
         }
         None => {
-            tmp = std::env::temp_dir().join(format!("vmfabric-tour-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&tmp);
-            tmp.join("tour.db")
+            let dir = std::env::temp_dir().join(format!("vmfabric-tour-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let p = dir.join("tour.db");
+            tmp = Some(dir);
+            p
         }
     };
     let s = SqlStore::open_sqlite(&path).await?;
     let mut t = format!(
-        "vmfabric tour: a fresh SQLite database at {}\n",
-        path.display()
+        "vmfabric tour: a fresh SQLite database at {}{}\n",
+        path.display(),
+        if tmp.is_some() {
+            " (removed at the end; keep one with --keep PATH)"
+        } else {
+            ""
+        }
     );
 
     // --- Switching: the seed's two /27 blocks, bridged nodes.
@@ -226,5 +233,8 @@ pub async fn run(a: TourArgs) -> Result<Out> {
     t.push_str(&render::check(&report));
     let all = s.allocations(&AddressFilter::default()).await?;
     let json = serde_json::json!({"database": path.display().to_string(), "allocations": all, "usage": usage});
+    if let Some(dir) = tmp {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     Ok(Out { json, text: t })
 }

@@ -391,3 +391,34 @@ fn node_address_returns_to_the_pool_when_the_node_goes() {
     );
     e.ok(&["check"]);
 }
+
+#[test]
+fn ipv6_pools_in_switching_and_fabric() {
+    let e = Env::new();
+    e.seed_world();
+    // Switching: on-link /64, gateway ::1 by default, ::0 never handed out.
+    e.ok(&["network", "add", "sw", "2001:db8:1::/64"]);
+    let v = e.ok(&["vm", "create", "sw", "dual", "--node", "kvm1", "--ipv6"]);
+    let a = v["nics"][0]["addresses"].as_array().unwrap();
+    assert_eq!(a[0]["address"], "192.0.2.4");
+    assert_eq!(a[1]["address"], "2001:db8:1::2");
+    assert_eq!(a[1]["prefix_len"], 64);
+    assert_eq!(a[1]["gateway"], "2001:db8:1::1");
+    // IP-fabric: /128 from the pool, link-local gateway on the point-to-point link.
+    e.ok(&["network", "add", "fab", "2001:db8:2::/48"]);
+    let v = e.ok(&["vm", "create", "fab", "six", "--node", "node1", "--no-ipv4"]);
+    let a = &v["nics"][0]["addresses"][0];
+    assert_eq!(a["address"], "2001:db8:2::");
+    assert_eq!(a["prefix_len"], 128);
+    assert_eq!(a["gateway"], "fe80::1");
+    let u = e.ok(&["pool", "usage", "fab"]);
+    let six = u
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["family"] == "IPv6")
+        .unwrap();
+    assert_eq!(six["total"].to_string(), (1u128 << 80).to_string());
+    assert_eq!(six["used"], 1);
+    e.ok(&["check"]);
+}
