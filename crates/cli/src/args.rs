@@ -73,6 +73,39 @@ pub enum ClusterCmd {
     Show { name: String },
     /// Delete a cluster without VMs or reservations (its networks and nodes go with it)
     Delete { name: String },
+    /// Route reflector configuration listing every node of an ip-fabric cluster
+    RrConfig {
+        name: String,
+        #[arg(long, value_enum, default_value_t = RrFormat::Frr)]
+        format: RrFormat,
+        /// Which reflector [default: the cluster's first]
+        #[arg(long, value_name = "IP")]
+        reflector: Option<String>,
+        /// A non-client iBGP peer of the reflector, e.g. the data-center core (repeat)
+        #[arg(long = "peer", value_name = "IP")]
+        peers: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RrFormat {
+    Frr,
+    Bird,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Json,
+    Summary,
+    Frr,
+    Nft,
+    Ndppd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GuestFormat {
+    CloudInit,
+    Libvirt,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +136,9 @@ pub struct ClusterCreate {
     /// the least recently released) or first-free (lowest free address)
     #[arg(long, value_name = "last|first-free")]
     pub reuse: Option<String>,
+    /// What runs the VMs: kvm (a tap per NIC) or lxd (a veth pair per NIC) [default: kvm]
+    #[arg(long, value_name = "kvm|lxd")]
+    pub virtualization: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +173,17 @@ pub enum NodeCmd {
     Show { name: String },
     /// Remove a node without VMs
     Remove { name: String },
+    /// The node's plan: everything its kernel, FRR, nftables and ndppd must look like
+    Plan {
+        name: String,
+        /// json (the plan), summary, or one rendered file: frr, nft, ndppd
+        /// [default: summary, json with --output json]
+        #[arg(long, value_enum)]
+        format: Option<PlanFormat>,
+        /// Show what changed since an earlier plan (a file of `--format json`)
+        #[arg(long, value_name = "FILE")]
+        diff_from: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +196,9 @@ pub struct NodeAdd {
     /// Uplink interface [default: eno1]
     #[arg(long)]
     pub uplink: Option<String>,
+    /// The uplink's MAC (routing: the only source MAC allowed out) [default: read by the agent]
+    #[arg(long)]
+    pub uplink_mac: Option<String>,
     /// Bridge [default: vmbr0]
     #[arg(long)]
     pub bridge: Option<String>,
@@ -193,6 +243,12 @@ pub enum VmCmd {
     },
     /// Delete a VM and release its addresses
     Delete { name: String },
+    /// The guest's network configuration (cloud-init network-config v2) or libvirt interfaces
+    GuestConfig {
+        name: String,
+        #[arg(long, value_enum, default_value_t = GuestFormat::CloudInit)]
+        format: GuestFormat,
+    },
     /// Create VMs from JSON lines on stdin ({"cluster","name","node","ip":[..],"ipv6":bool}),
     /// printing one JSON line per VM as soon as its commit is on disk
     Import {

@@ -52,7 +52,7 @@ pub async fn run(cli: Cli) -> Result<Out> {
     match cli.command {
         Command::Cluster(c) => cluster(&s, c).await,
         Command::Network(c) => network(&s, c).await,
-        Command::Node(c) => node(&s, c).await,
+        Command::Node(c) => node(&s, c, json).await,
         Command::Vm(c) => vm(&s, c, json).await,
         Command::Ip(c) => ip(&s, c).await,
         Command::Pool(PoolCmd::Usage { cluster }) => {
@@ -86,6 +86,7 @@ async fn cluster(s: &SqlStore, c: ClusterCmd) -> Result<Out> {
                 asn: a.asn,
                 cooldown: a.cooldown,
                 reuse: a.reuse,
+                virtualization: a.virtualization,
             };
             let c = s.create_cluster(&input).await?;
             Out::new(&c, render::cluster(&c))
@@ -102,6 +103,12 @@ async fn cluster(s: &SqlStore, c: ClusterCmd) -> Result<Out> {
             let c = s.delete_cluster(&name).await?;
             Out::new(&c, format!("deleted cluster {}\n", c.name))
         }
+        ClusterCmd::RrConfig {
+            name,
+            format,
+            reflector,
+            peers,
+        } => crate::plans::rr_config(s, &name, format, reflector.as_deref(), &peers).await,
     }
 }
 
@@ -139,13 +146,14 @@ async fn network(s: &SqlStore, c: NetworkCmd) -> Result<Out> {
     }
 }
 
-async fn node(s: &SqlStore, c: NodeCmd) -> Result<Out> {
+async fn node(s: &SqlStore, c: NodeCmd, json: bool) -> Result<Out> {
     match c {
         NodeCmd::Add(a) => {
             let input = NodeInput {
                 name: a.name,
                 address: a.address,
                 uplink: a.uplink,
+                uplink_mac: a.uplink_mac,
                 bridge: a.bridge,
                 primary_ip: a.primary_ip,
                 subnets: a.subnets,
@@ -169,6 +177,11 @@ async fn node(s: &SqlStore, c: NodeCmd) -> Result<Out> {
             let n = s.remove_node(&name).await?;
             Out::new(&n, format!("removed node {}\n", n.node.name))
         }
+        NodeCmd::Plan {
+            name,
+            format,
+            diff_from,
+        } => crate::plans::node_plan(s, &name, format, diff_from.as_deref(), json).await,
     }
 }
 
@@ -220,6 +233,7 @@ async fn vm(s: &SqlStore, c: VmCmd, json: bool) -> Result<Out> {
             )
         }
         VmCmd::Import { batch } => import(s, batch.max(1), json).await,
+        VmCmd::GuestConfig { name, format } => crate::plans::guest_config(s, &name, format).await,
     }
 }
 

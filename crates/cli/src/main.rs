@@ -3,6 +3,7 @@
 mod args;
 mod bench;
 mod commands;
+mod plans;
 mod render;
 mod tour;
 

@@ -88,6 +88,47 @@ impl fmt::Display for Assignment {
     }
 }
 
+/// What runs the VMs, which decides the kind of host interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Virtualization {
+    /// KVM: a tap per NIC, opened by the hypervisor.
+    #[default]
+    Kvm,
+    /// LXD containers: a veth pair per NIC.
+    Lxd,
+}
+
+impl Virtualization {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Virtualization::Kvm => "kvm",
+            Virtualization::Lxd => "lxd",
+        }
+    }
+}
+
+impl fmt::Display for Virtualization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Virtualization {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Virtualization> {
+        match s {
+            "kvm" => Ok(Virtualization::Kvm),
+            "lxd" => Ok(Virtualization::Lxd),
+            _ => Err(Error::invalid(
+                "virtualization",
+                s,
+                "the virtualization is kvm (a tap per NIC) or lxd (a veth pair per NIC)",
+            )),
+        }
+    }
+}
+
 /// A BGP autonomous system number.
 pub fn parse_asn(field: &str, text: &str) -> Result<u32> {
     let t = text.trim();
@@ -223,6 +264,7 @@ pub struct Cluster {
     #[serde(rename = "type")]
     pub network_type: NetworkType,
     pub assignment: Assignment,
+    pub virtualization: Virtualization,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fabric: Option<Fabric>,
     /// How long a released address waits before automatic reuse.
@@ -248,6 +290,7 @@ pub struct ClusterInput {
     pub asn: Option<String>,
     pub cooldown: Option<String>,
     pub reuse: Option<String>,
+    pub virtualization: Option<String>,
 }
 
 impl ClusterInput {
@@ -289,10 +332,15 @@ impl ClusterInput {
             }
             None
         };
+        let virtualization = match &self.virtualization {
+            Some(v) => v.parse()?,
+            None => Virtualization::default(),
+        };
         Ok(Cluster {
             name: self.name.clone(),
             network_type,
             assignment: network_type.assignment(),
+            virtualization,
             fabric,
             cooldown,
             reuse,

@@ -17,6 +17,7 @@ pub mod vm;
 pub use block::{Block, BlockRole};
 pub use cluster::{
     Assignment, Cluster, ClusterInput, Community, Fabric, NetworkType, RouteReflector,
+    Virtualization,
 };
 pub use error::{Error, Result};
 pub use names::{IfName, Mac};

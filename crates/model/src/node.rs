@@ -11,7 +11,7 @@ use vmfabric_ipam::{Cidr, Family, Range, key};
 use crate::block::{BlockRole, check_block_space};
 use crate::cluster::{Cluster, NetworkType, check_unicast};
 use crate::error::{Error, Result};
-use crate::names::{IfName, check_name};
+use crate::names::{IfName, Mac, check_name};
 use crate::network::{parse_cidr, parse_ip};
 
 /// How a routing node answers neighbour discovery for its VMs' IPv6
@@ -89,6 +89,10 @@ pub struct Node {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address_prefix: Option<u8>,
     pub uplink: IfName,
+    /// The uplink's MAC, when the operator gave it; otherwise the agent
+    /// reads it from the node's kernel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uplink_mac: Option<Mac>,
     pub bridge: IfName,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingNode>,
@@ -124,6 +128,7 @@ pub struct NodeInput {
     pub name: String,
     pub address: String,
     pub uplink: Option<String>,
+    pub uplink_mac: Option<String>,
     pub bridge: Option<String>,
     pub primary_ip: Option<String>,
     pub subnets: Vec<String>,
@@ -175,12 +180,33 @@ impl NodeInput {
                 "the bridge and the uplink must be different interfaces",
             ));
         }
+        let uplink_mac = match &self.uplink_mac {
+            Some(text) => {
+                let m: Mac = text.trim().parse().map_err(|_| {
+                    Error::invalid(
+                        "uplink-mac",
+                        text,
+                        "a MAC is six hex octets separated by colons",
+                    )
+                })?;
+                if !m.is_unicast() || m.0 == [0; 6] {
+                    return Err(Error::invalid(
+                        "uplink-mac",
+                        text,
+                        "the uplink's MAC is a unicast address (first octet even, not all zero)",
+                    ));
+                }
+                Some(m)
+            }
+            None => None,
+        };
         let mut node = Node {
             name: self.name.clone(),
             cluster: cluster.name.clone(),
             address,
             address_prefix,
             uplink,
+            uplink_mac,
             bridge,
             routing: None,
         };

@@ -143,6 +143,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn history(&self, ip: &str, at: Option<Timestamp>) -> Result<Vec<HistoryEntry>>;
     async fn usage(&self, cluster: Option<&str>) -> Result<Vec<Usage>>;
 
+    /// Everything the plan of `node` depends on.
+    async fn plan_input(&self, node: &str) -> Result<vmfabric_plan::PlanInput>;
+
     /// Verify every invariant of the stored state.
     async fn check(&self) -> Result<CheckReport>;
 }

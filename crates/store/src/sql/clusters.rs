@@ -16,7 +16,7 @@ use super::alloc::{self, BlockAlloc};
 use super::{RowExt, SqlStore, Tx, db, kb};
 
 /// Columns of a cluster row, in `cluster_from_row` order.
-pub(crate) const CLUSTER_COLS: &str = "c.id AS cluster_id, c.name AS cluster_name, c.network_type, c.vm_gateway, c.vm_gateway6, c.community, c.asn, c.route_reflectors, c.cooldown_s, c.reuse";
+pub(crate) const CLUSTER_COLS: &str = "c.id AS cluster_id, c.name AS cluster_name, c.network_type, c.virtualization, c.vm_gateway, c.vm_gateway6, c.community, c.asn, c.route_reflectors, c.cooldown_s, c.reuse";
 
 pub(crate) fn cluster_from_row(row: &AnyRow) -> Result<(i64, Cluster)> {
     let network_type: NetworkType = row
@@ -54,6 +54,7 @@ pub(crate) fn cluster_from_row(row: &AnyRow) -> Result<(i64, Cluster)> {
         name: row.text("cluster_name")?,
         network_type,
         assignment: network_type.assignment(),
+        virtualization: row.parsed("virtualization")?,
         fabric,
         cooldown: Seconds(
             u64::try_from(row.int("cooldown_s")?).map_err(|_| super::corrupt("cooldown"))?,
@@ -344,7 +345,7 @@ impl SqlStore {
             })
             .unwrap_or_default();
         let row = sqlx::query(
-            "INSERT INTO clusters (name, network_type, vm_gateway, vm_gateway6, community, asn, route_reflectors, cooldown_s, reuse, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING id",
+            "INSERT INTO clusters (name, network_type, vm_gateway, vm_gateway6, community, asn, route_reflectors, cooldown_s, reuse, created_at, virtualization) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(&c.name)
         .bind(c.network_type.as_str())
@@ -356,6 +357,7 @@ impl SqlStore {
         .bind(i64::try_from(c.cooldown.0).unwrap_or(i64::MAX))
         .bind(c.reuse.name())
         .bind(self.now().0)
+        .bind(c.virtualization.as_str())
         .fetch_optional(&mut **tx)
         .await
         .map_err(db)?;

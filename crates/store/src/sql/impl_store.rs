@@ -154,6 +154,10 @@ impl Store for SqlStore {
         read!(self, |tx| self.usage_tx(tx, cluster))
     }
 
+    async fn plan_input(&self, node: &str) -> Result<vmfabric_plan::PlanInput> {
+        read!(self, |tx| self.plan_input_tx(tx, node))
+    }
+
     async fn check(&self) -> Result<CheckReport> {
         read!(self, |tx| self.check_tx(tx))
     }

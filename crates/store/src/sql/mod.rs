@@ -138,18 +138,43 @@ impl Counters {
 }
 
 fn migrator(dialect: Dialect) -> Migrator {
-    let sql = match dialect {
-        Dialect::Sqlite => include_str!("../../migrations/sqlite/0001_init.sql"),
-        Dialect::Postgres => include_str!("../../migrations/postgres/0001_init.sql"),
+    let files: [(&str, &str); 2] = match dialect {
+        Dialect::Sqlite => [
+            (
+                "init",
+                include_str!("../../migrations/sqlite/0001_init.sql"),
+            ),
+            (
+                "virtualization and uplink mac",
+                include_str!("../../migrations/sqlite/0002_virtualization_uplink_mac.sql"),
+            ),
+        ],
+        Dialect::Postgres => [
+            (
+                "init",
+                include_str!("../../migrations/postgres/0001_init.sql"),
+            ),
+            (
+                "virtualization and uplink mac",
+                include_str!("../../migrations/postgres/0002_virtualization_uplink_mac.sql"),
+            ),
+        ],
     };
+    let migrations = files
+        .iter()
+        .zip(1i64..)
+        .map(|((description, sql), version)| {
+            Migration::new(
+                version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                AssertSqlSafe(*sql).into_sql_str(),
+                false,
+            )
+        })
+        .collect();
     Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
-            1,
-            Cow::Borrowed("init"),
-            MigrationType::Simple,
-            AssertSqlSafe(sql).into_sql_str(),
-            false,
-        )]),
+        migrations: Cow::Owned(migrations),
         ..Migrator::DEFAULT
     }
 }

@@ -13,7 +13,7 @@ use super::clusters::{BLOCK_COLS, BLOCK_FROM, block_from_row};
 use super::{Counters, RowExt, SqlStore, Tx, db, kb};
 use crate::NodeView;
 
-pub(crate) const NODE_COLS: &str = "n.id AS node_id, n.name AS node_name, c.name AS node_cluster, n.address, n.address_prefix, n.uplink, n.bridge, n.primary_ip, n.primary_prefix, n.ipv6_address, n.ipv6_gateway, n.ndp_proxy";
+pub(crate) const NODE_COLS: &str = "n.id AS node_id, n.name AS node_name, c.name AS node_cluster, n.address, n.address_prefix, n.uplink, n.uplink_mac, n.bridge, n.primary_ip, n.primary_prefix, n.ipv6_address, n.ipv6_gateway, n.ndp_proxy";
 
 fn prefix(row: &AnyRow, col: &str) -> Result<Option<u8>> {
     row.opt_int(col)?
@@ -52,6 +52,7 @@ pub(crate) fn node_from_row(row: &AnyRow) -> Result<(i64, Node)> {
         address: row.parsed("address")?,
         address_prefix: prefix(row, "address_prefix")?,
         uplink: iface("uplink")?,
+        uplink_mac: row.opt_parsed("uplink_mac")?,
         bridge: iface("bridge")?,
         routing,
     };
@@ -207,7 +208,7 @@ impl SqlStore {
         let (node, blocks) = input.validate(&c)?;
         let r = node.routing.as_ref();
         let row = sqlx::query(
-            "INSERT INTO nodes (cluster_id, name, address, address_prefix, uplink, bridge, primary_ip, primary_prefix, ipv6_address, ipv6_gateway, ndp_proxy, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING RETURNING id",
+            "INSERT INTO nodes (cluster_id, name, address, address_prefix, uplink, bridge, primary_ip, primary_prefix, ipv6_address, ipv6_gateway, ndp_proxy, created_at, uplink_mac) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(cid)
         .bind(&node.name)
@@ -221,6 +222,7 @@ impl SqlStore {
         .bind(r.and_then(|r| r.ipv6.as_ref()).map(|s| s.gateway.to_string()))
         .bind(r.map(|r| r.ndp_proxy.as_str()))
         .bind(self.now().0)
+        .bind(node.uplink_mac.map(|m| m.to_string()))
         .fetch_optional(&mut **tx)
         .await
         .map_err(db)?
@@ -336,6 +338,42 @@ impl SqlStore {
         }
         self.log_change(tx, "node.remove", name, &json!({})).await?;
         Ok(view)
+    }
+
+    pub(crate) async fn plan_input_tx(
+        &self,
+        tx: &mut Tx,
+        name: &str,
+    ) -> Result<vmfabric_plan::PlanInput> {
+        let (_, node) = self.load_node(tx, name).await?;
+        let (cid, cluster) = self.load_cluster(tx, &node.cluster).await?;
+        let sql = format!(
+            "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.cluster_id = $1 AND b.node_id IS NULL ORDER BY b.first"
+        );
+        let rows = sqlx::query(SqlStore::dynamic(sql))
+            .bind(cid)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db)?;
+        let networks = rows
+            .iter()
+            .map(block_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let vms = self
+            .vms_tx(
+                tx,
+                &crate::AddressFilter {
+                    cluster: None,
+                    node: Some(name.to_string()),
+                },
+            )
+            .await?;
+        Ok(vmfabric_plan::PlanInput {
+            cluster,
+            node,
+            networks,
+            vms,
+        })
     }
 
     /// In words, why `k` of `block` cannot be taken.

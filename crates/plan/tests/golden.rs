@@ -1,0 +1,237 @@
+//! Golden files of every rendered output for the seed examples and mixed
+//! IPv4/IPv6 (regenerate with `INSTA_UPDATE=always cargo test -p
+//! vmfabric-plan`, then read the diff), and the properties that make plans
+//! trustworthy: order independence, valid names everywhere.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use proptest::prelude::*;
+use vmfabric_plan::render::{bird, frr, guest, ndppd, nft, summary};
+use vmfabric_plan::{LinkKind, build, diff};
+
+fn plan_json(p: &vmfabric_plan::NodePlan) -> String {
+    serde_json::to_string_pretty(p).unwrap()
+}
+
+#[test]
+fn switching_seed() {
+    let plan = build(&common::switching());
+    insta::assert_snapshot!("switching_plan", plan_json(&plan));
+    insta::assert_snapshot!("switching_summary", summary::summary(&plan));
+    insta::assert_snapshot!("switching_nft", nft::ruleset(&plan, None));
+    assert!(frr::node(&plan).is_none());
+    assert!(ndppd::conf(&plan).is_none());
+    let vm = &common::switching().vms[0];
+    insta::assert_snapshot!("switching_cloud_init", guest::cloud_init(vm));
+    insta::assert_snapshot!("switching_libvirt", guest::libvirt(vm));
+}
+
+#[test]
+fn routing_seed_with_kernel_ndp_proxy() {
+    let input = common::routing("kernel");
+    let plan = build(&input);
+    insta::assert_snapshot!("routing_plan", plan_json(&plan));
+    insta::assert_snapshot!("routing_summary", summary::summary(&plan));
+    insta::assert_snapshot!("routing_nft", nft::ruleset(&plan, None));
+    assert!(ndppd::conf(&plan).is_none());
+    insta::assert_snapshot!("routing_cloud_init", guest::cloud_init(&input.vms[0]));
+}
+
+#[test]
+fn routing_seed_with_ndppd() {
+    let plan = build(&common::routing("ndppd"));
+    assert!(
+        plan.neighbour_proxies.is_empty(),
+        "ndppd answers, not the kernel"
+    );
+    insta::assert_snapshot!("routing_ndppd", ndppd::conf(&plan).unwrap());
+}
+
+#[test]
+fn fabric_seed_dual_stack() {
+    let input = common::fabric("kvm");
+    let plan = build(&input);
+    insta::assert_snapshot!("fabric_plan", plan_json(&plan));
+    insta::assert_snapshot!("fabric_summary", summary::summary(&plan));
+    insta::assert_snapshot!("fabric_frr", frr::node(&plan).unwrap());
+    insta::assert_snapshot!("fabric_nft", nft::ruleset(&plan, None));
+    insta::assert_snapshot!("fabric_cloud_init", guest::cloud_init(&input.vms[0]));
+    let nodes = common::fabric_nodes();
+    let rr = "172.16.0.2".parse().unwrap();
+    let core = ["172.16.0.3".parse().unwrap()];
+    insta::assert_snapshot!(
+        "fabric_rr_frr",
+        frr::reflector(&input.cluster, &nodes, rr, &core).unwrap()
+    );
+    insta::assert_snapshot!(
+        "fabric_rr_bird",
+        bird::reflector(&input.cluster, &nodes, rr, &core).unwrap()
+    );
+}
+
+#[test]
+fn lxd_nodes_get_veth_pairs() {
+    let plan = build(&common::fabric("lxd"));
+    let vm_links: Vec<_> = plan.links.iter().filter(|l| l.vm.is_some()).collect();
+    assert!(!vm_links.is_empty());
+    for l in vm_links {
+        assert_eq!(l.kind, LinkKind::Veth);
+        assert_eq!(l.peer.as_deref(), Some("eth0"));
+    }
+}
+
+#[test]
+fn the_plan_says_where_each_address_goes() {
+    // Switching: on-link, bridged, the node's address with the network prefix.
+    let sw = build(&common::switching());
+    assert!(sw.routes.is_empty());
+    assert!(
+        sw.addresses
+            .iter()
+            .any(|a| a.dev == "vmbr0" && a.cidr == "192.0.2.2/27")
+    );
+    assert!(
+        sw.links
+            .iter()
+            .any(|l| l.name == "vmbr0" && l.mac_from_uplink)
+    );
+    assert!(
+        sw.links
+            .iter()
+            .filter(|l| l.vm.is_some())
+            .all(|l| l.master.as_deref() == Some("vmbr0"))
+    );
+    // Routing: /32 routes to the bridge, primary IP as /32 on it, proxy ARP
+    // only because vm3 holds an address from the node's own /26, the guard.
+    let r = build(&common::routing("kernel"));
+    for dst in ["203.0.113.40/32", "203.0.113.41/32", "123.45.12.60/32"] {
+        assert!(
+            r.routes.iter().any(|x| x.dst == dst && x.dev == "vmbr0"),
+            "{dst}"
+        );
+    }
+    assert!(
+        r.addresses
+            .iter()
+            .any(|a| a.dev == "vmbr0" && a.cidr == "123.45.12.48/32")
+    );
+    assert!(
+        r.sysctls
+            .iter()
+            .any(|s| s.key == "net.ipv4.conf.eno1.proxy_arp")
+    );
+    assert!(
+        r.neighbour_proxies
+            .iter()
+            .any(|p| p.dev == "eno1" && p.address.to_string() == "2a01:4f8:13b:9a7::3")
+    );
+    assert!(
+        r.neighbour_proxies
+            .iter()
+            .any(|p| p.dev == "eno1" && p.address.to_string() == "2a01:4f8:13b:9a7::2")
+    );
+    assert!(
+        r.neighbour_proxies
+            .iter()
+            .any(|p| p.dev == "vmbr0" && p.address.to_string() == "2a01:4f8:13b:9a7::1")
+    );
+    assert_eq!(
+        r.firewall.uplink_guard.as_ref().unwrap().mac.as_deref(),
+        Some("96:f7:b7:55:42:3d")
+    );
+    let mut no_onlink = common::routing("kernel");
+    no_onlink.vms.pop();
+    assert!(
+        !build(&no_onlink)
+            .sysctls
+            .iter()
+            .any(|s| s.key.ends_with("proxy_arp"))
+    );
+    // IP-fabric: the VM gateway on every <vm>_net0, host routes to it.
+    let f = build(&common::fabric("kvm"));
+    for (dev, dst) in [
+        ("vm1_net0", "198.51.100.0/32"),
+        ("vm1_net0", "2001:db8:2::/128"),
+        ("vm3_net0", "198.51.100.2/32"),
+    ] {
+        assert!(
+            f.routes.iter().any(|x| x.dst == dst && x.dev == dev),
+            "{dst}"
+        );
+        assert!(
+            f.addresses
+                .iter()
+                .any(|a| a.dev == dev && a.cidr == "10.0.0.1/32")
+        );
+    }
+    assert!(f.links.iter().all(|l| l.master.is_none()));
+    let bgp = f.bgp.unwrap();
+    assert_eq!(bgp.pool_v4, ["198.51.100.0/24"]);
+    assert_eq!(bgp.community, "65000:100");
+}
+
+#[test]
+fn long_vm_names_give_valid_names_everywhere() {
+    let plan = build(&common::fabric("kvm"));
+    for l in &plan.links {
+        assert!(l.name.len() <= 15 && !l.name.is_empty(), "{}", l.name);
+        assert!(
+            l.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        );
+    }
+    let long = plan
+        .links
+        .iter()
+        .find(|l| l.vm.as_deref() == Some("customer-frontend-01"))
+        .unwrap();
+    assert!(long.name.ends_with("_net0"));
+    let text = nft::ruleset(&plan, None);
+    assert!(text.contains(&format!("\"{}\"", long.name)));
+    assert!(!text.contains("customer-frontend-01_net0"));
+}
+
+#[test]
+fn a_changed_plan_diffs_item_by_item() {
+    let before = build(&common::fabric("kvm"));
+    let mut input = common::fabric("kvm");
+    input.vms.remove(1);
+    let after = build(&input);
+    let changes: Vec<String> = diff::diff(&before, &after)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        changes.contains(&"- route 198.51.100.2/32 dev vm3_net0".to_string()),
+        "{changes:?}"
+    );
+    assert!(changes.contains(&"- address 10.0.0.1/32 dev vm3_net0".to_string()));
+    assert!(changes.iter().all(|c| c.starts_with('-')));
+    assert!(diff::diff(&after, &after).is_empty());
+}
+
+proptest! {
+    /// The order in which the store lists VMs and networks never shows.
+    #[test]
+    fn plans_do_not_depend_on_order(seed in any::<u64>()) {
+        for mut input in [common::switching(), common::routing("kernel"), common::fabric("lxd")] {
+            let want = build(&input);
+            let mut s = seed;
+            let mut shuffle = |n: usize| { s = s.wrapping_mul(6364136223846793005).wrapping_add(1); (s >> 33) as usize % n.max(1) };
+            for i in (1..input.vms.len()).rev() {
+                let j = shuffle(i + 1);
+                input.vms.swap(i, j);
+            }
+            for i in (1..input.networks.len()).rev() {
+                let j = shuffle(i + 1);
+                input.networks.swap(i, j);
+            }
+            let got = build(&input);
+            prop_assert_eq!(&got, &want);
+            prop_assert_eq!(nft::ruleset(&got, None), nft::ruleset(&want, None));
+            prop_assert_eq!(frr::node(&got), frr::node(&want));
+        }
+    }
+}
