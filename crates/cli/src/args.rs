@@ -56,11 +56,71 @@ pub enum Command {
     Pool(PoolCmd),
     /// Verify every invariant of the stored state (like fsck)
     Check,
+    /// The node agent: make this node's kernel match its plan, and keep it so
+    Agent(AgentArgs),
     /// A short tour: the three seed examples in a fresh database
     Tour(TourArgs),
     /// Benchmarks (results go to BENCHMARKS.md)
     #[command(subcommand)]
     Bench(BenchCmd),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    pub status: Option<AgentCmd>,
+    #[command(flatten)]
+    pub run: AgentRun,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// What the last round changed, and the state of BGP sessions and proxies
+    Status {
+        #[command(flatten)]
+        daemons: AgentDaemons,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AgentRun {
+    /// The node this agent runs on
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Take the plan from this file (`node plan --format json`) instead of the database
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// One round, then exit (non-zero if any change failed)
+    #[arg(long)]
+    pub once: bool,
+    /// Print what would change; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Seconds between rounds
+    #[arg(long, default_value_t = 10.0)]
+    pub interval: f64,
+    #[command(flatten)]
+    pub daemons: AgentDaemons,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentDaemons {
+    /// Where the agent keeps its state
+    #[arg(long, default_value = "/var/lib/vmfabric/agent")]
+    pub state_dir: PathBuf,
+    /// Folder of frr.conf
+    #[arg(long, default_value = "/etc/frr")]
+    pub frr_dir: PathBuf,
+    /// Folder of FRR's vty sockets, for an FRR of its own (e.g. one per namespace)
+    #[arg(long)]
+    pub frr_socket: Option<PathBuf>,
+    /// ndppd's config file
+    #[arg(long, default_value = "/etc/ndppd.conf")]
+    pub ndppd_conf: PathBuf,
+    /// ndppd's pid file
+    #[arg(long, default_value = "/run/ndppd.pid")]
+    pub ndppd_pid: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -42,6 +42,14 @@ pub async fn open(db: Option<&str>) -> Result<SqlStore> {
 pub async fn run(cli: Cli) -> Result<Out> {
     match cli.command {
         Command::Tour(a) => return crate::tour::run(a).await,
+        Command::Agent(a) => {
+            return crate::agent::run(
+                cli.db.as_deref(),
+                a,
+                cli.output == crate::args::Format::Json,
+            )
+            .await;
+        }
         Command::Bench(BenchCmd::Store { count, batch, dir }) => {
             return crate::bench::store(count, batch, dir).await;
         }
@@ -69,7 +77,9 @@ pub async fn run(cli: Cli) -> Result<Out> {
             }
             Out::new(&r, render::check(&r))
         }
-        Command::Tour(_) | Command::Bench(_) => Err(Error::storage("unreachable")),
+        Command::Tour(_) | Command::Bench(_) | Command::Agent(_) => {
+            Err(Error::storage("unreachable"))
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! `vmfabric`: the command line of the vmfabric control plane.
 
+mod agent;
 mod args;
 mod bench;
 mod commands;

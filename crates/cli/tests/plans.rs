@@ -235,7 +235,7 @@ fn guest_configs() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|l| l["kind"] == "veth" && l["peer"] == "eth0")
+            .any(|l| l["kind"] == "veth" && l["peer"] == "c1_g0")
     );
     e.fails(
         2,

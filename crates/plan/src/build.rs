@@ -32,6 +32,16 @@ pub fn host_mac(guest: &Mac) -> String {
     Mac(m).to_string()
 }
 
+/// The node-side name of a veth peer before the hypervisor moves it into
+/// the container (where it becomes `eth<N>`): `<vm>_net<N>` → `<vm>_g<N>`,
+/// never longer than the host interface's name.
+pub fn guest_peer(host_interface: &str) -> String {
+    match host_interface.rsplit_once("_net") {
+        Some((prefix, n)) => format!("{prefix}_g{n}"),
+        None => format!("{host_interface}g"),
+    }
+}
+
 fn cidr(ip: IpAddr, len: u8) -> String {
     format!("{ip}/{len}")
 }
@@ -91,7 +101,7 @@ pub fn build(input: &PlanInput) -> NodePlan {
             let name = nic.host_interface.to_string();
             let (kind, peer) = match c.virtualization {
                 Virtualization::Kvm => (LinkKind::Tap, None),
-                Virtualization::Lxd => (LinkKind::Veth, Some(format!("eth{}", nic.index))),
+                Virtualization::Lxd => (LinkKind::Veth, Some(guest_peer(&name))),
             };
             plan.links.push(Link {
                 name: name.clone(),

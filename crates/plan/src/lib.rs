@@ -11,5 +11,5 @@ pub mod diff;
 pub mod render;
 pub mod types;
 
-pub use build::{PlanInput, build, host_mac};
+pub use build::{PlanInput, build, guest_peer, host_mac};
 pub use types::*;

@@ -77,7 +77,11 @@ fn lxd_nodes_get_veth_pairs() {
     assert!(!vm_links.is_empty());
     for l in vm_links {
         assert_eq!(l.kind, LinkKind::Veth);
-        assert_eq!(l.peer.as_deref(), Some("eth0"));
+        let peer = l.peer.as_deref().unwrap();
+        assert!(
+            peer.ends_with("_g0") && peer.len() <= l.name.len(),
+            "{peer}"
+        );
     }
 }
 

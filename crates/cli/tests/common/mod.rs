@@ -148,3 +148,4 @@ pub fn first_ip(vm: &Value) -> String {
         .unwrap()
         .to_string()
 }
+pub mod lab;

@@ -1,0 +1,473 @@
+//! The pure heart of the agent: given the plan, what the kernel has, and
+//! what the agent created before, which changes make the kernel match the
+//! plan. Nothing here touches the kernel, so it is tested without root.
+//!
+//! Ownership, the agent's first rule: it changes only what it owns —
+//! links it created (recorded in its state) or that the plan names, routes
+//! with its protocol number, neighbour proxies it added (recorded), and
+//! addresses on links it owns. The uplink is never created, deleted or
+//! re-addressed; it is only made a bridge port when the plan says so.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use vmfabric_plan::{Address, Link, LinkKind, NeighbourProxy, NodePlan, Route, Sysctl};
+
+/// A link as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedLink {
+    pub index: u32,
+    pub name: String,
+    /// `bridge`, `veth`, `tun` (taps), or whatever else the kernel says.
+    pub kind: String,
+    pub master: Option<String>,
+    pub mac: Option<String>,
+    pub up: bool,
+}
+
+/// What the agent reads from the kernel before deciding.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    pub links: Vec<ObservedLink>,
+    /// Addresses (dev, cidr) on every link.
+    pub addresses: Vec<Address>,
+    /// Routes with vmfabric's protocol number only.
+    pub routes: Vec<Route>,
+    /// Every neighbour proxy entry.
+    pub proxies: Vec<NeighbourProxy>,
+    /// Current values of the sysctls the plan names (missing: not readable).
+    pub sysctls: BTreeMap<String, String>,
+}
+
+impl Observed {
+    pub fn link(&self, name: &str) -> Option<&ObservedLink> {
+        self.links.iter().find(|l| l.name == name)
+    }
+}
+
+/// What the agent remembers between rounds (its state file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owned {
+    /// Links the agent created.
+    pub links: BTreeSet<String>,
+    /// Neighbour proxy entries the agent added.
+    pub proxies: BTreeSet<(String, IpAddr)>,
+}
+
+/// One change to the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    DeleteRoute {
+        route: Route,
+    },
+    DeleteProxy {
+        proxy: NeighbourProxy,
+    },
+    DeleteAddress {
+        address: Address,
+    },
+    DeleteLink {
+        name: String,
+    },
+    CreateLink {
+        link: Link,
+    },
+    /// Make `name` a port of `master` (or of none).
+    SetMaster {
+        name: String,
+        master: Option<String>,
+    },
+    SetMac {
+        name: String,
+        mac: String,
+    },
+    SetUp {
+        name: String,
+    },
+    AddAddress {
+        address: Address,
+    },
+    AddRoute {
+        route: Route,
+    },
+    AddProxy {
+        proxy: NeighbourProxy,
+    },
+    SetSysctl {
+        sysctl: Sysctl,
+    },
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use vmfabric_plan::diff as d;
+        match self {
+            Action::DeleteRoute { route } => write!(f, "- {}", d::route(route)),
+            Action::DeleteProxy { proxy } => write!(f, "- {}", d::proxy(proxy)),
+            Action::DeleteAddress { address } => write!(f, "- {}", d::address(address)),
+            Action::DeleteLink { name } => write!(f, "- link {name}"),
+            Action::CreateLink { link } => write!(f, "+ {}", d::link(link)),
+            Action::SetMaster { name, master } => match master {
+                Some(m) => write!(f, "~ link {name} master {m}"),
+                None => write!(f, "~ link {name} nomaster"),
+            },
+            Action::SetMac { name, mac } => write!(f, "~ link {name} mac {mac}"),
+            Action::SetUp { name } => write!(f, "~ link {name} up"),
+            Action::AddAddress { address } => write!(f, "+ {}", d::address(address)),
+            Action::AddRoute { route } => write!(f, "+ {}", d::route(route)),
+            Action::AddProxy { proxy } => write!(f, "+ {}", d::proxy(proxy)),
+            Action::SetSysctl { sysctl } => write!(f, "~ {}", d::sysctl(sysctl)),
+        }
+    }
+}
+
+/// Why the plan cannot be applied at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    #[error(
+        "interface {name} exists but is a {kind}, not the {want} vmfabric needs; rename or remove it, or give the node another --bridge"
+    )]
+    ForeignLink {
+        name: String,
+        kind: String,
+        want: String,
+    },
+    #[error("uplink {0} does not exist on this node (check `node add --uplink`)")]
+    NoUplink(String),
+}
+
+fn kernel_kind(k: LinkKind) -> &'static str {
+    match k {
+        LinkKind::Bridge => "bridge",
+        LinkKind::Tap => "tun",
+        LinkKind::Veth => "veth",
+    }
+}
+
+/// The changes that make `observed` match `plan`, in the order they must
+/// be applied: removals of routes, proxies, addresses and links first, then
+/// links, their settings, addresses, routes, proxies and sysctls.
+/// `uplink_mac` is the uplink's MAC as observed (for a bridge that takes it).
+pub fn diff(plan: &NodePlan, observed: &Observed, owned: &Owned) -> Result<Vec<Action>, Conflict> {
+    let mut out = Vec::new();
+    let uplink = observed
+        .link(&plan.uplink)
+        .ok_or_else(|| Conflict::NoUplink(plan.uplink.clone()))?;
+    let wanted: BTreeMap<&str, &Link> = plan.links.iter().map(|l| (l.name.as_str(), l)).collect();
+
+    // Links: a name in the plan held by a different kind of interface is
+    // not ours to take over.
+    for l in &plan.links {
+        if let Some(o) = observed.link(&l.name)
+            && o.kind != kernel_kind(l.kind)
+        {
+            return Err(Conflict::ForeignLink {
+                name: l.name.clone(),
+                kind: o.kind.clone(),
+                want: kernel_kind(l.kind).to_string(),
+            });
+        }
+    }
+    let managed: BTreeSet<&str> = plan
+        .links
+        .iter()
+        .map(|l| l.name.as_str())
+        .chain(owned.links.iter().map(String::as_str))
+        .collect();
+
+    // Removals.
+    let want_routes: BTreeSet<&Route> = plan.routes.iter().collect();
+    for r in &observed.routes {
+        if !want_routes.contains(r) {
+            out.push(Action::DeleteRoute { route: r.clone() });
+        }
+    }
+    let want_proxies: BTreeSet<&NeighbourProxy> = plan.neighbour_proxies.iter().collect();
+    for p in &observed.proxies {
+        if owned.proxies.contains(&(p.dev.clone(), p.address)) && !want_proxies.contains(p) {
+            out.push(Action::DeleteProxy { proxy: p.clone() });
+        }
+    }
+    let want_addrs: BTreeSet<&Address> = plan.addresses.iter().collect();
+    for a in &observed.addresses {
+        // Only addresses on links vmfabric manages; IPv6 link-local
+        // addresses belong to the kernel.
+        if managed.contains(a.dev.as_str())
+            && wanted.contains_key(a.dev.as_str())
+            && !want_addrs.contains(a)
+            && !a.cidr.starts_with("fe80::/")
+            && !(a.cidr.starts_with("fe80:") && !want_addrs.iter().any(|w| w.cidr == a.cidr))
+        {
+            out.push(Action::DeleteAddress { address: a.clone() });
+        }
+    }
+    for name in &owned.links {
+        if !wanted.contains_key(name.as_str()) && observed.link(name).is_some() {
+            out.push(Action::DeleteLink { name: name.clone() });
+        }
+    }
+
+    // Links and their settings.
+    for l in &plan.links {
+        match observed.link(&l.name) {
+            None => {
+                out.push(Action::CreateLink { link: l.clone() });
+                // New links get master, MAC and up by the same rules below.
+                if l.master.is_some() {
+                    out.push(Action::SetMaster {
+                        name: l.name.clone(),
+                        master: l.master.clone(),
+                    });
+                }
+                if let Some(mac) = desired_mac(l, uplink) {
+                    out.push(Action::SetMac {
+                        name: l.name.clone(),
+                        mac,
+                    });
+                }
+                out.push(Action::SetUp {
+                    name: l.name.clone(),
+                });
+            }
+            Some(o) => {
+                if o.master != l.master {
+                    out.push(Action::SetMaster {
+                        name: l.name.clone(),
+                        master: l.master.clone(),
+                    });
+                }
+                if let Some(mac) = desired_mac(l, uplink)
+                    && o.mac.as_deref() != Some(mac.as_str())
+                {
+                    out.push(Action::SetMac {
+                        name: l.name.clone(),
+                        mac,
+                    });
+                }
+                if !o.up {
+                    out.push(Action::SetUp {
+                        name: l.name.clone(),
+                    });
+                }
+            }
+        }
+    }
+    // Switching: the uplink is a port of the bridge.
+    if plan.network_type == "switching" && uplink.master.as_deref() != Some(plan.bridge.as_str()) {
+        out.push(Action::SetMaster {
+            name: plan.uplink.clone(),
+            master: Some(plan.bridge.clone()),
+        });
+    }
+
+    // Additions.
+    let have_addrs: BTreeSet<&Address> = observed.addresses.iter().collect();
+    for a in &plan.addresses {
+        if !have_addrs.contains(a) {
+            out.push(Action::AddAddress { address: a.clone() });
+        }
+    }
+    let have_routes: BTreeSet<&Route> = observed.routes.iter().collect();
+    for r in &plan.routes {
+        if !have_routes.contains(r) {
+            out.push(Action::AddRoute { route: r.clone() });
+        }
+    }
+    let have_proxies: BTreeSet<&NeighbourProxy> = observed.proxies.iter().collect();
+    for p in &plan.neighbour_proxies {
+        if !have_proxies.contains(p) {
+            out.push(Action::AddProxy { proxy: p.clone() });
+        }
+    }
+    for s in &plan.sysctls {
+        if observed.sysctls.get(&s.key) != Some(&s.value) {
+            out.push(Action::SetSysctl { sysctl: s.clone() });
+        }
+    }
+    Ok(out)
+}
+
+/// The MAC a link must have, if the plan says.
+fn desired_mac(l: &Link, uplink: &ObservedLink) -> Option<String> {
+    if l.mac_from_uplink {
+        return uplink.mac.clone();
+    }
+    l.mac.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmfabric_plan::{Firewall, ROUTE_PROTOCOL};
+
+    fn plan() -> NodePlan {
+        NodePlan {
+            node: "n1".into(),
+            cluster: "c".into(),
+            network_type: "ip-fabric".into(),
+            route_protocol: ROUTE_PROTOCOL,
+            uplink: "eno1".into(),
+            bridge: String::new(),
+            links: vec![Link {
+                name: "vm1_net0".into(),
+                kind: LinkKind::Veth,
+                master: None,
+                mac: Some("fe:00:00:00:00:01".into()),
+                mac_from_uplink: false,
+                peer: Some("vm1_g0".into()),
+                vm: Some("vm1".into()),
+            }],
+            addresses: vec![Address {
+                dev: "vm1_net0".into(),
+                cidr: "10.0.0.1/32".into(),
+            }],
+            routes: vec![Route {
+                dst: "198.51.100.1/32".into(),
+                dev: "vm1_net0".into(),
+                via: None,
+            }],
+            sysctls: vec![Sysctl {
+                key: "net.ipv4.ip_forward".into(),
+                value: "1".into(),
+            }],
+            neighbour_proxies: Vec::new(),
+            firewall: Firewall::default(),
+            bgp: None,
+            ndp: None,
+        }
+    }
+
+    fn uplink() -> ObservedLink {
+        ObservedLink {
+            index: 2,
+            name: "eno1".into(),
+            kind: "veth".into(),
+            master: None,
+            mac: Some("02:00:00:00:00:aa".into()),
+            up: true,
+        }
+    }
+
+    /// What the kernel looks like after `plan` was applied.
+    fn applied(p: &NodePlan) -> Observed {
+        let mut o = Observed {
+            links: vec![uplink()],
+            addresses: p.addresses.clone(),
+            routes: p.routes.clone(),
+            proxies: p.neighbour_proxies.clone(),
+            sysctls: p
+                .sysctls
+                .iter()
+                .map(|s| (s.key.clone(), s.value.clone()))
+                .collect(),
+        };
+        for (i, l) in p.links.iter().enumerate() {
+            o.links.push(ObservedLink {
+                index: 10 + i as u32,
+                name: l.name.clone(),
+                kind: kernel_kind(l.kind).into(),
+                master: l.master.clone(),
+                mac: l.mac.clone(),
+                up: true,
+            });
+        }
+        o
+    }
+
+    #[test]
+    fn empty_node_gets_everything() {
+        let p = plan();
+        let o = Observed {
+            links: vec![uplink()],
+            ..Observed::default()
+        };
+        let a = diff(&p, &o, &Owned::default()).unwrap();
+        let text: Vec<String> = a.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "+ link vm1_net0 veth mac fe:00:00:00:00:01 peer vm1_g0",
+                "~ link vm1_net0 mac fe:00:00:00:00:01",
+                "~ link vm1_net0 up",
+                "+ address 10.0.0.1/32 dev vm1_net0",
+                "+ route 198.51.100.1/32 dev vm1_net0",
+                "~ sysctl net.ipv4.ip_forward=1",
+            ]
+        );
+    }
+
+    #[test]
+    fn applied_plan_needs_nothing() {
+        let p = plan();
+        let owned = Owned {
+            links: ["vm1_net0".to_string()].into(),
+            ..Owned::default()
+        };
+        assert!(diff(&p, &applied(&p), &owned).unwrap().is_empty());
+    }
+
+    #[test]
+    fn drift_is_repaired_and_foreign_things_survive() {
+        let p = plan();
+        let mut o = applied(&p);
+        o.routes.clear();
+        o.addresses.clear();
+        o.sysctls.insert("net.ipv4.ip_forward".into(), "0".into());
+        // Someone else's interface and a stale one of ours.
+        o.links.push(ObservedLink {
+            index: 50,
+            name: "docker0".into(),
+            kind: "bridge".into(),
+            master: None,
+            mac: None,
+            up: true,
+        });
+        o.links.push(ObservedLink {
+            index: 51,
+            name: "old_net0".into(),
+            kind: "veth".into(),
+            master: None,
+            mac: None,
+            up: true,
+        });
+        o.addresses.push(Address {
+            dev: "docker0".into(),
+            cidr: "172.17.0.1/16".into(),
+        });
+        let owned = Owned {
+            links: ["vm1_net0".to_string(), "old_net0".to_string()].into(),
+            ..Owned::default()
+        };
+        let a = diff(&p, &o, &owned).unwrap();
+        let text: Vec<String> = a.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "- link old_net0",
+                "+ address 10.0.0.1/32 dev vm1_net0",
+                "+ route 198.51.100.1/32 dev vm1_net0",
+                "~ sysctl net.ipv4.ip_forward=1",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_foreign_interface_with_our_name_is_a_conflict() {
+        let mut p = plan();
+        p.links[0].kind = LinkKind::Bridge;
+        let mut o = applied(&plan());
+        o.links[1].kind = "dummy".into();
+        assert!(matches!(
+            diff(&p, &o, &Owned::default()),
+            Err(Conflict::ForeignLink { .. })
+        ));
+        let o = Observed::default();
+        assert_eq!(
+            diff(&plan(), &o, &Owned::default()),
+            Err(Conflict::NoUplink("eno1".into()))
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! The hypervisor's part, played by the lab: a VM is a namespace; its NIC
+//! is the veth peer the agent created on the node (`<vm>_g<N>`), moved into
+//! the VM and named `eth<N>`, then configured as cloud-init would from the
+//! guest configuration vmfabric gives.
+
+use std::net::IpAddr;
+
+use crate::{Lab, Result};
+
+/// One guest address: address, prefix length, gateway.
+#[derive(Debug, Clone)]
+pub struct GuestAddress {
+    pub address: IpAddr,
+    pub prefix_len: u8,
+    pub gateway: Option<IpAddr>,
+}
+
+/// A VM NIC as the guest sees it.
+#[derive(Debug, Clone)]
+pub struct GuestNic {
+    /// The node-side interface (`<vm>_net0`).
+    pub host_interface: String,
+    /// The node-side name of the peer before it moves (`<vm>_g0`).
+    pub peer: String,
+    pub mac: String,
+    pub index: u8,
+    pub addresses: Vec<GuestAddress>,
+}
+
+fn contains(a: &GuestAddress, gw: IpAddr) -> bool {
+    let bits = |ip: IpAddr| -> (u128, u8) {
+        match ip {
+            IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
+            IpAddr::V6(v) => (u128::from(v), 128),
+        }
+    };
+    let ((x, w), (y, _)) = (bits(a.address), bits(gw));
+    if a.address.is_ipv4() != gw.is_ipv4() {
+        return false;
+    }
+    let host = u32::from(w - a.prefix_len.min(w));
+    let mask = u128::MAX.checked_shl(host).unwrap_or(0);
+    (x & mask) == (y & mask)
+}
+
+/// Move the NIC into VM namespace `vm_ns` (creating it) and configure it.
+pub fn attach(lab: &mut Lab, node_ns: &str, vm_short: &str, nic: &GuestNic) -> Result<String> {
+    let vm_ns = lab.ns(vm_short);
+    if !lab.inventory().0.contains(&vm_ns) {
+        lab.add_ns(vm_short)?;
+    }
+    let eth = format!("eth{}", nic.index);
+    lab.ip(node_ns, &["link", "set", &nic.peer, "netns", &vm_ns])?;
+    lab.ip(&vm_ns, &["link", "set", &nic.peer, "name", &eth])?;
+    lab.ip(&vm_ns, &["link", "set", &eth, "address", &nic.mac])?;
+    lab.ip(&vm_ns, &["link", "set", &eth, "up"])?;
+    for a in &nic.addresses {
+        let cidr = format!("{}/{}", a.address, a.prefix_len);
+        if a.address.is_ipv6() {
+            lab.ip(&vm_ns, &["-6", "addr", "add", &cidr, "dev", &eth, "nodad"])?;
+        } else {
+            lab.ip(&vm_ns, &["addr", "add", &cidr, "dev", &eth])?;
+        }
+        if let Some(gw) = a.gateway {
+            let fam = if gw.is_ipv6() { "-6" } else { "-4" };
+            let g = gw.to_string();
+            // A gateway outside the prefix (or link-local) is on-link.
+            if !contains(a, gw) && !matches!(gw, IpAddr::V6(v) if v.segments()[0] == 0xfe80) {
+                lab.ip(&vm_ns, &[fam, "route", "add", &g, "dev", &eth])?;
+            }
+            lab.ip(
+                &vm_ns,
+                &[fam, "route", "replace", "default", "via", &g, "dev", &eth],
+            )?;
+        }
+    }
+    Ok(vm_ns)
+}
