@@ -35,6 +35,13 @@ pub fn reflector(
     );
     let _ = writeln!(s, "router id {router_id};\n");
     s.push_str("protocol device { }\n\n");
+    // Next hops of reflected routes are the nodes' uplink addresses: BIRD
+    // resolves them through the directly connected networks.
+    let _ = writeln!(
+        s,
+        "protocol direct {{\n  {};\n}}\n",
+        if rr.is_ipv4() { "ipv4" } else { "ipv6" }
+    );
     // Sessions carry the routes of their own address family.
     let channels = |s: &mut String| {
         s.push_str(if rr.is_ipv4() {
