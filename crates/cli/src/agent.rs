@@ -20,6 +20,7 @@ fn settings(d: &AgentDaemons) -> Settings {
         frr: FrrSettings {
             conf_dir: d.frr_dir.clone(),
             vty_socket: d.frr_socket.clone(),
+            reload: d.frr_reload.clone(),
             ..FrrSettings::default()
         },
         ndppd: NdppdSettings {

@@ -115,6 +115,9 @@ pub struct AgentDaemons {
     /// Folder of FRR's vty sockets, for an FRR of its own (e.g. one per namespace)
     #[arg(long)]
     pub frr_socket: Option<PathBuf>,
+    /// FRR's frr-reload.py
+    #[arg(long, default_value = "/usr/lib/frr/frr-reload.py")]
+    pub frr_reload: PathBuf,
     /// ndppd's config file
     #[arg(long, default_value = "/etc/ndppd.conf")]
     pub ndppd_conf: PathBuf,
