@@ -29,6 +29,50 @@ pub struct NftState {
     pub live: u64,
     /// Families that have a vmfabric table.
     pub families: Vec<String>,
+    /// The kernel's nftables generation when the tables last matched: if
+    /// it has not moved, nothing in any table changed, and the (costly)
+    /// fingerprint need not be taken again.
+    #[serde(default)]
+    pub generation: Option<u32>,
+}
+
+/// The kernel's nftables ruleset generation (NFT_MSG_GETGEN): it grows by
+/// one with every committed change to any table of this network namespace.
+pub fn generation() -> Option<u32> {
+    use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
+    const NFNL_SUBSYS_NFTABLES: u16 = 10;
+    const NFT_MSG_GETGEN: u16 = 16;
+    const NFTA_GEN_ID: u16 = 1;
+    const NLM_F_REQUEST: u16 = 1;
+    let mut sock = Socket::new(NETLINK_NETFILTER).ok()?;
+    sock.bind_auto().ok()?;
+    // nlmsghdr (16 bytes) + nfgenmsg (family, version, res_id).
+    let mut msg = Vec::with_capacity(20);
+    msg.extend_from_slice(&20u32.to_ne_bytes());
+    msg.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN).to_ne_bytes());
+    msg.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(&[0, 0, 0, 0]);
+    sock.send(&msg, 0).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let n = sock.recv(&mut &mut buf[..], 0).ok()?;
+    let buf = buf.get(..n)?;
+    // Attributes follow the 16-byte header and the 4-byte nfgenmsg.
+    let mut at = 20;
+    while at + 4 <= buf.len() {
+        let len = usize::from(u16::from_ne_bytes([buf[at], buf[at + 1]]));
+        let kind = u16::from_ne_bytes([buf[at + 2], buf[at + 3]]) & 0x3fff;
+        if len < 4 {
+            return None;
+        }
+        if kind == NFTA_GEN_ID && len >= 8 {
+            let v = buf.get(at + 4..at + 8)?;
+            return Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+        }
+        at += (len + 3) & !3;
+    }
+    None
 }
 
 /// The outcome of one round.
@@ -147,10 +191,22 @@ impl Nft {
         dry_run: bool,
     ) -> Result<NftReport, Error> {
         let want = families(ruleset);
+        let same_text = state.applied == hash(ruleset) && state.families == want;
+        let now = generation();
+        if same_text && now.is_some() && now == state.generation {
+            // Nothing was committed to any table since the tables last
+            // matched: no need to list them again.
+            return Ok(NftReport {
+                changed: false,
+                drops: BTreeMap::new(),
+            });
+        }
         let (live, drops) = self.live(&state.families).await;
-        let up_to_date =
-            state.applied == hash(ruleset) && state.live == live && state.families == want;
+        let up_to_date = same_text && state.live == live;
         if up_to_date || dry_run {
+            if up_to_date && !dry_run {
+                state.generation = now;
+            }
             return Ok(NftReport {
                 changed: !up_to_date,
                 drops,
@@ -172,6 +228,7 @@ impl Nft {
             applied: hash(ruleset),
             live,
             families: want,
+            generation: generation(),
         };
         Ok(NftReport {
             changed: true,

@@ -9,6 +9,7 @@
 
 pub mod daemons;
 pub mod firewall;
+mod linkdump;
 pub mod netlink;
 pub mod reconcile;
 pub mod sysctl;
@@ -94,6 +95,12 @@ pub struct Report {
     pub ndppd_running: bool,
     /// Every write this round made: kernel changes, ruleset, FRR, ndppd.
     pub writes: usize,
+    /// Time spent reading and changing the kernel (links, addresses,
+    /// routes, proxies, sysctls), in microseconds.
+    pub kernel_micros: u64,
+    /// Time spent on the firewall (checking and, when needed, writing).
+    pub firewall_micros: u64,
+    /// The whole round, firewall and daemons included.
     pub micros: u64,
 }
 
@@ -165,7 +172,7 @@ impl<D: Dataplane> Agent<D> {
         };
         let uplink_mac = observed.link(&plan.uplink).and_then(|l| l.mac.clone());
         if !dry_run {
-            let failed = self.dataplane.apply(&actions).await;
+            let failed = self.dataplane.apply(&observed, &actions).await;
             for a in &actions {
                 if failed.iter().any(|(f, _)| f == a) {
                     continue;
@@ -195,7 +202,9 @@ impl<D: Dataplane> Agent<D> {
             report.failures = failed.iter().map(|(a, e)| format!("{a}: {e}")).collect();
             report.writes = actions.len() - failed.len();
         }
+        report.kernel_micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
         // Firewall, FRR, ndppd: each one write when it changes.
+        let fw_start = Instant::now();
         let ruleset = nft::ruleset(plan, uplink_mac.as_deref());
         let fw = Nft {
             binary: self.settings.nft.clone(),
@@ -209,6 +218,7 @@ impl<D: Dataplane> Agent<D> {
             }
             Err(e) => report.failures.push(e.to_string()),
         }
+        report.firewall_micros = u64::try_from(fw_start.elapsed().as_micros()).unwrap_or(u64::MAX);
         if let Some(conf) = frr::node(plan) {
             match self.settings.frr.sync(&conf, &mut state.frr, dry_run).await {
                 Ok(c) => report.frr_changed = c,

@@ -9,7 +9,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
@@ -30,7 +29,7 @@ pub trait Dataplane {
     async fn observe(&self, plan: &NodePlan) -> Result<Observed, Error>;
     /// Apply actions in order (phases run one after another; actions within
     /// a phase concurrently). Every failure is reported, none stops the rest.
-    async fn apply(&self, actions: &[Action]) -> Vec<(Action, String)>;
+    async fn apply(&self, observed: &Observed, actions: &[Action]) -> Vec<(Action, String)>;
 }
 
 /// The real kernel of the network namespace the agent runs in.
@@ -38,15 +37,6 @@ pub trait Dataplane {
 pub struct Netlink {
     handle: Handle,
     protocol: u8,
-}
-
-fn mac_text(b: &[u8]) -> Option<String> {
-    (b.len() == 6).then(|| {
-        b.iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    })
 }
 
 fn mac_bytes(s: &str) -> Result<Vec<u8>, String> {
@@ -64,70 +54,19 @@ fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
     Ok((ip, len))
 }
 
-fn link_kind(m: &LinkMessage) -> String {
-    for a in &m.attributes {
-        if let LinkAttribute::LinkInfo(infos) = a {
-            for i in infos {
-                if let LinkInfo::Kind(k) = i {
-                    return k.to_string();
-                }
-            }
-        }
-    }
-    "device".into()
-}
-
 impl Netlink {
     /// Open a netlink connection in the current network namespace.
     pub fn connect(protocol: u8) -> Result<Netlink, Error> {
-        let (conn, handle, _) = rtnetlink::new_connection()
+        // Strict checking lets the kernel filter dumps (routes by protocol)
+        // instead of sending everything for us to throw away.
+        let (conn, handle, _) = rtnetlink::new_connection_with_strict_check()
             .map_err(|e| Error::Kernel(format!("cannot open a netlink socket: {e}")))?;
         tokio::spawn(conn);
         Ok(Netlink { handle, protocol })
     }
 
     async fn links(&self) -> Result<Vec<ObservedLink>, Error> {
-        let msgs: Vec<LinkMessage> = self
-            .handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| Error::Kernel(format!("cannot list links: {e}")))?;
-        let names: HashMap<u32, String> = msgs
-            .iter()
-            .filter_map(|m| {
-                m.attributes.iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => Some((m.header.index, n.clone())),
-                    _ => None,
-                })
-            })
-            .collect();
-        let mut out = Vec::new();
-        for m in &msgs {
-            let Some(name) = names.get(&m.header.index) else {
-                continue;
-            };
-            let mut master = None;
-            let mut mac = None;
-            for a in &m.attributes {
-                match a {
-                    LinkAttribute::Controller(i) => master = names.get(i).cloned(),
-                    LinkAttribute::Address(b) => mac = mac_text(b),
-                    _ => {}
-                }
-            }
-            out.push(ObservedLink {
-                index: m.header.index,
-                name: name.clone(),
-                kind: link_kind(m),
-                master,
-                mac,
-                up: m.header.flags.contains(LinkFlags::Up),
-            });
-        }
-        Ok(out)
+        crate::linkdump::dump()
     }
 
     async fn addresses(&self, names: &HashMap<u32, String>) -> Result<Vec<Address>, Error> {
@@ -170,10 +109,11 @@ impl Netlink {
 
     async fn routes(&self, names: &HashMap<u32, String>) -> Result<Vec<Route>, Error> {
         let mut out = Vec::new();
-        for req in [
+        for mut req in [
             RouteMessageBuilder::<Ipv4Addr>::new().build(),
             RouteMessageBuilder::<Ipv6Addr>::new().build(),
         ] {
+            req.header.protocol = RouteProtocol::Other(self.protocol);
             let msgs: Vec<RouteMessage> = self
                 .handle
                 .route()
@@ -463,12 +403,13 @@ impl Dataplane for Netlink {
         })
     }
 
-    async fn apply(&self, actions: &[Action]) -> Vec<(Action, String)> {
+    async fn apply(&self, observed: &Observed, actions: &[Action]) -> Vec<(Action, String)> {
         let mut failed = Vec::new();
-        let mut idx = match self.index_map().await {
-            Ok(i) => i,
-            Err(e) => return actions.iter().map(|a| (a.clone(), e.to_string())).collect(),
-        };
+        let mut idx: BTreeMap<String, u32> = observed
+            .links
+            .iter()
+            .map(|l| (l.name.clone(), l.index))
+            .collect();
         for p in 0..=9 {
             let batch: Vec<&Action> = actions.iter().filter(|a| phase(a) == p).collect();
             if batch.is_empty() {

@@ -47,6 +47,15 @@ impl Observed {
     }
 }
 
+/// Observed links by name, for lookups in loops over the plan.
+fn by_name(observed: &Observed) -> BTreeMap<&str, &ObservedLink> {
+    observed
+        .links
+        .iter()
+        .map(|l| (l.name.as_str(), l))
+        .collect()
+}
+
 /// What the agent remembers between rounds (its state file).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owned {
@@ -153,15 +162,16 @@ fn kernel_kind(k: LinkKind) -> &'static str {
 /// `uplink_mac` is the uplink's MAC as observed (for a bridge that takes it).
 pub fn diff(plan: &NodePlan, observed: &Observed, owned: &Owned) -> Result<Vec<Action>, Conflict> {
     let mut out = Vec::new();
-    let uplink = observed
-        .link(&plan.uplink)
+    let links = by_name(observed);
+    let uplink = *links
+        .get(plan.uplink.as_str())
         .ok_or_else(|| Conflict::NoUplink(plan.uplink.clone()))?;
     let wanted: BTreeMap<&str, &Link> = plan.links.iter().map(|l| (l.name.as_str(), l)).collect();
 
     // Links: a name in the plan held by a different kind of interface is
     // not ours to take over.
     for l in &plan.links {
-        if let Some(o) = observed.link(&l.name)
+        if let Some(o) = links.get(l.name.as_str())
             && o.kind != kernel_kind(l.kind)
         {
             return Err(Conflict::ForeignLink {
@@ -194,25 +204,24 @@ pub fn diff(plan: &NodePlan, observed: &Observed, owned: &Owned) -> Result<Vec<A
     let want_addrs: BTreeSet<&Address> = plan.addresses.iter().collect();
     for a in &observed.addresses {
         // Only addresses on links vmfabric manages; IPv6 link-local
-        // addresses belong to the kernel.
+        // addresses the kernel gave an interface stay.
         if managed.contains(a.dev.as_str())
             && wanted.contains_key(a.dev.as_str())
             && !want_addrs.contains(a)
-            && !a.cidr.starts_with("fe80::/")
-            && !(a.cidr.starts_with("fe80:") && !want_addrs.iter().any(|w| w.cidr == a.cidr))
+            && !a.cidr.to_ascii_lowercase().starts_with("fe80:")
         {
             out.push(Action::DeleteAddress { address: a.clone() });
         }
     }
     for name in &owned.links {
-        if !wanted.contains_key(name.as_str()) && observed.link(name).is_some() {
+        if !wanted.contains_key(name.as_str()) && links.contains_key(name.as_str()) {
             out.push(Action::DeleteLink { name: name.clone() });
         }
     }
 
     // Links and their settings.
     for l in &plan.links {
-        match observed.link(&l.name) {
+        match links.get(l.name.as_str()) {
             None => {
                 out.push(Action::CreateLink { link: l.clone() });
                 // New links get master, MAC and up by the same rules below.

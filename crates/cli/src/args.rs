@@ -397,4 +397,16 @@ pub enum BenchCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The agent applying a plan of many VMs to an empty node, against `ip -batch` (root)
+    Agent {
+        #[arg(long, default_value_t = 1000)]
+        vms: u32,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// IP-fabric: vm create to /32 at the core, and loss during migration (root, FRR)
+    Fabric {
+        #[arg(long, default_value_t = 20)]
+        vms: usize,
+    },
 }

@@ -53,6 +53,10 @@ pub async fn run(cli: Cli) -> Result<Out> {
         Command::Bench(BenchCmd::Store { count, batch, dir }) => {
             return crate::bench::store(count, batch, dir).await;
         }
+        Command::Bench(BenchCmd::Agent { vms, runs }) => {
+            return crate::bench_agent::agent(vms, runs).await;
+        }
+        Command::Bench(BenchCmd::Fabric { vms }) => return crate::bench_agent::fabric(vms).await,
         _ => {}
     }
     let json = cli.output == crate::args::Format::Json;

@@ -3,6 +3,7 @@
 mod agent;
 mod args;
 mod bench;
+mod bench_agent;
 mod commands;
 mod plans;
 mod render;

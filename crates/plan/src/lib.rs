@@ -9,6 +9,7 @@
 pub mod build;
 pub mod diff;
 pub mod render;
+pub mod synthetic;
 pub mod types;
 
 pub use build::{PlanInput, build, guest_peer, host_mac};
