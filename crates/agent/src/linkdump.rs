@@ -71,8 +71,8 @@ pub fn dump() -> Result<Vec<ObservedLink>, Error> {
     req.extend_from_slice(&RTEXT_FILTER_SKIP_STATS.to_ne_bytes());
     sock.send(&req, 0).map_err(err)?;
 
-    // (index, name, kind, master index, mac, up)
-    let mut raw: Vec<(u32, String, String, Option<u32>, Option<String>, bool)> = Vec::new();
+    // Links with their master's index, resolved to a name at the end.
+    let mut raw: Vec<(ObservedLink, Option<u32>)> = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
     'outer: loop {
         let n = sock.recv(&mut &mut buf[..], 0).map_err(err)?;
@@ -121,23 +121,27 @@ pub fn dump() -> Result<Vec<ObservedLink>, Error> {
                             _ => {}
                         }
                     }
-                    raw.push((index, name, link_kind, master, mac, flags & IFF_UP != 0));
+                    let link = ObservedLink {
+                        index,
+                        name,
+                        kind: link_kind,
+                        master: None,
+                        mac,
+                        up: flags & IFF_UP != 0,
+                    };
+                    raw.push((link, master));
                 }
                 _ => {}
             }
             at += (len + 3) & !3;
         }
     }
-    let names: HashMap<u32, String> = raw.iter().map(|r| (r.0, r.1.clone())).collect();
+    let names: HashMap<u32, String> = raw.iter().map(|(l, _)| (l.index, l.name.clone())).collect();
     Ok(raw
         .into_iter()
-        .map(|(index, name, kind, master, mac, up)| ObservedLink {
-            index,
-            name,
-            kind,
-            master: master.and_then(|m| names.get(&m).cloned()),
-            mac,
-            up,
+        .map(|(mut l, master)| {
+            l.master = master.and_then(|m| names.get(&m).cloned());
+            l
         })
         .collect())
 }

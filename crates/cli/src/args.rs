@@ -58,11 +58,44 @@ pub enum Command {
     Check,
     /// The node agent: make this node's kernel match its plan, and keep it so
     Agent(AgentArgs),
+    /// Network-namespace labs of the three scenarios (root; FRR, BIRD, nftables)
+    #[command(subcommand)]
+    Lab(LabCmd),
     /// A short tour: the three seed examples in a fresh database
     Tour(TourArgs),
     /// Benchmarks (results go to BENCHMARKS.md)
     #[command(subcommand)]
     Bench(BenchCmd),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    Switching,
+    Routing,
+    Fabric,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCmd {
+    /// Build the scenario's world, configure vmfabric, run the agents, start the VMs
+    Up {
+        scenario: Scenario,
+        /// Where the lab keeps its database and daemons' state [default: /var/tmp/vmfabric-lab/<tag>]
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Remove the scenario's namespaces and stop its daemons
+    Down {
+        scenario: Scenario,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Which namespaces and daemons are up, and what the agents last did
+    Status {
+        scenario: Scenario,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -62,7 +62,7 @@ fn run_agent(lab: &Lab, ns: &str, plan_file: &Path, state: &Path) -> Result<(f64
         .exec(
             ns,
             &std::env::current_exe()
-                .map_err(|e| Error::storage(e))?
+                .map_err(Error::storage)?
                 .to_string_lossy(),
         )
         .args([
@@ -72,7 +72,7 @@ fn run_agent(lab: &Lab, ns: &str, plan_file: &Path, state: &Path) -> Result<(f64
         .arg("--state-dir")
         .arg(state)
         .output()
-        .map_err(|e| Error::storage(e))?;
+        .map_err(Error::storage)?;
     let wall = t.elapsed().as_secs_f64() * 1e3;
     if !out.status.success() {
         return Err(Error::storage(format!(
@@ -80,7 +80,7 @@ fn run_agent(lab: &Lab, ns: &str, plan_file: &Path, state: &Path) -> Result<(f64
             String::from_utf8_lossy(&out.stderr)
         )));
     }
-    let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| Error::storage(e))?;
+    let report: Value = serde_json::from_slice(&out.stdout).map_err(Error::storage)?;
     Ok((wall, report))
 }
 
@@ -98,9 +98,9 @@ pub async fn agent(vms: u32, runs: usize) -> Result<Out> {
         let plan_file = lab.dir.join("plan.json");
         std::fs::write(
             &plan_file,
-            serde_json::to_string(&plan).map_err(|e| Error::storage(e))?,
+            serde_json::to_string(&plan).map_err(Error::storage)?,
         )
-        .map_err(|e| Error::storage(e))?;
+        .map_err(Error::storage)?;
         let a = lab.add_ns("a").map_err(lab_err)?;
         lab.ip(
             &a,
@@ -274,7 +274,7 @@ pub async fn fabric(vms: usize) -> Result<Out> {
     .ok_or_else(|| Error::storage("no reflector config"))?;
     worlds::frr_up(&mut lab, &ns["rr1"], &["bgpd"], &rr).map_err(lab_err)?;
     worlds::frr_up(&mut lab, &ns["core"], &["zebra", "bgpd"], CORE).map_err(lab_err)?;
-    let exe = std::env::current_exe().map_err(|e| Error::storage(e))?;
+    let exe = std::env::current_exe().map_err(Error::storage)?;
     for n in ["n1", "n2"] {
         worlds::frr_up(&mut lab, &ns[n], &["zebra", "bgpd", "staticd"], "").map_err(lab_err)?;
         let dir = lab.dir.join("frr").join(&ns[n]);
@@ -291,7 +291,7 @@ pub async fn fabric(vms: usize) -> Result<Out> {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| Error::storage(e))?;
+            .map_err(Error::storage)?;
         lab.track(child.id());
     }
     // Sessions up: a first VM's route reaches the core.
@@ -379,7 +379,7 @@ pub async fn fabric(vms: usize) -> Result<Out> {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| Error::storage(e))?;
+        .map_err(Error::storage)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     s.migrate_vm("mig", "n2").await?;
     // The hypervisor moves the VM as soon as the new node's agent made its
@@ -390,7 +390,7 @@ pub async fn fabric(vms: usize) -> Result<Out> {
         ));
     }
     vmfabric_lab::guest::attach(&mut lab, &ns["n2"], "mig", &nic).map_err(lab_err)?;
-    let out = ping.wait_with_output().map_err(|e| Error::storage(e))?;
+    let out = ping.wait_with_output().map_err(Error::storage)?;
     let text_out = String::from_utf8_lossy(&out.stdout);
     let received = text_out
         .lines()

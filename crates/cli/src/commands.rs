@@ -42,6 +42,7 @@ pub async fn open(db: Option<&str>) -> Result<SqlStore> {
 pub async fn run(cli: Cli) -> Result<Out> {
     match cli.command {
         Command::Tour(a) => return crate::tour::run(a).await,
+        Command::Lab(c) => return crate::lab::run(c).await,
         Command::Agent(a) => {
             return crate::agent::run(
                 cli.db.as_deref(),
@@ -81,7 +82,7 @@ pub async fn run(cli: Cli) -> Result<Out> {
             }
             Out::new(&r, render::check(&r))
         }
-        Command::Tour(_) | Command::Bench(_) | Command::Agent(_) => {
+        Command::Tour(_) | Command::Bench(_) | Command::Agent(_) | Command::Lab(_) => {
             Err(Error::storage("unreachable"))
         }
     }

@@ -5,6 +5,7 @@ mod args;
 mod bench;
 mod bench_agent;
 mod commands;
+mod lab;
 mod plans;
 mod render;
 mod tour;

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::lab::{agent, agent_cmd, start_vm, vf};
-use vmfabric_lab::{Lab, worlds};
+use vmfabric_lab::{Lab, scenarios, worlds};
 
 /// A provider, a routing node n1 and one VM with 203.0.113.40.
 fn routed(tag: &str) -> (Lab, String, String) {
@@ -19,11 +19,7 @@ fn routed(tag: &str) -> (Lab, String, String) {
     lab.ip(&dc, &["addr", "add", "192.0.2.1/26", "dev", "sw"])
         .unwrap();
     lab.sysctl(&dc, "net.ipv4.ip_forward", "1").unwrap();
-    let n1 = worlds::node(&mut lab, &dc, "n1", "eno1").unwrap();
-    lab.ip(&n1, &["addr", "add", "192.0.2.10/26", "dev", "eno1"])
-        .unwrap();
-    lab.ip(&n1, &["route", "add", "default", "via", "192.0.2.1"])
-        .unwrap();
+    let n1 = scenarios::routed_node(&mut lab, &dc, "n1", "192.0.2.10").unwrap();
     lab.ip(
         &dc,
         &["route", "add", "203.0.113.40/29", "via", "192.0.2.10"],

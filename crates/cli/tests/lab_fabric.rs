@@ -9,36 +9,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::lab::{agent, ip_of, start_vm, vf};
+use common::lab::{agent, ip_of, start_vm, vf, vmfabric};
 use serde_json::Value;
-use vmfabric_lab::Lab;
-use vmfabric_lab::worlds::{self, Frr};
-
-const CORE: &str = "frr defaults datacenter
-hostname core
-ip forwarding
-no ipv6 forwarding
-!
-router bgp 65000
- bgp router-id 172.16.0.3
- no bgp default ipv4-unicast
- neighbor 172.16.0.2 remote-as 65000
- neighbor 172.16.0.2 timers 3 9
- neighbor 172.16.0.2 timers connect 5
- neighbor 172.16.0.4 remote-as 65000
- neighbor 172.16.0.4 timers 3 9
- neighbor 172.16.0.4 timers connect 5
- address-family ipv4 unicast
-  neighbor 172.16.0.2 activate
-  neighbor 172.16.0.4 activate
- exit-address-family
-exit
-!
-";
-
-fn rr_config(lab: &Lab, args: &[&str]) -> String {
-    vf(lab, args)["text"].as_str().unwrap().to_string()
-}
+use vmfabric_lab::worlds::Frr;
+use vmfabric_lab::{Lab, scenarios};
 
 /// The core's BGP view of `prefix`: (next hops, communities).
 fn at_core(lab: &Lab, core: &Frr, prefix: &str) -> (Vec<String>, Vec<String>) {
@@ -64,118 +38,11 @@ fn at_core(lab: &Lab, core: &Frr, prefix: &str) -> (Vec<String>, Vec<String>) {
 #[test]
 fn fabric_announces_every_vm_and_survives_a_reflector() {
     let mut lab = Lab::new("fb").expect("lab");
-    let fab = worlds::switch(&mut lab, "fab").unwrap();
-    let mut ns = std::collections::BTreeMap::new();
-    for (short, addr) in [
-        ("n1", "172.16.0.11"),
-        ("n2", "172.16.0.12"),
-        ("rr1", "172.16.0.2"),
-        ("core", "172.16.0.3"),
-        ("rr2", "172.16.0.4"),
-    ] {
-        let n = worlds::node(&mut lab, &fab, short, "uplink0").unwrap();
-        lab.ip(
-            &n,
-            &["addr", "add", &format!("{addr}/24"), "dev", "uplink0"],
-        )
-        .unwrap();
-        ns.insert(short, n);
-    }
-
-    vf(
-        &lab,
-        &[
-            "cluster",
-            "create",
-            "fab",
-            "--type",
-            "ip-fabric",
-            "--virtualization",
-            "lxd",
-            "--vm-gateway",
-            "10.0.0.1",
-            "--bgp-community",
-            "65000:100",
-            "--route-reflector",
-            "172.16.0.2:65000",
-            "--route-reflector",
-            "172.16.0.4:65000",
-        ],
-    );
-    vf(&lab, &["network", "add", "fab", "198.51.100.0/24"]);
-    vf(
-        &lab,
-        &[
-            "node",
-            "add",
-            "fab",
-            "n1",
-            "--address",
-            "172.16.0.11",
-            "--uplink",
-            "uplink0",
-        ],
-    );
-    vf(
-        &lab,
-        &[
-            "node",
-            "add",
-            "fab",
-            "n2",
-            "--address",
-            "172.16.0.12",
-            "--uplink",
-            "uplink0",
-        ],
-    );
-
-    // The operator's part: reflectors configured from vmfabric's output.
-    let rr1_conf = rr_config(
-        &lab,
-        &[
-            "cluster",
-            "rr-config",
-            "fab",
-            "--reflector",
-            "172.16.0.2",
-            "--peer",
-            "172.16.0.3",
-        ],
-    );
-    let rr2_conf = rr_config(
-        &lab,
-        &[
-            "cluster",
-            "rr-config",
-            "fab",
-            "--format",
-            "bird",
-            "--reflector",
-            "172.16.0.4",
-            "--peer",
-            "172.16.0.3",
-        ],
-    );
-    let rr1 = worlds::frr_up(&mut lab, &ns["rr1"], &["bgpd"], &rr1_conf).unwrap();
-    worlds::bird_up(&mut lab, &ns["rr2"], &rr2_conf).unwrap();
-    let core = worlds::frr_up(&mut lab, &ns["core"], &["zebra", "bgpd"], CORE).unwrap();
-    // Nodes run FRR with an empty configuration: the agent writes it.
-    for n in ["n1", "n2"] {
-        worlds::frr_up(&mut lab, &ns[n], &["zebra", "bgpd", "staticd"], "").unwrap();
-    }
-
-    vf(&lab, &["vm", "create", "fab", "vm1", "--node", "n1"]);
-    vf(&lab, &["vm", "create", "fab", "vm2", "--node", "n2"]);
-    vf(&lab, &["vm", "create", "fab", "vm3", "--node", "n1"]);
-    for n in ["n1", "n2"] {
-        let r = agent(&lab, &ns[n], n);
-        assert_eq!(r["frr_changed"], true, "{r}");
-    }
-    let mut vms = std::collections::BTreeMap::new();
-    for (vm, n) in [("vm1", "n1"), ("vm2", "n2"), ("vm3", "n1")] {
-        vms.insert(vm, start_vm(&mut lab, &ns[n], vm));
-    }
+    let vf_ = vmfabric(&lab);
+    let t = scenarios::fabric(&mut lab, &vf_).unwrap();
+    let core = t.frr("core").unwrap();
+    let rr1 = t.frr("rr1").unwrap();
+    let ns = |s: &str| t.ns(s).to_string();
 
     // Every VM's /32 at the core, with the community, via its node.
     for (vm, hop) in [
@@ -197,37 +64,37 @@ fn fabric_announces_every_vm_and_survives_a_reflector() {
             communities.iter().all(|c| c == "65000:100"),
             "{communities:?}"
         );
-        assert!(lab.ping(&ns["core"], &ip_of(&lab, vm)), "core -> {vm}");
+        assert!(lab.ping(&ns("core"), &ip_of(&lab, vm)), "core -> {vm}");
     }
     // The node reports its sessions established.
-    let r = agent(&lab, &ns["n1"], "n1");
+    let r = agent(&lab, &ns("n1"), "n1");
     assert_eq!(r["writes"], 0, "{r}");
     let sessions = r["sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 2, "{r}");
     assert!(sessions.iter().all(|s| s["state"] == "Established"), "{r}");
     // VMs on different nodes reach each other.
     assert!(
-        lab.ping(&vms["vm1"], &ip_of(&lab, "vm2")),
+        lab.ping(&ns("vm1"), &ip_of(&lab, "vm2")),
         "vm1 (n1) -> vm2 (n2)"
     );
     assert!(
-        lab.ping(&vms["vm2"], &ip_of(&lab, "vm3")),
+        lab.ping(&ns("vm2"), &ip_of(&lab, "vm3")),
         "vm2 (n2) -> vm3 (n1)"
     );
 
     // Migration moves the route.
     let vm1_ip = ip_of(&lab, "vm1");
     vf(&lab, &["vm", "migrate", "vm1", "--to", "n2"]);
-    agent(&lab, &ns["n1"], "n1");
-    agent(&lab, &ns["n2"], "n2");
-    start_vm(&mut lab, &ns["n2"], "vm1");
+    agent(&lab, &ns("n1"), "n1");
+    agent(&lab, &ns("n2"), "n2");
+    start_vm(&mut lab, &ns("n2"), "vm1");
     let moved = lab.wait_for(Duration::from_secs(30), || {
         let (hops, _) = at_core(&lab, &core, &format!("{vm1_ip}/32"));
         !hops.is_empty() && hops.iter().all(|h| h == "172.16.0.12")
     });
     assert!(moved, "vm1's route follows it to n2");
-    assert!(lab.ping(&ns["core"], &vm1_ip), "core -> vm1 on n2");
-    assert!(lab.ping(&vms["vm3"], &vm1_ip), "vm3 (n1) -> vm1 (n2)");
+    assert!(lab.ping(&ns("core"), &vm1_ip), "core -> vm1 on n2");
+    assert!(lab.ping(&ns("vm3"), &vm1_ip), "vm3 (n1) -> vm1 (n2)");
 
     // One reflector goes: the core keeps every route through the other.
     let rr1_pid: u32 = std::fs::read_to_string(rr1.dir.join("bgpd.pid"))
@@ -244,7 +111,7 @@ fn fabric_announces_every_vm_and_survives_a_reflector() {
         let (hops, _) = at_core(&lab, &core, &format!("{}/32", ip_of(&lab, vm)));
         assert!(!hops.is_empty(), "{vm} lost at the core after rr1 stopped");
         assert!(
-            lab.ping(&ns["core"], &ip_of(&lab, vm)),
+            lab.ping(&ns("core"), &ip_of(&lab, vm)),
             "core -> {vm} without rr1"
         );
     }

@@ -9,104 +9,20 @@
 
 mod common;
 
-use common::lab::{agent, ip_of, start_vm, vf};
-use vmfabric_lab::{Lab, worlds};
-
-fn provider(lab: &mut Lab) -> String {
-    let dc = worlds::switch(lab, "dc").unwrap();
-    lab.ip(&dc, &["addr", "add", "192.0.2.1/26", "dev", "sw"])
-        .unwrap();
-    lab.ip(
-        &dc,
-        &["-6", "addr", "add", "fe80::1/64", "dev", "sw", "nodad"],
-    )
-    .unwrap();
-    lab.ip(
-        &dc,
-        &[
-            "-6",
-            "addr",
-            "add",
-            "2001:db8:1:1::1/64",
-            "dev",
-            "sw",
-            "nodad",
-        ],
-    )
-    .unwrap();
-    lab.sysctl(&dc, "net.ipv4.ip_forward", "1").unwrap();
-    lab.sysctl(&dc, "net.ipv6.conf.all.forwarding", "1")
-        .unwrap();
-    dc
-}
-
-/// A node as the provider hands it over: primary IP and default route on
-/// the uplink, port security on its switch port.
-fn routed_node(lab: &mut Lab, dc: &str, short: &str, primary: &str) -> (String, String) {
-    let ns = worlds::node(lab, dc, short, "eno1").unwrap();
-    lab.ip(
-        &ns,
-        &["addr", "add", &format!("{primary}/26"), "dev", "eno1"],
-    )
-    .unwrap();
-    lab.ip(&ns, &["route", "add", "default", "via", "192.0.2.1"])
-        .unwrap();
-    let mac = worlds::mac(lab, &ns, "eno1").unwrap();
-    worlds::port_security(lab, dc, &format!("p-{short}"), &mac).unwrap();
-    (ns, mac)
-}
+use common::lab::{agent, ip_of, start_vm, vf, vmfabric};
+use vmfabric_lab::{Lab, scenarios, worlds};
 
 #[test]
 fn routing_with_port_security_and_ipv6() {
     let mut lab = Lab::new("rt").expect("lab");
-    let dc = provider(&mut lab);
-    let (n1, n1_mac) = routed_node(&mut lab, &dc, "n1", "192.0.2.10");
-    lab.ip(
-        &dc,
-        &["route", "add", "203.0.113.40/29", "via", "192.0.2.10"],
-    )
-    .unwrap();
-
-    vf(
-        &lab,
-        &[
-            "cluster",
-            "create",
-            "hz",
-            "--type",
-            "routing",
-            "--virtualization",
-            "lxd",
-        ],
-    );
-    vf(
-        &lab,
-        &[
-            "node",
-            "add",
-            "hz",
-            "n1",
-            "--address",
-            "192.0.2.10/26",
-            "--uplink",
-            "eno1",
-            "--subnet",
-            "203.0.113.40/29",
-            "--ipv6",
-            "2001:db8:1:1::2/64",
-        ],
-    );
-    vf(
-        &lab,
-        &["vm", "create", "hz", "vm1", "--node", "n1", "--ipv6"],
-    );
-    vf(&lab, &["vm", "create", "hz", "vm2", "--node", "n1"]);
+    let vf_ = vmfabric(&lab);
+    let t = scenarios::routing(&mut lab, &vf_, "kernel").unwrap();
+    let (dc, n1) = (t.ns("dc").to_string(), t.ns("n1").to_string());
+    let (vm1, vm2) = (t.ns("vm1").to_string(), t.ns("vm2").to_string());
+    let n1_mac = worlds::mac(&lab, &n1, "eno1").unwrap();
     assert_eq!(ip_of(&lab, "vm1"), "203.0.113.40");
     assert_eq!(ip_of(&lab, "vm2"), "203.0.113.41");
-    agent(&lab, &n1, "n1");
     assert_eq!(agent(&lab, &n1, "n1")["writes"], 0);
-    let vm1 = start_vm(&mut lab, &n1, "vm1");
-    let vm2 = start_vm(&mut lab, &n1, "vm2");
 
     assert!(lab.ping(&vm1, "192.0.2.1"), "vm1 -> provider");
     assert!(lab.ping(&vm2, "192.0.2.1"), "vm2 -> provider");
@@ -150,7 +66,8 @@ fn routing_with_port_security_and_ipv6() {
 
     // Negative control, without vmfabric: a bridged node lets its VM's own
     // MAC reach the provider, which drops it.
-    let (n2, n2_mac) = routed_node(&mut lab, &dc, "n2", "192.0.2.11");
+    let n2 = scenarios::routed_node(&mut lab, &dc, "n2", "192.0.2.11").unwrap();
+    let n2_mac = worlds::mac(&lab, &n2, "eno1").unwrap();
     lab.ip(&n2, &["addr", "flush", "dev", "eno1"]).unwrap();
     lab.ip(&n2, &["link", "add", "vmbr0", "type", "bridge"])
         .unwrap();
