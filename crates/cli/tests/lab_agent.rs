@@ -357,3 +357,164 @@ fn a_failed_change_is_reported_and_repaired_next_round() {
     }
     assert_eq!(agent(&lab, &n1, "n1")["writes"], 0);
 }
+
+#[test]
+fn dry_run_changes_nothing_and_status_reports_the_last_round() {
+    let (lab, _dc, n1) = routed("dy");
+    let out = agent_cmd(&lab, &n1, "n1", &["--dry-run"]).output().unwrap();
+    assert!(out.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["dry_run"], true);
+    let changes: Vec<&str> = r["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        changes.contains(&"+ route 203.0.113.40/32 dev vmbr0"),
+        "{changes:?}"
+    );
+    assert_eq!(r["firewall_changed"], true);
+    assert!(
+        !lab.ip(&n1, &["-br", "link"]).unwrap().contains("vmbr0"),
+        "a dry run created something"
+    );
+    assert!(
+        lab.sh(&n1, &["nft", "list", "table", "bridge", "vmfabric"])
+            .is_err()
+    );
+    agent(&lab, &n1, "n1");
+    let state = lab.dir.join("agent").join("n1");
+    let out = std::process::Command::new(common::lab::bin())
+        .args(["--output", "json", "agent", "status", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["node"], "n1");
+    assert!(!s["changes"].as_array().unwrap().is_empty(), "{s}");
+}
+
+#[test]
+fn kvm_nodes_get_persistent_taps_on_the_bridge() {
+    let mut lab = Lab::new("tp").expect("lab");
+    let dc = worlds::switch(&mut lab, "dc").unwrap();
+    let n1 = worlds::node(&mut lab, &dc, "n1", "eno1").unwrap();
+    vf(
+        &lab,
+        &[
+            "cluster",
+            "create",
+            "k",
+            "--type",
+            "switching",
+            "--virtualization",
+            "kvm",
+        ],
+    );
+    vf(&lab, &["network", "add", "k", "192.0.2.0/27"]);
+    vf(
+        &lab,
+        &[
+            "node",
+            "add",
+            "k",
+            "n1",
+            "--address",
+            "192.0.2.2",
+            "--uplink",
+            "eno1",
+        ],
+    );
+    let vm = vf(
+        &lab,
+        &["vm", "create", "k", "customer-webserver-01", "--node", "n1"],
+    );
+    let ifname = vm["nics"][0]["host_interface"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let guest_mac = vm["nics"][0]["mac"].as_str().unwrap().to_string();
+    agent(&lab, &n1, "n1");
+    let d = lab.ip(&n1, &["-d", "link", "show", &ifname]).unwrap();
+    assert!(d.contains("tun type tap") && d.contains("persist"), "{d}");
+    assert!(d.contains("master vmbr0"), "{d}");
+    assert!(
+        d.contains(&format!("fe{}", &guest_mac[2..])),
+        "host side MAC: {d}"
+    );
+    assert!(
+        lab.ip(&n1, &["-d", "link", "show", "eno1"])
+            .unwrap()
+            .contains("master vmbr0")
+    );
+    assert_eq!(agent(&lab, &n1, "n1")["writes"], 0);
+    vf(&lab, &["vm", "delete", "customer-webserver-01"]);
+    agent(&lab, &n1, "n1");
+    assert!(
+        lab.ip(&n1, &["link", "show", &ifname]).is_err(),
+        "the tap went with its VM"
+    );
+}
+
+#[test]
+fn lab_up_status_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("lab");
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::lab::bin())
+            .args(["--output", "json", "lab"])
+            .args(args)
+            .arg("--dir")
+            .arg(&d)
+            .output()
+            .unwrap()
+    };
+    let up = run(&["up", "switching"]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let t: serde_json::Value = serde_json::from_slice(&up.stdout).unwrap();
+    let vm1 = t["ns"]["vm1"].as_str().unwrap().to_string();
+    let ping = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &vm1,
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "192.0.2.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "vm1 -> gateway in a lab that is up");
+    assert!(
+        !run(&["up", "switching"]).status.success(),
+        "a second up must refuse"
+    );
+    let st = run(&["status", "switching"]);
+    let s: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert!(
+        s["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["up"] == true),
+        "{s}"
+    );
+    assert!(run(&["down", "switching"]).status.success());
+    let listed = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains(&vm1),
+        "namespaces left behind"
+    );
+}
