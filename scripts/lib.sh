@@ -33,3 +33,18 @@ ensure_rust() {
     fi
     need_packages build-essential:cc
 }
+
+# A running PostgreSQL with the role the tests use (password auth on
+# 127.0.0.1, as Debian's default pg_hba.conf allows).
+ensure_postgres() {
+    need_packages postgresql:pg_ctlcluster postgresql-client:psql
+    pg_lsclusters -h | while read -r version cluster _port status _rest; do
+        [ "$status" = online ] || as_root pg_ctlcluster "$version" "$cluster" start
+    done
+    local have
+    have=$(as_root runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_roles WHERE rolname = 'vmfabric'")
+    if [ "$have" != 1 ]; then
+        as_root runuser -u postgres -- psql -qc "CREATE ROLE vmfabric LOGIN SUPERUSER PASSWORD 'vmfabric'"
+    fi
+    export VMFABRIC_TEST_POSTGRES=${VMFABRIC_TEST_POSTGRES:-postgres://vmfabric:vmfabric@127.0.0.1:5432/postgres}
+}

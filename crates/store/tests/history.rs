@@ -10,7 +10,12 @@ use vmfabric_store::Store;
 
 #[tokio::test]
 async fn who_held_an_address_at_each_moment() {
-    let t = store().await;
+    for t in stores().await {
+        who_held_an_address_at_each_moment_on(t).await;
+    }
+}
+
+async fn who_held_an_address_at_each_moment_on(t: TestStore) {
     let s = &t.store;
     s.create_cluster(&cluster("f", "ip-fabric")).await.unwrap();
     s.add_network("f", &network("198.51.100.0/30"))
@@ -69,7 +74,12 @@ async fn who_held_an_address_at_each_moment() {
 
 #[tokio::test]
 async fn an_explicit_request_may_take_a_cooling_address() {
-    let t = store().await;
+    for t in stores().await {
+        an_explicit_request_may_take_a_cooling_address_on(t).await;
+    }
+}
+
+async fn an_explicit_request_may_take_a_cooling_address_on(t: TestStore) {
     let s = &t.store;
     let c = vmfabric_model::ClusterInput {
         cooldown: Some("1h".into()),

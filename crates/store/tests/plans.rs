@@ -94,8 +94,7 @@ async fn check_plans(s: &vmfabric_store::SqlStore) -> Result<(), TestCaseError> 
     Ok(())
 }
 
-async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let t = store().await;
+async fn run(t: TestStore, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let s = &t.store;
     world(s).await;
     let mut live: Vec<(String, usize)> = Vec::new();
@@ -152,6 +151,9 @@ proptest! {
     #[test]
     fn every_vm_address_is_in_exactly_one_plan(ops in ops()) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(run(ops))?;
+        rt.block_on(async {
+            run(store().await, ops.clone()).await?;
+            run(pg_store().await, ops).await
+        })?;
     }
 }

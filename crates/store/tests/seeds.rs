@@ -9,7 +9,12 @@ use vmfabric_store::Store;
 
 #[tokio::test]
 async fn switching_seed_example() {
-    let t = store().await;
+    for t in stores().await {
+        switching_seed_example_on(t).await;
+    }
+}
+
+async fn switching_seed_example_on(t: TestStore) {
     let s = &t.store;
     s.create_cluster(&cluster("sw", "switching")).await.unwrap();
     s.add_network("sw", &network("192.0.2.0/27")).await.unwrap();
@@ -57,7 +62,12 @@ async fn switching_seed_example() {
 
 #[tokio::test]
 async fn routing_seed_example() {
-    let t = store().await;
+    for t in stores().await {
+        routing_seed_example_on(t).await;
+    }
+}
+
+async fn routing_seed_example_on(t: TestStore) {
     let s = &t.store;
     s.create_cluster(&cluster("hetzner", "routing"))
         .await
@@ -97,7 +107,12 @@ async fn routing_seed_example() {
 
 #[tokio::test]
 async fn fabric_seed_example() {
-    let t = store().await;
+    for t in stores().await {
+        fabric_seed_example_on(t).await;
+    }
+}
+
+async fn fabric_seed_example_on(t: TestStore) {
     let s = &t.store;
     s.create_cluster(&cluster("fab", "ip-fabric"))
         .await

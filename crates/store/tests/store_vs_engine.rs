@@ -39,8 +39,7 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
     proptest::collection::vec(op, 1..50)
 }
 
-async fn run(reuse: Reuse, cooldown: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let t = store().await;
+async fn run(t: TestStore, reuse: Reuse, cooldown: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let s = &t.store;
     let input = ClusterInput {
         cooldown: Some(format!("{cooldown}s")),
@@ -172,6 +171,9 @@ proptest! {
         ops in ops(),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(run(reuse, cooldown, ops))?;
+        rt.block_on(async {
+            run(store().await, reuse, cooldown, ops.clone()).await?;
+            run(pg_store().await, reuse, cooldown, ops).await
+        })?;
     }
 }

@@ -21,6 +21,7 @@ use vmfabric_model::{AddressRequest, Block, Cluster, Error, Mac, Nic, Node, Resu
 
 use super::alloc;
 use super::clusters::{BLOCK_COLS, BLOCK_FROM, CLUSTER_COLS, block_from_row, cluster_from_row};
+use super::dialect::expand;
 use super::nodes::{NODE_COLS, node_from_row};
 use super::tx::run_script;
 use super::{Counters, Dialect, RowExt, SqlStore, Tx, db};
@@ -231,38 +232,36 @@ impl SqlStore {
             "n": window,
             "now": now,
         });
-        let list = |field: &str| format!("(SELECT value FROM json_each($1, '$.{field}'))");
-        let statements = vec![
+        let d = self.dialect;
+        let mut statements = Vec::new();
+        if d == Dialect::Postgres {
+            // Several controllers share the database: hold the blocks this
+            // batch draws from (in id order, so no two batches deadlock)
+            // before reading their free space.
+            statements.push(format!(
+                "SELECT 'lock' AS k, b.id FROM {BLOCK_FROM} WHERE (b.node_id IS NULL AND c.name IN @LIST(clusters)) OR n.name IN @LIST(nodes) ORDER BY b.id FOR UPDATE OF b"
+            ));
+        }
+        statements.extend([
             format!(
-                "SELECT 'node' AS k, {NODE_COLS}, {CLUSTER_COLS} FROM nodes n JOIN clusters c ON c.id = n.cluster_id WHERE n.name IN {}",
-                list("nodes")
+                "SELECT 'node' AS k, {NODE_COLS}, {CLUSTER_COLS} FROM nodes n JOIN clusters c ON c.id = n.cluster_id WHERE n.name IN @LIST(nodes)"
             ),
-            format!(
-                "SELECT 'cluster' AS k, {CLUSTER_COLS} FROM clusters c WHERE c.name IN {}",
-                list("clusters")
-            ),
+            format!("SELECT 'cluster' AS k, {CLUSTER_COLS} FROM clusters c WHERE c.name IN @LIST(clusters)"),
             // Each block with the front of its free space: the first free
             // ranges, the usable released addresses in reuse order, and the
             // ranges and released entries holding the asked addresses.
             format!(
                 "SELECT 'block' AS k, b.cluster_id AS b_cluster_id, b.node_id AS b_node_id, {BLOCK_COLS}, \
-                 (SELECT json_group_array(json_array(hex(x.first), hex(x.last))) FROM (SELECT first, last FROM free_ranges WHERE block_id = b.id ORDER BY first LIMIT ($1 ->> '$.n')) AS x) AS w_fresh, \
-                 (SELECT json_group_array(json_array(hex(x.address), x.usable_at)) FROM (SELECT address, usable_at FROM released WHERE block_id = b.id AND usable_at <= ($1 ->> '$.now') ORDER BY usable_at, address LIMIT ($1 ->> '$.n')) AS x) AS w_released, \
-                 (SELECT json_group_array(json(y.r)) FROM (SELECT (SELECT json_array(hex(first), hex(last)) FROM free_ranges WHERE block_id = b.id AND first <= unhex(a.value) ORDER BY first DESC LIMIT 1) AS r FROM json_each($1, '$.asked') AS a WHERE unhex(a.value) BETWEEN b.first AND b.last) AS y WHERE y.r IS NOT NULL) AS w_asked, \
-                 (SELECT json_group_array(json_array(hex(address), usable_at)) FROM released WHERE block_id = b.id AND address IN (SELECT unhex(value) FROM json_each($1, '$.asked'))) AS w_asked_released \
-                 FROM {BLOCK_FROM} WHERE (b.node_id IS NULL AND c.name IN {}) OR n.name IN {}",
-                list("clusters"),
-                list("nodes")
+                 (SELECT @AGG(@ARR(@HEX(x.first), @HEX(x.last))) FROM (SELECT first, last FROM free_ranges WHERE block_id = b.id ORDER BY first LIMIT @ARG(n)) AS x) AS w_fresh, \
+                 (SELECT @AGG(@ARR(@HEX(x.address), x.usable_at)) FROM (SELECT address, usable_at FROM released WHERE block_id = b.id AND usable_at <= @ARG(now) ORDER BY usable_at, address LIMIT @ARG(n)) AS x) AS w_released, \
+                 (SELECT @AGG(@JSON(y.r)) FROM (SELECT (SELECT @ARR(@HEX(first), @HEX(last)) FROM free_ranges WHERE block_id = b.id AND first <= @UNHEX(a.value) ORDER BY first DESC LIMIT 1) AS r FROM @EACHTEXT(asked) AS a WHERE @UNHEX(a.value) BETWEEN b.first AND b.last) AS y WHERE y.r IS NOT NULL) AS w_asked, \
+                 (SELECT @AGG(@ARR(@HEX(address), usable_at)) FROM released WHERE block_id = b.id AND address IN (SELECT @UNHEX(value) FROM @EACHTEXT(asked))) AS w_asked_released \
+                 FROM {BLOCK_FROM} WHERE (b.node_id IS NULL AND c.name IN @LIST(clusters)) OR n.name IN @LIST(nodes)"
             ),
-            format!(
-                "SELECT 'name' AS k, name AS v FROM vms WHERE name IN {}",
-                list("names")
-            ),
-            format!(
-                "SELECT 'taken' AS k, if_prefix AS v FROM vms WHERE if_prefix IN {0} UNION ALL SELECT 'taken' AS k, mac AS v FROM nics WHERE mac IN {0}",
-                list("candidates")
-            ),
-        ];
+            "SELECT 'name' AS k, name AS v FROM vms WHERE name IN @LIST(names)".to_string(),
+            "SELECT 'taken' AS k, if_prefix AS v FROM vms WHERE if_prefix IN @LIST(candidates) UNION ALL SELECT 'taken' AS k, mac AS v FROM nics WHERE mac IN @LIST(candidates)".to_string(),
+        ]);
+        let statements: Vec<String> = statements.iter().map(|s| expand(d, s)).collect();
         let (tx, rows) = self
             .begin_with_script(&statements, &doc.to_string())
             .await?;
@@ -295,6 +294,7 @@ impl SqlStore {
                 "name" => {
                     ctx.taken_names.insert(row.text("v")?);
                 }
+                "lock" => {}
                 _ => {
                     ctx.taken.insert(row.text("v")?);
                 }
@@ -361,11 +361,11 @@ impl SqlStore {
             let limit = n + asked.len() + 1;
             w.push(json!({"id": id, "n": limit}));
             statements.push(format!(
-                "SELECT 'fresh' AS k, block_id, first, last, 0 AS usable_at FROM free_ranges WHERE block_id = ($1 ->> '$.w[{i}].id') ORDER BY first LIMIT ($1 ->> '$.w[{i}].n')"
+                "SELECT 'fresh' AS k, block_id, first, last, 0 AS usable_at FROM free_ranges WHERE block_id = @ARG(w.{i}.id) ORDER BY first LIMIT @ARG(w.{i}.n)"
             ));
             if reuse == Reuse::Last {
                 statements.push(format!(
-                    "SELECT 'released' AS k, block_id, address AS first, address AS last, usable_at FROM released WHERE block_id = ($1 ->> '$.w[{i}].id') AND usable_at <= ($1 ->> '$.now') ORDER BY usable_at, address LIMIT ($1 ->> '$.w[{i}].n')"
+                    "SELECT 'released' AS k, block_id, address AS first, address AS last, usable_at FROM released WHERE block_id = @ARG(w.{i}.id) AND usable_at <= @ARG(now) ORDER BY usable_at, address LIMIT @ARG(w.{i}.n)"
                 ));
             }
         }
@@ -373,13 +373,14 @@ impl SqlStore {
         for (i, &(id, k)) in asked.iter().enumerate() {
             a.push(json!({"id": id, "k": hex(k)}));
             statements.push(format!(
-                "SELECT 'asked' AS k, block_id, first, last, 0 AS usable_at FROM free_ranges WHERE block_id = ($1 ->> '$.a[{i}].id') AND first <= unhex($1 ->> '$.a[{i}].k') ORDER BY first DESC LIMIT 1"
+                "SELECT 'asked' AS k, block_id, first, last, 0 AS usable_at FROM free_ranges WHERE block_id = @ARG(a.{i}.id) AND first <= @UNHEX(@ARGTEXT(a.{i}.k)) ORDER BY first DESC LIMIT 1"
             ));
             statements.push(format!(
-                "SELECT 'asked-released' AS k, block_id, address AS first, address AS last, usable_at FROM released WHERE address = unhex($1 ->> '$.a[{i}].k')"
+                "SELECT 'asked-released' AS k, block_id, address AS first, address AS last, usable_at FROM released WHERE address = @UNHEX(@ARGTEXT(a.{i}.k))"
             ));
         }
         let arg = json!({"now": now, "w": w, "a": a}).to_string();
+        let statements: Vec<String> = statements.iter().map(|s| expand(self.dialect, s)).collect();
         let mut windows: HashMap<i64, Window> = HashMap::new();
         let mut fresh_rows: HashMap<i64, (usize, Key)> = HashMap::new();
         for row in run_script(tx, self.dialect, &statements, &arg).await? {
@@ -424,11 +425,6 @@ impl SqlStore {
     /// Create the VMs of `reqs`; each succeeds or fails on its own, and the
     /// failed ones leave no trace. Writes nothing until every decision is made.
     pub(crate) async fn create_vms_batch(&self, reqs: &[VmRequest]) -> Result<Vec<Result<Vm>>> {
-        if self.dialect != Dialect::Sqlite {
-            return Err(Error::storage(
-                "creating VMs is implemented for SQLite only in this version",
-            ));
-        }
         let now = self.now().0;
         let (mut owned_tx, mut ctx) = self.batch_context(reqs, now).await?;
         let tx = &mut owned_tx;
@@ -636,7 +632,7 @@ impl SqlStore {
                 doc.window_diff(*id, w);
             }
             owned_tx
-                .commit_after(&write_statements(), &doc.finish())
+                .commit_after(&write_statements(self.dialect), &doc.finish())
                 .await?;
         } else {
             owned_tx.rollback().await?;
@@ -782,41 +778,19 @@ impl WriteDoc {
     }
 }
 
-/// The write script (SQLite): every statement reads its rows from `$1`.
-fn write_statements() -> Vec<String> {
-    let mut s = Vec::new();
-    let j = |field: &str| format!("json_each($1, '$.{field}') AS j");
-    s.push(format!(
-        "DELETE FROM free_ranges WHERE (block_id, first) IN (SELECT j.value->>'block_id', unhex(j.value->>'first') FROM {})",
-        j("range_deletes")
-    ));
-    s.push(format!(
-        "INSERT INTO free_ranges (block_id, first, last) SELECT j.value->>'block_id', unhex(j.value->>'first'), unhex(j.value->>'last') FROM {}",
-        j("range_inserts")
-    ));
-    s.push(format!(
-        "DELETE FROM released WHERE address IN (SELECT unhex(j.value) FROM {})",
-        j("released_deletes")
-    ));
-    s.push(format!(
-        "INSERT INTO vms (cluster_id, node_id, name, if_prefix, created_at) SELECT j.value->>'cluster_id', j.value->>'node_id', j.value->>'name', j.value->>'if_prefix', $1->>'now' FROM {}",
-        j("vms")
-    ));
-    s.push(format!(
-        "INSERT INTO nics (vm_id, idx, mac) SELECT v.id, 0, j.value->>'mac' FROM {} JOIN vms v ON v.name = j.value->>'name'",
-        j("vms")
-    ));
-    s.push(format!(
-        "INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, cluster, node, since) SELECT unhex(j.value->>'key'), j.value->>'block_id', 'vm', ni.id, j.value->>'vm', 0, j.value->>'mac', j.value->>'cluster', j.value->>'node', $1->>'now' FROM {} JOIN vms v ON v.name = j.value->>'vm' JOIN nics ni ON ni.vm_id = v.id AND ni.idx = 0",
-        j("allocations")
-    ));
-    s.push(format!(
-        "UPDATE blocks SET used = blocks.used + c.d_used, released = blocks.released + c.d_released FROM (SELECT j.value->>'id' AS d_id, j.value->>'used' AS d_used, j.value->>'released' AS d_released FROM {}) AS c WHERE blocks.id = c.d_id",
-        j("counters")
-    ));
-    s.push(format!(
-        "INSERT INTO changes (at, kind, subject, detail) SELECT $1->>'now', 'vm.create', j.value->>'name', j.value->>'detail' FROM {}",
-        j("changes")
-    ));
-    s
+/// The write script: every statement reads its rows from `$1`.
+fn write_statements(d: Dialect) -> Vec<String> {
+    [
+        "DELETE FROM free_ranges WHERE (block_id, first) IN (SELECT @INT(j.value->>'block_id'), @UNHEX(j.value->>'first') FROM @EACH(range_deletes) AS j)",
+        "INSERT INTO free_ranges (block_id, first, last) SELECT @INT(j.value->>'block_id'), @UNHEX(j.value->>'first'), @UNHEX(j.value->>'last') FROM @EACH(range_inserts) AS j",
+        "DELETE FROM released WHERE address IN (SELECT @UNHEX(j.value) FROM @EACHTEXT(released_deletes) AS j)",
+        "INSERT INTO vms (cluster_id, node_id, name, if_prefix, created_at) SELECT @INT(j.value->>'cluster_id'), @INT(j.value->>'node_id'), j.value->>'name', j.value->>'if_prefix', @ARG(now) FROM @EACH(vms) AS j",
+        "INSERT INTO nics (vm_id, idx, mac) SELECT v.id, 0, j.value->>'mac' FROM @EACH(vms) AS j JOIN vms v ON v.name = j.value->>'name'",
+        "INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, cluster, node, since) SELECT @UNHEX(j.value->>'key'), @INT(j.value->>'block_id'), 'vm', ni.id, j.value->>'vm', 0, j.value->>'mac', j.value->>'cluster', j.value->>'node', @ARG(now) FROM @EACH(allocations) AS j JOIN vms v ON v.name = j.value->>'vm' JOIN nics ni ON ni.vm_id = v.id AND ni.idx = 0",
+        "UPDATE blocks SET used = blocks.used + c.d_used, released = blocks.released + c.d_released FROM (SELECT @INT(j.value->>'id') AS d_id, @INT(j.value->>'used') AS d_used, @INT(j.value->>'released') AS d_released FROM @EACH(counters) AS j) AS c WHERE blocks.id = c.d_id",
+        "INSERT INTO changes (at, kind, subject, detail) SELECT @ARG(now), 'vm.create', j.value->>'name', j.value->>'detail' FROM @EACH(changes) AS j",
+    ]
+    .iter()
+    .map(|s| expand(d, s))
+    .collect()
 }

@@ -408,7 +408,7 @@ impl SqlStore {
             ));
         }
         let reserved =
-            sqlx::query("SELECT COALESCE(SUM(reserved), 0) AS n FROM blocks WHERE cluster_id = $1")
+            sqlx::query("SELECT CAST(COALESCE(SUM(reserved), 0) AS BIGINT) AS n FROM blocks WHERE cluster_id = $1")
                 .bind(id)
                 .fetch_one(&mut **tx)
                 .await

@@ -20,6 +20,7 @@ pub(crate) mod alloc;
 mod batch;
 mod check;
 mod clusters;
+mod dialect;
 mod impl_store;
 mod nodes;
 mod tx;

@@ -9,13 +9,39 @@ use vmfabric_store::{Clock, ManualClock, SqlStore, Store};
 pub struct TestStore {
     pub store: SqlStore,
     pub clock: Arc<ManualClock>,
+    pub backend: &'static str,
     _dir: tempfile::TempDir,
+    /// The PostgreSQL database to drop afterwards.
+    pg_db: Option<String>,
 }
 
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        if let Some(db) = &self.pg_db {
+            let _ = std::process::Command::new("psql")
+                .arg(admin_url())
+                .arg("-qc")
+                .arg(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                .output();
+        }
+    }
+}
+
+/// The PostgreSQL server the tests use (scripts/test starts one).
+pub fn admin_url() -> String {
+    std::env::var("VMFABRIC_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://vmfabric:vmfabric@127.0.0.1:5432/postgres".into())
+}
+
+fn clock() -> Arc<ManualClock> {
+    ManualClock::new(Timestamp(1_780_000_000_000_000))
+}
+
+/// A fresh SQLite store.
 pub async fn store() -> TestStore {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("test.db");
-    let clock = ManualClock::new(Timestamp(1_780_000_000_000_000));
+    let clock = clock();
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let store = SqlStore::open(&url, clock.clone() as Arc<dyn Clock>)
         .await
@@ -23,8 +49,49 @@ pub async fn store() -> TestStore {
     TestStore {
         store,
         clock,
+        backend: "sqlite",
         _dir: dir,
+        pg_db: None,
     }
+}
+
+/// A fresh PostgreSQL store in a database of its own.
+pub async fn pg_store() -> TestStore {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let db = format!("vmf_test_{}_{n}", std::process::id());
+    let out = std::process::Command::new("psql")
+        .arg(admin_url())
+        .arg("-qc")
+        .arg(format!("CREATE DATABASE {db}"))
+        .output()
+        .expect("the tests need psql and a PostgreSQL server: apt-get install postgresql (scripts/test starts it)");
+    assert!(
+        out.status.success(),
+        "cannot create a test database on {} ({}): scripts/test installs and starts PostgreSQL",
+        admin_url(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = match admin_url().rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{db}"),
+        None => panic!("VMFABRIC_TEST_POSTGRES is not a URL"),
+    };
+    let clock = clock();
+    let store = SqlStore::open(&url, clock.clone() as Arc<dyn Clock>)
+        .await
+        .unwrap();
+    TestStore {
+        store,
+        clock,
+        backend: "postgres",
+        _dir: tempfile::tempdir().unwrap(),
+        pg_db: Some(db),
+    }
+}
+
+/// One fresh store of each backend: every store test runs on both.
+pub async fn stores() -> Vec<TestStore> {
+    vec![store().await, pg_store().await]
 }
 
 pub fn cluster(name: &str, t: &str) -> ClusterInput {
