@@ -244,6 +244,13 @@ impl Range {
     }
 }
 
+impl FromStr for Range {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Range, ParseError> {
+        Range::parse(s)
+    }
+}
+
 impl fmt::Display for Range {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.first == self.last {

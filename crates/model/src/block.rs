@@ -5,14 +5,14 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vmfabric_ipam::{Cidr, Family, Range, key};
 
 use crate::cluster::NetworkType;
 use crate::error::{Error, Result};
 
 /// What a block is to its cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BlockRole {
     /// A network of a cluster's pool (switching, ip-fabric).
@@ -48,43 +48,24 @@ impl BlockRole {
 }
 
 /// A stored block.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Block {
     #[serde(skip)]
     pub id: i64,
     pub cluster: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     pub role: BlockRole,
-    #[serde(serialize_with = "ser_range")]
+    #[serde(with = "crate::serde_text")]
     pub range: Range,
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::serde_text::opt"
+    )]
     pub cidr: Option<Cidr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<IpAddr>,
-}
-
-/// Serialise an optional value by its `Display` text.
-pub(crate) fn ser_opt<T: fmt::Display, S: serde::Serializer>(
-    v: &Option<T>,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    match v {
-        Some(x) => s.collect_str(x),
-        None => s.serialize_none(),
-    }
-}
-
-/// Serialise a value by its `Display` text.
-pub(crate) fn ser_display<T: fmt::Display, S: serde::Serializer>(
-    v: &T,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    s.collect_str(v)
-}
-
-fn ser_range<S: serde::Serializer>(r: &Range, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.collect_str(r)
 }
 
 impl Block {

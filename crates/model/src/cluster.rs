@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vmfabric_ipam::Reuse;
 
 use crate::error::{Error, Result};
@@ -13,7 +13,7 @@ use crate::names::check_name;
 use crate::time::Seconds;
 
 /// The three cluster network types of the seed documents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkType {
     /// Bridged; VMs take addresses from the cluster's pool, on-link.
@@ -25,7 +25,7 @@ pub enum NetworkType {
 }
 
 /// Where VM addresses come from, which follows from the network type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Assignment {
     /// A pool shared by the whole cluster.
@@ -89,7 +89,7 @@ impl fmt::Display for Assignment {
 }
 
 /// What runs the VMs, which decides the kind of host interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Virtualization {
     /// KVM: a tap per NIC, opened by the hypervisor.
@@ -170,20 +170,23 @@ impl Community {
     }
 }
 
+impl FromStr for Community {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Community> {
+        Community::parse("community", s)
+    }
+}
+
+crate::serde_text::text_serde!(Community);
+
 impl fmt::Display for Community {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.asn, self.value)
     }
 }
 
-impl Serialize for Community {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
 /// A route reflector the nodes of an IP-fabric cluster peer with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RouteReflector {
     pub address: IpAddr,
     pub asn: u32,
@@ -241,7 +244,7 @@ pub fn check_unicast(field: &str, ip: IpAddr) -> Result<()> {
 }
 
 /// BGP and gateway settings of an IP-fabric cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fabric {
     /// Put on every `<vm>_net0` of every node; the VMs' IPv4 gateway.
     pub vm_gateway: Ipv4Addr,
@@ -258,28 +261,41 @@ pub struct Fabric {
 pub const DEFAULT_VM_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 
 /// A cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cluster {
     pub name: String,
     #[serde(rename = "type")]
     pub network_type: NetworkType,
     pub assignment: Assignment,
     pub virtualization: Virtualization,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fabric: Option<Fabric>,
     /// How long a released address waits before automatic reuse.
     pub cooldown: Seconds,
     /// Which free address automatic allocation takes.
-    #[serde(serialize_with = "ser_reuse")]
+    #[serde(with = "reuse_text")]
     pub reuse: Reuse,
 }
 
-fn ser_reuse<S: serde::Serializer>(r: &Reuse, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(r.name())
+/// `Reuse` as its name.
+mod reuse_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use vmfabric_ipam::Reuse;
+
+    pub fn serialize<S: Serializer>(r: &Reuse, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(r.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Reuse, D::Error> {
+        let t = String::deserialize(d)?;
+        t.parse()
+            .map_err(|()| serde::de::Error::custom(format!("unknown reuse order {t}")))
+    }
 }
 
 /// `cluster create` as the user typed it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ClusterInput {
     pub name: String,
     pub network_type: String,

@@ -4,11 +4,11 @@
 //! value and the rule (or the object that was not found). The CLI prints it,
 //! the API will map it to problem+json; `kind()` decides the status.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// An error a user can act on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+/// An error a user can act on. In JSON: `{"kind": "invalid", "field": …}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(into = "Wire", try_from = "Wire")]
 pub enum Error {
     /// The input itself is wrong, whatever the state of the installation.
     #[error("{field} {value:?}: {rule}")]
@@ -41,6 +41,112 @@ pub enum Error {
     /// The store failed (I/O, database); not the user's fault.
     #[error("storage error: {detail}")]
     Storage { detail: String },
+}
+
+/// The JSON form: one flat object with a `kind`. Flat, because serde's
+/// tagged enums cannot carry u128 counts (a /48 has 2^80 addresses).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Wire {
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    object: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    family: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    used: Option<u128>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    usable: Option<u128>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cooling: Option<u128>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+impl From<Error> for Wire {
+    fn from(e: Error) -> Wire {
+        let kind = e.kind().to_string();
+        match e {
+            Error::Invalid { field, value, rule } | Error::Conflict { field, value, rule } => {
+                Wire {
+                    kind,
+                    field: Some(field),
+                    value: Some(value),
+                    rule: Some(rule),
+                    ..Wire::default()
+                }
+            }
+            Error::NotFound { object, name } => Wire {
+                kind,
+                object: Some(object),
+                name: Some(name),
+                ..Wire::default()
+            },
+            Error::Exhausted {
+                pool,
+                family,
+                used,
+                usable,
+                cooling,
+            } => Wire {
+                kind,
+                pool: Some(pool),
+                family: Some(family),
+                used: Some(used),
+                usable: Some(usable),
+                cooling: Some(cooling),
+                ..Wire::default()
+            },
+            Error::Storage { detail } => Wire {
+                kind,
+                detail: Some(detail),
+                ..Wire::default()
+            },
+        }
+    }
+}
+
+impl TryFrom<Wire> for Error {
+    type Error = String;
+    fn try_from(w: Wire) -> std::result::Result<Error, String> {
+        let s = |v: Option<String>| v.unwrap_or_default();
+        Ok(match w.kind.as_str() {
+            "invalid" => Error::Invalid {
+                field: s(w.field),
+                value: s(w.value),
+                rule: s(w.rule),
+            },
+            "conflict" => Error::Conflict {
+                field: s(w.field),
+                value: s(w.value),
+                rule: s(w.rule),
+            },
+            "not-found" => Error::NotFound {
+                object: s(w.object),
+                name: s(w.name),
+            },
+            "exhausted" => Error::Exhausted {
+                pool: s(w.pool),
+                family: s(w.family),
+                used: w.used.unwrap_or(0),
+                usable: w.usable.unwrap_or(0),
+                cooling: w.cooling.unwrap_or(0),
+            },
+            "storage" => Error::Storage {
+                detail: s(w.detail),
+            },
+            other => return Err(format!("unknown error kind {other}")),
+        })
+    }
 }
 
 fn cooling_note(cooling: u128) -> String {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod names;
 pub mod network;
 pub mod node;
+pub mod serde_text;
 pub mod time;
 pub mod view;
 pub mod vm;

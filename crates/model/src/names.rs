@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Serialize, Serializer};
+use crate::serde_text::text_serde;
 
 use crate::error::{Error, Result};
 
@@ -62,15 +62,19 @@ impl IfName {
     }
 }
 
-impl fmt::Display for IfName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+impl FromStr for IfName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<IfName> {
+        IfName::new("interface", s)
     }
 }
 
-impl Serialize for IfName {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+text_serde!(IfName);
+text_serde!(Mac);
+
+impl fmt::Display for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -181,12 +185,6 @@ impl FromStr for Mac {
             return Err(bad());
         }
         Ok(Mac(out))
-    }
-}
-
-impl Serialize for Mac {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
     }
 }
 

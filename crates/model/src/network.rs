@@ -9,7 +9,8 @@ use crate::cluster::{Cluster, NetworkType, check_unicast};
 use crate::error::{Error, Result};
 
 /// `network add` as the user typed it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct NetworkInput {
     pub cidr: String,
     pub gateway: Option<String>,

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vmfabric_ipam::{Cidr, Family, Range, key};
 
 use crate::block::{BlockRole, check_block_space};
@@ -16,7 +16,7 @@ use crate::network::{parse_cidr, parse_ip};
 
 /// How a routing node answers neighbour discovery for its VMs' IPv6
 /// addresses when the provider's /64 is on-link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum NdpProxy {
     /// Kernel proxy entries (`ip -6 neigh add proxy`), managed by vmfabric.
@@ -57,44 +57,44 @@ impl fmt::Display for NdpProxy {
 }
 
 /// A routing node's IPv6: its address in the provider's /64.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeIpv6 {
     /// The node's own address, `::2` by convention.
     pub address: Ipv6Addr,
     /// The provider's /64.
-    #[serde(serialize_with = "crate::block::ser_display")]
+    #[serde(with = "crate::serde_text")]
     pub network: Cidr,
     /// The provider's router, usually `fe80::1`.
     pub gateway: Ipv6Addr,
 }
 
 /// What only routing nodes have.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutingNode {
     /// On the uplink; the VMs' gateway.
     pub primary_ip: IpAddr,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_prefix: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<NodeIpv6>,
     pub ndp_proxy: NdpProxy,
 }
 
 /// A node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     pub name: String,
     pub cluster: String,
     pub address: IpAddr,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address_prefix: Option<u8>,
     pub uplink: IfName,
     /// The uplink's MAC, when the operator gave it; otherwise the agent
     /// reads it from the node's kernel.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink_mac: Option<Mac>,
     pub bridge: IfName,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingNode>,
 }
 
@@ -123,7 +123,8 @@ pub struct NodeBlock {
 }
 
 /// `node add` as the user typed it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NodeInput {
     pub name: String,
     pub address: String,

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use serde::{Serialize, Serializer};
+use crate::serde_text::text_serde;
 
 use crate::error::{Error, Result};
 
@@ -124,6 +124,23 @@ fn parse_time(s: &str) -> Option<Timestamp> {
     Some(Timestamp(micros))
 }
 
+impl std::str::FromStr for Timestamp {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Timestamp> {
+        Timestamp::parse("time", s)
+    }
+}
+
+impl std::str::FromStr for Seconds {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Seconds> {
+        Seconds::parse("duration", s)
+    }
+}
+
+text_serde!(Timestamp);
+text_serde!(Seconds);
+
 impl fmt::Display for Timestamp {
     /// RFC 3339 in UTC with microseconds: exact, so a time printed by one
     /// command can be given to `--at` of another and mean the same instant.
@@ -139,12 +156,6 @@ impl fmt::Display for Timestamp {
             t % 3600 / 60,
             t % 60
         )
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
     }
 }
 
@@ -201,12 +212,6 @@ impl fmt::Display for Seconds {
         } else {
             write!(f, "{s}s")
         }
-    }
-}
-
-impl Serialize for Seconds {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
     }
 }
 

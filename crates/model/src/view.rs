@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::block::{Block, BlockRole};
 use crate::cluster::Cluster;
@@ -11,7 +11,7 @@ use crate::names::Mac;
 use crate::time::{Seconds, Timestamp};
 
 /// A cluster with the number of things in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterSummary {
     #[serde(flatten)]
     pub cluster: Cluster,
@@ -21,19 +21,19 @@ pub struct ClusterSummary {
 }
 
 /// Who holds an address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "holder", rename_all = "kebab-case")]
 pub enum Holder {
     /// NIC `nic` of a VM.
     Vm {
         vm: String,
         nic: u8,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         mac: Option<Mac>,
     },
     /// Kept out of allocation by an operator.
     Reserved {
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
     },
 }
@@ -49,28 +49,28 @@ impl Holder {
 }
 
 /// An address that is held now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Allocation {
     pub address: IpAddr,
     #[serde(flatten)]
     pub holder: Holder,
     pub cluster: String,
     /// The node of the VM now (or of the block, for node ranges).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     pub block: String,
     pub since: Timestamp,
 }
 
 /// One holding of an address, past or present.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub address: IpAddr,
     #[serde(flatten)]
     pub holder: Holder,
     pub cluster: String,
     /// The node the VM ran on when the holding began.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     pub since: Timestamp,
     /// When the holding ended; `None` while it lasts.
@@ -78,10 +78,10 @@ pub struct HistoryEntry {
 }
 
 /// Free space of a block.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FreeSpace {
     pub cluster: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     pub block: String,
     /// Never-used free ranges, lowest first (possibly cut short, see `more`).
@@ -92,14 +92,14 @@ pub struct FreeSpace {
     pub more: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FreeRange {
     pub first: IpAddr,
     pub last: IpAddr,
     pub count: u128,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Released {
     pub address: IpAddr,
     pub usable_at: Timestamp,
@@ -107,10 +107,10 @@ pub struct Released {
 
 /// Counts of one block by state; `total = system + used + reserved +
 /// cooling + free`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub cluster: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     pub block: String,
     pub role: BlockRole,
@@ -128,7 +128,7 @@ pub struct Usage {
 }
 
 /// A network of a cluster's pool, as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkView {
     #[serde(flatten)]
     pub block: Block,
@@ -136,14 +136,14 @@ pub struct NetworkView {
 }
 
 /// Addresses of a block never handed out, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exclusion {
     pub range: String,
     pub reason: String,
 }
 
 /// A result of `ip release`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseResult {
     pub address: IpAddr,
     #[serde(flatten)]

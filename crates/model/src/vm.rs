@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vmfabric_ipam::Family;
 
 use crate::block::{Block, BlockRole};
@@ -14,7 +14,8 @@ use crate::network::parse_ip;
 use crate::node::Node;
 
 /// `vm create` as the user typed it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct VmInput {
     pub name: String,
     pub node: String,
@@ -173,11 +174,11 @@ impl VmInput {
 }
 
 /// An address as the VM must configure it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NicAddress {
     pub address: IpAddr,
     pub prefix_len: u8,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<IpAddr>,
 }
 
@@ -225,7 +226,7 @@ pub fn nic_address(cluster: &Cluster, node: &Node, block: &Block, ip: IpAddr) ->
 }
 
 /// A VM's network card.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nic {
     pub index: u8,
     pub mac: Mac,
@@ -235,7 +236,7 @@ pub struct Nic {
 }
 
 /// A VM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vm {
     pub name: String,
     pub cluster: String,

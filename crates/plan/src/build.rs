@@ -14,7 +14,7 @@ use crate::types::{
 };
 
 /// Everything a node's plan depends on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PlanInput {
     pub cluster: Cluster,
     pub node: Node,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vmfabric_model::view::{
     Allocation, ClusterSummary, FreeSpace, HistoryEntry, NetworkView, ReleaseResult, Usage,
 };
@@ -68,7 +68,7 @@ impl Clock for ManualClock {
 }
 
 /// A node with the blocks it brings and the number of VMs on it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeView {
     #[serde(flatten)]
     pub node: Node,
@@ -77,21 +77,22 @@ pub struct NodeView {
 }
 
 /// Which addresses a listing covers.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AddressFilter {
     pub cluster: Option<String>,
     pub node: Option<String>,
 }
 
 /// A VM to create, in a batch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmRequest {
     pub cluster: String,
     pub vm: VmInput,
 }
 
 /// What `check` found: every invariant that does not hold, in words.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckReport {
     pub blocks: u64,
     pub active_allocations: u64,
