@@ -128,6 +128,9 @@ pub fn host_ifname(prefix: &str, index: u8) -> Result<IfName> {
     IfName::new("interface", &format!("{prefix}_net{index}"))
 }
 
+/// The first octet of every node-side NIC MAC, and of no guest MAC.
+const HOST_SIDE_OCTET: u8 = 0xfe;
+
 /// A MAC address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Mac(pub [u8; 6]);
@@ -135,8 +138,10 @@ pub struct Mac(pub [u8; 6]);
 impl Mac {
     /// The MAC of NIC `index` of `vm` in installation `seed`, `attempt`-th
     /// candidate: locally administered (bit 1 of the first octet set) and
-    /// unicast (bit 0 clear), so it can never clash with a vendor's MAC. The
-    /// store takes the first candidate no other NIC holds.
+    /// unicast (bit 0 clear), so it can never clash with a vendor's MAC,
+    /// and never starting with the host side's octet, so it can never equal
+    /// its own host side (a bridge would take the guest's frames as its
+    /// own). The store takes the first candidate no other NIC holds.
     pub fn for_nic(seed: u64, vm: &str, index: u8, attempt: u32) -> Mac {
         let h = stable_hash(&[
             &seed.to_le_bytes(),
@@ -145,7 +150,19 @@ impl Mac {
             &attempt.to_le_bytes(),
         ]);
         let b = h.to_be_bytes();
-        Mac([(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]])
+        let mut first = (b[0] & 0xfc) | 0x02;
+        if first == HOST_SIDE_OCTET {
+            first = 0xfa;
+        }
+        Mac([first, b[1], b[2], b[3], b[4], b[5]])
+    }
+
+    /// The MAC of the node-side end of a NIC (tap or veth): the guest's
+    /// with the first octet set to `fe`, as libvirt does for taps.
+    pub fn host_side(&self) -> Mac {
+        let mut m = self.0;
+        m[0] = HOST_SIDE_OCTET;
+        Mac(m)
     }
 
     pub fn is_locally_administered(&self) -> bool {
@@ -242,6 +259,17 @@ mod tests {
             Mac::for_nic(0, "vm1", 0, 0).to_string(),
             "aa:95:73:2e:30:5f"
         );
+    }
+
+    /// One guest MAC in 64 used to start with `fe` and so equal its host
+    /// side: the bridge kept that VM's frames for itself.
+    #[test]
+    fn a_guest_mac_never_equals_its_host_side() {
+        for seed in 0..20_000u64 {
+            let m = Mac::for_nic(seed, "vm1", 0, 0);
+            assert!(m.is_locally_administered() && m.is_unicast(), "{m}");
+            assert_ne!(m, m.host_side(), "seed {seed}");
+        }
     }
 
     proptest! {

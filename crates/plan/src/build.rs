@@ -24,12 +24,9 @@ pub struct PlanInput {
     pub vms: Vec<Vm>,
 }
 
-/// The host side of a VM NIC gets the guest MAC with the first octet set to
-/// `fe`, as libvirt does: never equal to the guest's, locally administered.
+/// The MAC of a VM NIC's host side (see `Mac::host_side`).
 pub fn host_mac(guest: &Mac) -> String {
-    let mut m = guest.0;
-    m[0] = 0xfe;
-    Mac(m).to_string()
+    guest.host_side().to_string()
 }
 
 /// The node-side name of a veth peer before the hypervisor moves it into
