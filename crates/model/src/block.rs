@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 
 /// What a block is to its cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum BlockRole {
     /// A network of a cluster's pool (switching, ip-fabric).
@@ -49,22 +50,27 @@ impl BlockRole {
 
 /// A stored block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Block {
     #[serde(skip)]
     pub id: i64,
     pub cluster: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub node: Option<String>,
     pub role: BlockRole,
     #[serde(with = "crate::serde_text")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::RangeText))]
     pub range: Range,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "crate::serde_text::opt"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::CidrText>, nullable = false))]
     pub cidr: Option<Cidr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::IpAddress>, nullable = false))]
     pub gateway: Option<IpAddr>,
 }
 

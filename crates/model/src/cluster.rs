@@ -14,6 +14,7 @@ use crate::time::Seconds;
 
 /// The three cluster network types of the seed documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkType {
     /// Bridged; VMs take addresses from the cluster's pool, on-link.
@@ -26,6 +27,7 @@ pub enum NetworkType {
 
 /// Where VM addresses come from, which follows from the network type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Assignment {
     /// A pool shared by the whole cluster.
@@ -90,6 +92,7 @@ impl fmt::Display for Assignment {
 
 /// What runs the VMs, which decides the kind of host interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Virtualization {
     /// KVM: a tap per NIC, opened by the hypervisor.
@@ -187,8 +190,14 @@ impl fmt::Display for Community {
 
 /// A route reflector the nodes of an IP-fabric cluster peer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RouteReflector {
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::IpAddress))]
     pub address: IpAddr,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = u64, minimum = 1, maximum = 4_294_967_294_u32)
+    )]
     pub asn: u32,
 }
 
@@ -245,14 +254,21 @@ pub fn check_unicast(field: &str, ip: IpAddr) -> Result<()> {
 
 /// BGP and gateway settings of an IP-fabric cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Fabric {
     /// Put on every `<vm>_net0` of every node; the VMs' IPv4 gateway.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Ipv4Address))]
     pub vm_gateway: Ipv4Addr,
     /// The VMs' IPv6 gateway on the same point-to-point links.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Ipv6Address))]
     pub vm_gateway6: Ipv6Addr,
     pub community: Community,
     pub route_reflectors: Vec<RouteReflector>,
     /// The nodes' ASN; iBGP, so equal to every reflector's.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = u64, minimum = 1, maximum = 4_294_967_294_u32)
+    )]
     pub asn: u32,
 }
 
@@ -262,6 +278,7 @@ pub const DEFAULT_VM_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0
 
 /// A cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Cluster {
     pub name: String,
     #[serde(rename = "type")]
@@ -269,11 +286,13 @@ pub struct Cluster {
     pub assignment: Assignment,
     pub virtualization: Virtualization,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub fabric: Option<Fabric>,
     /// How long a released address waits before automatic reuse.
     pub cooldown: Seconds,
     /// Which free address automatic allocation takes.
     #[serde(with = "reuse_text")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ReuseOrder))]
     pub reuse: Reuse,
 }
 
@@ -295,9 +314,15 @@ mod reuse_text {
 
 /// `cluster create` as the user typed it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct ClusterInput {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    )]
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = NetworkType))]
     pub network_type: String,
     pub vm_gateway: Option<String>,
     pub vm_gateway6: Option<String>,

@@ -41,6 +41,12 @@ pub enum Error {
     /// The store failed (I/O, database); not the user's fault.
     #[error("storage error: {detail}")]
     Storage { detail: String },
+    /// No valid credentials (the controller's 401).
+    #[error("not authenticated: {detail}")]
+    Unauthenticated { detail: String },
+    /// Valid credentials without the right (the controller's 403).
+    #[error("forbidden: {detail}")]
+    Forbidden { detail: String },
 }
 
 /// The JSON form: one flat object with a `kind`. Flat, because serde's
@@ -106,7 +112,9 @@ impl From<Error> for Wire {
                 cooling: Some(cooling),
                 ..Wire::default()
             },
-            Error::Storage { detail } => Wire {
+            Error::Storage { detail }
+            | Error::Unauthenticated { detail }
+            | Error::Forbidden { detail } => Wire {
                 kind,
                 detail: Some(detail),
                 ..Wire::default()
@@ -142,6 +150,12 @@ impl TryFrom<Wire> for Error {
                 cooling: w.cooling.unwrap_or(0),
             },
             "storage" => Error::Storage {
+                detail: s(w.detail),
+            },
+            "unauthenticated" => Error::Unauthenticated {
+                detail: s(w.detail),
+            },
+            "forbidden" => Error::Forbidden {
                 detail: s(w.detail),
             },
             other => return Err(format!("unknown error kind {other}")),
@@ -195,6 +209,8 @@ impl Error {
             Error::NotFound { .. } => "not-found",
             Error::Exhausted { .. } => "exhausted",
             Error::Storage { .. } => "storage",
+            Error::Unauthenticated { .. } => "unauthenticated",
+            Error::Forbidden { .. } => "forbidden",
         }
     }
 }

@@ -4,17 +4,21 @@
 //! Inputs arrive as text (`*Input`) and leave checked, so the CLI and the
 //! API report the same errors for the same mistakes.
 
+pub mod auth;
 pub mod block;
 pub mod cluster;
 pub mod error;
 pub mod names;
 pub mod network;
 pub mod node;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod serde_text;
 pub mod time;
 pub mod view;
 pub mod vm;
 
+pub use auth::{Access, AgentStatus, NewToken, Role, TokenInfo, TokenInput};
 pub use block::{Block, BlockRole};
 pub use cluster::{
     Assignment, Cluster, ClusterInput, Community, Fabric, NetworkType, RouteReflector,

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 
 /// `network add` as the user typed it.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct NetworkInput {
     pub cidr: String,

@@ -17,6 +17,7 @@ use crate::network::{parse_cidr, parse_ip};
 /// How a routing node answers neighbour discovery for its VMs' IPv6
 /// addresses when the provider's /64 is on-link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum NdpProxy {
     /// Kernel proxy entries (`ip -6 neigh add proxy`), managed by vmfabric.
@@ -58,43 +59,56 @@ impl fmt::Display for NdpProxy {
 
 /// A routing node's IPv6: its address in the provider's /64.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeIpv6 {
     /// The node's own address, `::2` by convention.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Ipv6Address))]
     pub address: Ipv6Addr,
     /// The provider's /64.
     #[serde(with = "crate::serde_text")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::CidrText))]
     pub network: Cidr,
     /// The provider's router, usually `fe80::1`.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Ipv6Address))]
     pub gateway: Ipv6Addr,
 }
 
 /// What only routing nodes have.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoutingNode {
     /// On the uplink; the VMs' gateway.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::IpAddress))]
     pub primary_ip: IpAddr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub primary_prefix: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub ipv6: Option<NodeIpv6>,
     pub ndp_proxy: NdpProxy,
 }
 
 /// A node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Node {
     pub name: String,
     pub cluster: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::IpAddress))]
     pub address: IpAddr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub address_prefix: Option<u8>,
     pub uplink: IfName,
     /// The uplink's MAC, when the operator gave it; otherwise the agent
     /// reads it from the node's kernel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub uplink_mac: Option<Mac>,
     pub bridge: IfName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub routing: Option<RoutingNode>,
 }
 
@@ -124,8 +138,13 @@ pub struct NodeBlock {
 
 /// `node add` as the user typed it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct NodeInput {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    )]
     pub name: String,
     pub address: String,
     pub uplink: Option<String>,

@@ -15,8 +15,13 @@ use crate::node::Node;
 
 /// `vm create` as the user typed it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct VmInput {
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    )]
     pub name: String,
     pub node: String,
     /// Explicit addresses, at most one per family.
@@ -175,10 +180,13 @@ impl VmInput {
 
 /// An address as the VM must configure it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NicAddress {
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::IpAddress))]
     pub address: IpAddr,
     pub prefix_len: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::IpAddress>, nullable = false))]
     pub gateway: Option<IpAddr>,
 }
 
@@ -227,6 +235,7 @@ pub fn nic_address(cluster: &Cluster, node: &Node, block: &Block, ip: IpAddr) ->
 
 /// A VM's network card.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Nic {
     pub index: u8,
     pub mac: Mac,
@@ -237,6 +246,7 @@ pub struct Nic {
 
 /// A VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Vm {
     pub name: String,
     pub cluster: String,

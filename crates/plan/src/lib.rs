@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod diff;
+pub mod files;
 pub mod render;
 pub mod synthetic;
 pub mod types;

@@ -21,7 +21,8 @@ use vmfabric_model::view::{
     Allocation, ClusterSummary, FreeSpace, HistoryEntry, NetworkView, ReleaseResult, Usage,
 };
 use vmfabric_model::{
-    Block, Cluster, ClusterInput, NetworkInput, Node, NodeInput, Result, Timestamp, Vm, VmInput,
+    AgentStatus, Block, Cluster, ClusterInput, NetworkInput, NewToken, Node, NodeInput, Result,
+    Timestamp, TokenInfo, TokenInput, Vm, VmInput,
 };
 
 pub mod sql;
@@ -69,6 +70,7 @@ impl Clock for ManualClock {
 
 /// A node with the blocks it brings and the number of VMs on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeView {
     #[serde(flatten)]
     pub node: Node,
@@ -78,6 +80,7 @@ pub struct NodeView {
 
 /// Which addresses a listing covers.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct AddressFilter {
     pub cluster: Option<String>,
@@ -86,13 +89,30 @@ pub struct AddressFilter {
 
 /// A VM to create, in a batch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VmRequest {
     pub cluster: String,
     pub vm: VmInput,
+    /// A client's key for this request: a retry with the same key returns
+    /// the VM the first one created instead of allocating again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[!-~]{1,255}$"))]
+    pub idempotency_key: Option<String>,
+}
+
+impl VmRequest {
+    pub fn new(cluster: &str, vm: VmInput) -> VmRequest {
+        VmRequest {
+            cluster: cluster.to_string(),
+            vm,
+            idempotency_key: None,
+        }
+    }
 }
 
 /// What `check` found: every invariant that does not hold, in words.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckReport {
     pub blocks: u64,
     pub active_allocations: u64,
@@ -149,4 +169,24 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Verify every invariant of the stored state.
     async fn check(&self) -> Result<CheckReport>;
+
+    /// A number that grows with every committed change (plans may differ
+    /// after it moved; they cannot have changed while it did not).
+    async fn revision(&self) -> Result<i64>;
+
+    /// Create an API token; the secret is returned once and not stored.
+    async fn create_token(&self, input: &TokenInput) -> Result<NewToken>;
+    async fn tokens(&self) -> Result<Vec<TokenInfo>>;
+    async fn revoke_token(&self, id: i64) -> Result<TokenInfo>;
+    /// The token whose secret this is, if any (revoked ones included, so
+    /// that the caller can say why it is refused).
+    async fn authenticate(&self, secret: &str) -> Result<Option<TokenInfo>>;
+
+    /// Forget the idempotency keys of VM creations before `before`; a
+    /// retry with such a key creates anew. Returns how many.
+    async fn forget_idempotency(&self, before: Timestamp) -> Result<u64>;
+
+    /// Record what `node`'s agent reports (replacing its last report).
+    async fn report_status(&self, node: &str, report: &serde_json::Value) -> Result<AgentStatus>;
+    async fn agent_statuses(&self) -> Result<Vec<AgentStatus>>;
 }

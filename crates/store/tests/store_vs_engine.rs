@@ -94,10 +94,7 @@ async fn run(t: TestStore, reuse: Reuse, cooldown: u64, ops: Vec<Op>) -> Result<
                     } else {
                         want.push((name.clone(), pool.allocate(now)));
                     }
-                    reqs.push(vmfabric_store::VmRequest {
-                        cluster: "c".into(),
-                        vm: input,
-                    });
+                    reqs.push(vmfabric_store::VmRequest::new("c", input));
                 }
                 let got = s.create_vms(&reqs).await.unwrap();
                 for (g, (name, w)) in got.into_iter().zip(want) {

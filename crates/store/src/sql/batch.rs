@@ -29,6 +29,8 @@ use crate::VmRequest;
 
 /// Name candidates checked in the first round trip; more only if all clash.
 const EARLY_ATTEMPTS: u32 = 3;
+/// Batches larger than this are planned for their size (PostgreSQL).
+const CUSTOM_PLANS_FROM: usize = 8;
 /// Candidates tried before giving up.
 const ATTEMPTS: u32 = 64;
 
@@ -50,6 +52,41 @@ struct Context {
     checked: HashSet<String>,
     /// The front of each block's free space.
     windows: HashMap<i64, Window>,
+    /// Stored answers of earlier requests with the batch's idempotency keys.
+    idem: HashMap<String, String>,
+}
+
+/// The longest idempotency key taken (a UUID is 36 characters).
+const IDEM_KEY_MAX: usize = 255;
+
+/// What a request asked, to tell a retry from another request that reuses
+/// the key by mistake.
+fn request_fingerprint(r: &VmRequest) -> Value {
+    json!({"cluster": r.cluster, "vm": r.vm})
+}
+
+fn check_idem_key(k: &str) -> Result<()> {
+    if k.is_empty() || k.len() > IDEM_KEY_MAX || !k.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(Error::invalid(
+            "idempotency_key",
+            k,
+            format!("1 to {IDEM_KEY_MAX} printable ASCII characters without spaces"),
+        ));
+    }
+    Ok(())
+}
+
+/// The answer to a retried request: the VM the first one created.
+fn replay(stored: &str, r: &VmRequest, key: &str) -> Result<Vm> {
+    let v: Value = serde_json::from_str(stored).map_err(|_| super::corrupt("idempotency"))?;
+    if v["request"] != request_fingerprint(r) {
+        return Err(Error::conflict(
+            "idempotency_key",
+            key,
+            "this key was used for a different request; a retry must repeat the request exactly",
+        ));
+    }
+    serde_json::from_value(v["vm"].clone()).map_err(|_| super::corrupt("idempotency"))
 }
 
 /// Pairs of hex keys (or hex key and time) from a JSON column.
@@ -229,6 +266,7 @@ impl SqlStore {
             "names": reqs.iter().map(|r| r.vm.name.as_str()).collect::<Vec<_>>(),
             "candidates": candidates,
             "asked": asked,
+            "keys": reqs.iter().filter_map(|r| r.idempotency_key.as_deref()).collect::<Vec<_>>(),
             "n": window,
             "now": now,
         });
@@ -261,9 +299,19 @@ impl SqlStore {
             "SELECT 'name' AS k, name AS v FROM vms WHERE name IN @LIST(names)".to_string(),
             "SELECT 'taken' AS k, if_prefix AS v FROM vms WHERE if_prefix IN @LIST(candidates) UNION ALL SELECT 'taken' AS k, mac AS v FROM nics WHERE mac IN @LIST(candidates)".to_string(),
         ]);
+        if reqs.iter().any(|r| r.idempotency_key.is_some()) {
+            statements.push(
+                "SELECT 'idem' AS k, key AS v, response AS r FROM idempotency WHERE key IN @LIST(keys)"
+                    .to_string(),
+            );
+        }
         let statements: Vec<String> = statements.iter().map(|s| expand(d, s)).collect();
         let (tx, rows) = self
-            .begin_with_script(&statements, &doc.to_string())
+            .begin_with_script(
+                &statements,
+                &doc.to_string(),
+                reqs.len() > CUSTOM_PLANS_FROM,
+            )
             .await?;
         let mut ctx = Context::default();
         if let Some(c) = doc["candidates"].as_array() {
@@ -295,6 +343,9 @@ impl SqlStore {
                     ctx.taken_names.insert(row.text("v")?);
                 }
                 "lock" => {}
+                "idem" => {
+                    ctx.idem.insert(row.text("v")?, row.text("r")?);
+                }
                 _ => {
                     ctx.taken.insert(row.text("v")?);
                 }
@@ -505,7 +556,33 @@ impl SqlStore {
         let mut doc = WriteDoc::new(now);
         let mut results: Vec<Result<Vm>> = Vec::with_capacity(reqs.len());
         let mut used_names: HashSet<String> = HashSet::new();
+        // Keys this batch answered, with the index of the answer.
+        let mut answered: HashMap<&str, usize> = HashMap::new();
         for (r, p) in reqs.iter().zip(planned) {
+            if let Some(key) = r.idempotency_key.as_deref() {
+                if let Err(e) = check_idem_key(key) {
+                    results.push(Err(e));
+                    continue;
+                }
+                if let Some(stored) = ctx.idem.get(key) {
+                    results.push(replay(stored, r, key));
+                    continue;
+                }
+                if let Some(&i) = answered.get(key) {
+                    let first = &reqs[i];
+                    results.push(match &results[i] {
+                        Ok(vm) if request_fingerprint(first) == request_fingerprint(r) => {
+                            Ok(vm.clone())
+                        }
+                        _ => Err(Error::conflict(
+                            "idempotency_key",
+                            key,
+                            "this key was used for a different request in the same batch",
+                        )),
+                    });
+                    continue;
+                }
+            }
             let p = match p {
                 Ok(p) => p,
                 Err(e) => {
@@ -615,7 +692,7 @@ impl SqlStore {
                 &mac,
                 json!({"cluster": p.cluster.name, "node": p.node.name, "addresses": ips}),
             );
-            results.push(Ok(Vm {
+            let vm = Vm {
                 name: r.vm.name.clone(),
                 cluster: p.cluster.name.clone(),
                 node: p.node.name.clone(),
@@ -625,15 +702,19 @@ impl SqlStore {
                     host_interface: host_ifname(&prefix, 0)?,
                     addresses: nic_addresses,
                 }],
-            }));
+            };
+            if let Some(key) = r.idempotency_key.as_deref() {
+                answered.insert(key, results.len());
+                doc.idem(key, &json!({"request": request_fingerprint(r), "vm": vm}));
+            }
+            results.push(Ok(vm));
         }
         if !doc.is_empty() {
             for (id, w) in &windows {
                 doc.window_diff(*id, w);
             }
-            owned_tx
-                .commit_after(&write_statements(self.dialect), &doc.finish())
-                .await?;
+            let statements = write_statements(self.dialect, &doc);
+            owned_tx.commit_after(&statements, &doc.finish()).await?;
         } else {
             owned_tx.rollback().await?;
         }
@@ -705,6 +786,7 @@ struct WriteDoc {
     range_inserts: Vec<Value>,
     released_deletes: Vec<Value>,
     changes: Vec<Value>,
+    idem: Vec<Value>,
 }
 
 impl WriteDoc {
@@ -718,6 +800,7 @@ impl WriteDoc {
             range_inserts: Vec::new(),
             released_deletes: Vec::new(),
             changes: Vec::new(),
+            idem: Vec::new(),
         }
     }
 
@@ -733,6 +816,11 @@ impl WriteDoc {
 
     fn allocation(&mut self, k: Key, block: i64, vm: &str, mac: &Mac, cluster: &str, node: &str) {
         self.allocations.push(json!({"key": hex(k), "block_id": block, "vm": vm, "mac": mac.to_string(), "cluster": cluster, "node": node}));
+    }
+
+    fn idem(&mut self, key: &str, response: &Value) {
+        self.idem
+            .push(json!({"key": key, "response": response.to_string()}));
     }
 
     fn count(&mut self, block: i64, used: i64, released: i64) {
@@ -773,24 +861,59 @@ impl WriteDoc {
             "range_inserts": self.range_inserts,
             "released_deletes": self.released_deletes,
             "changes": self.changes,
+            "idem": self.idem,
         })
         .to_string()
     }
 }
 
 /// The write script: every statement reads its rows from `$1`.
-fn write_statements(d: Dialect) -> Vec<String> {
-    [
+fn write_statements(d: Dialect, doc: &WriteDoc) -> Vec<String> {
+    // Statements with nothing to do are left out: a single VM usually
+    // neither deletes a released entry nor carries an idempotency key, and
+    // every statement costs SQLite its JSON scan (and PostgreSQL a round
+    // trip). The few variants of the script stay in the statement cache.
+    let mut s = Vec::new();
+    let mut add = |when: bool, sql: &str| {
+        if when {
+            s.push(expand(d, sql));
+        }
+    };
+    add(
+        !doc.range_deletes.is_empty(),
         "DELETE FROM free_ranges WHERE (block_id, first) IN (SELECT @INT(j.value->>'block_id'), @UNHEX(j.value->>'first') FROM @EACH(range_deletes) AS j)",
+    );
+    add(
+        !doc.range_inserts.is_empty(),
         "INSERT INTO free_ranges (block_id, first, last) SELECT @INT(j.value->>'block_id'), @UNHEX(j.value->>'first'), @UNHEX(j.value->>'last') FROM @EACH(range_inserts) AS j",
+    );
+    add(
+        !doc.released_deletes.is_empty(),
         "DELETE FROM released WHERE address IN (SELECT @UNHEX(j.value) FROM @EACHTEXT(released_deletes) AS j)",
+    );
+    add(
+        true,
         "INSERT INTO vms (cluster_id, node_id, name, if_prefix, created_at) SELECT @INT(j.value->>'cluster_id'), @INT(j.value->>'node_id'), j.value->>'name', j.value->>'if_prefix', @ARG(now) FROM @EACH(vms) AS j",
+    );
+    add(
+        true,
         "INSERT INTO nics (vm_id, idx, mac) SELECT v.id, 0, j.value->>'mac' FROM @EACH(vms) AS j JOIN vms v ON v.name = j.value->>'name'",
+    );
+    add(
+        !doc.allocations.is_empty(),
         "INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, cluster, node, since) SELECT @UNHEX(j.value->>'key'), @INT(j.value->>'block_id'), 'vm', ni.id, j.value->>'vm', 0, j.value->>'mac', j.value->>'cluster', j.value->>'node', @ARG(now) FROM @EACH(allocations) AS j JOIN vms v ON v.name = j.value->>'vm' JOIN nics ni ON ni.vm_id = v.id AND ni.idx = 0",
+    );
+    add(
+        !doc.counters.is_empty(),
         "UPDATE blocks SET used = blocks.used + c.d_used, released = blocks.released + c.d_released FROM (SELECT @INT(j.value->>'id') AS d_id, @INT(j.value->>'used') AS d_used, @INT(j.value->>'released') AS d_released FROM @EACH(counters) AS j) AS c WHERE blocks.id = c.d_id",
+    );
+    add(
+        true,
         "INSERT INTO changes (at, kind, subject, detail) SELECT @ARG(now), 'vm.create', j.value->>'name', j.value->>'detail' FROM @EACH(changes) AS j",
-    ]
-    .iter()
-    .map(|s| expand(d, s))
-    .collect()
+    );
+    add(
+        !doc.idem.is_empty(),
+        "INSERT INTO idempotency (key, response, created_at) SELECT j.value->>'key', j.value->>'response', @ARG(now) FROM @EACH(idem) AS j",
+    );
+    s
 }

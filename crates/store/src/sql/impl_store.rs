@@ -5,7 +5,8 @@ use vmfabric_model::view::{
     Allocation, ClusterSummary, FreeSpace, HistoryEntry, NetworkView, ReleaseResult, Usage,
 };
 use vmfabric_model::{
-    Cluster, ClusterInput, Error, NetworkInput, NodeInput, Result, Timestamp, Vm, VmInput,
+    AgentStatus, Cluster, ClusterInput, Error, NetworkInput, NewToken, NodeInput, Result,
+    Timestamp, TokenInfo, TokenInput, Vm, VmInput,
 };
 
 use super::{Counters, SqlStore};
@@ -100,10 +101,7 @@ impl Store for SqlStore {
     }
 
     async fn create_vm(&self, cluster: &str, input: &VmInput) -> Result<Vm> {
-        let request = [VmRequest {
-            cluster: cluster.to_string(),
-            vm: input.clone(),
-        }];
+        let request = [VmRequest::new(cluster, input.clone())];
         self.create_vms_batch(&request)
             .await?
             .pop()
@@ -160,5 +158,37 @@ impl Store for SqlStore {
 
     async fn check(&self) -> Result<CheckReport> {
         read!(self, |tx| self.check_tx(tx))
+    }
+
+    async fn revision(&self) -> Result<i64> {
+        self.revision_now().await
+    }
+
+    async fn create_token(&self, input: &TokenInput) -> Result<NewToken> {
+        self.create_token_now(input).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenInfo>> {
+        self.tokens_now().await
+    }
+
+    async fn revoke_token(&self, id: i64) -> Result<TokenInfo> {
+        self.revoke_token_now(id).await
+    }
+
+    async fn authenticate(&self, secret: &str) -> Result<Option<TokenInfo>> {
+        self.authenticate_now(secret).await
+    }
+
+    async fn forget_idempotency(&self, before: Timestamp) -> Result<u64> {
+        self.forget_idempotency_now(before).await
+    }
+
+    async fn report_status(&self, node: &str, report: &serde_json::Value) -> Result<AgentStatus> {
+        self.report_status_now(node, report).await
+    }
+
+    async fn agent_statuses(&self) -> Result<Vec<AgentStatus>> {
+        self.agent_statuses_now().await
     }
 }

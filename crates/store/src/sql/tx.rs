@@ -21,7 +21,19 @@ pub(crate) struct Tx {
     conn: PoolConnection<Any>,
     dialect: Dialect,
     open: bool,
+    /// Whether committing moves the revision (see `Store::revision`).
+    bump: bool,
 }
+
+/// Moves the revision, last thing before `COMMIT`: the row lock it takes
+/// orders the revisions of concurrent transactions as their commits, and
+/// is held for one round trip only.
+macro_rules! bump {
+    () => {
+        "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key = 'revision'"
+    };
+}
+const BUMP: &str = bump!();
 
 impl Deref for Tx {
     type Target = AnyConnection;
@@ -76,13 +88,14 @@ pub(crate) async fn run_script(
 }
 
 impl SqlStore {
-    async fn open_tx(&self, begin: &'static str) -> Result<Tx> {
+    async fn open_tx(&self, begin: &'static str, bump: bool) -> Result<Tx> {
         let mut conn = self.pool.acquire().await.map_err(db)?;
         conn.execute(begin).await.map_err(db)?;
         Ok(Tx {
             conn,
             dialect: self.dialect,
             open: true,
+            bump,
         })
     }
 
@@ -97,12 +110,18 @@ impl SqlStore {
 
     /// Begin a write transaction.
     pub(crate) async fn begin(&self) -> Result<Tx> {
-        self.open_tx(self.begin_statement(true)).await
+        self.open_tx(self.begin_statement(true), true).await
+    }
+
+    /// Begin a write transaction that changes nothing any plan depends on
+    /// (tokens, agent reports): it leaves the revision alone.
+    pub(crate) async fn begin_quiet(&self) -> Result<Tx> {
+        self.open_tx(self.begin_statement(true), false).await
     }
 
     /// Begin a read transaction: one consistent snapshot, no write lock.
     pub(crate) async fn begin_read(&self) -> Result<Tx> {
-        self.open_tx(self.begin_statement(false)).await
+        self.open_tx(self.begin_statement(false), false).await
     }
 
     /// Begin a write transaction and run `statements` in the same round
@@ -111,9 +130,20 @@ impl SqlStore {
         &self,
         statements: &[String],
         arg: &str,
+        custom_plans: bool,
     ) -> Result<(Tx, Vec<AnyRow>)> {
         if self.dialect != Dialect::Sqlite {
             let mut tx = self.begin().await?;
+            if custom_plans {
+                // PostgreSQL's generic plans of the batch statements cannot
+                // see how many rows the JSON argument holds; for large
+                // batches they were 10x slower than planning each time,
+                // which in turn costs more than it saves for small ones
+                // (both measured, BENCHMARKS.md).
+                tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+                    .await
+                    .map_err(db)?;
+            }
             let rows = run_script(&mut tx, self.dialect, statements, arg).await?;
             return Ok((tx, rows));
         }
@@ -127,6 +157,7 @@ impl SqlStore {
             conn,
             dialect: self.dialect,
             open: true,
+            bump: true,
         };
         let rows = run_script(&mut tx, self.dialect, &all, arg).await?;
         Ok((tx, rows))
@@ -135,7 +166,15 @@ impl SqlStore {
 
 impl Tx {
     pub(crate) async fn commit(mut self) -> Result<()> {
-        self.conn.execute("COMMIT").await.map_err(db)?;
+        let script = if self.bump {
+            concat!(bump!(), "; COMMIT")
+        } else {
+            "COMMIT"
+        };
+        sqlx::raw_sql(script)
+            .execute(&mut *self.conn)
+            .await
+            .map_err(db)?;
         self.open = false;
         Ok(())
     }
@@ -150,6 +189,9 @@ impl Tx {
     /// statement fails, nothing is committed.
     pub(crate) async fn commit_after(mut self, statements: &[String], arg: &str) -> Result<()> {
         let mut all = statements.to_vec();
+        if self.bump {
+            all.push(BUMP.to_string());
+        }
         all.push("COMMIT".to_string());
         let dialect = self.dialect;
         run_script(&mut self, dialect, &all, arg).await?;

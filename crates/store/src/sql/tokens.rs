@@ -1,0 +1,172 @@
+//! What the controller keeps besides the network: API tokens (hash only),
+//! agents' reports, and the revision that long-polling agents wait on.
+
+use sha2::{Digest, Sha256};
+use sqlx::any::AnyRow;
+use vmfabric_model::{AgentStatus, Error, NewToken, Result, Timestamp, TokenInfo, TokenInput};
+
+use super::{RowExt, SqlStore, db};
+
+/// Secrets start with this, so that a leaked one is recognisable (secret
+/// scanners) and a mistyped argument is refused before any lookup.
+pub const TOKEN_PREFIX: &str = "vmf_";
+
+/// The stored form of a secret. A fast hash is right here: the secret has
+/// 256 random bits, there is nothing to guess.
+pub fn token_hash(secret: &str) -> String {
+    to_hex(&Sha256::digest(secret.as_bytes()))
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn new_secret() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::storage(format!("no randomness from the operating system: {e}")))?;
+    Ok(format!("{TOKEN_PREFIX}{}", to_hex(&bytes)))
+}
+
+const TOKEN_COLS: &str = "id, name, role, node, created_at, revoked_at";
+
+fn token_from_row(row: &AnyRow) -> Result<TokenInfo> {
+    Ok(TokenInfo {
+        id: row.int("id")?,
+        name: row.opt_text("name")?.unwrap_or_default(),
+        role: row.parsed("role")?,
+        node: row.opt_text("node")?,
+        created_at: Timestamp(row.int("created_at")?),
+        revoked_at: row.opt_int("revoked_at")?.map(Timestamp),
+    })
+}
+
+impl SqlStore {
+    pub(crate) async fn revision_now(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = 'revision'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        row.parsed("value")
+    }
+
+    pub(crate) async fn create_token_now(&self, input: &TokenInput) -> Result<NewToken> {
+        let role = input.check()?;
+        let secret = new_secret()?;
+        let mut tx = self.begin_quiet().await?;
+        if let Some(n) = &input.node {
+            self.load_node(&mut tx, n).await?;
+        }
+        let row = sqlx::query(SqlStore::dynamic(format!(
+            "INSERT INTO tokens (name, role, node, hash, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING {TOKEN_COLS}"
+        )))
+        .bind(&input.name)
+        .bind(role.as_str())
+        .bind(input.node.as_deref())
+        .bind(token_hash(&secret))
+        .bind(self.now().0)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        let info = token_from_row(&row)?;
+        tx.commit().await?;
+        Ok(NewToken { info, secret })
+    }
+
+    pub(crate) async fn tokens_now(&self) -> Result<Vec<TokenInfo>> {
+        sqlx::query(SqlStore::dynamic(format!(
+            "SELECT {TOKEN_COLS} FROM tokens ORDER BY id"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(token_from_row)
+        .collect()
+    }
+
+    pub(crate) async fn revoke_token_now(&self, id: i64) -> Result<TokenInfo> {
+        let mut tx = self.begin_quiet().await?;
+        let row = sqlx::query(SqlStore::dynamic(format!(
+            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 RETURNING {TOKEN_COLS}"
+        )))
+        .bind(self.now().0)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else {
+            return Err(Error::not_found("token", id));
+        };
+        let info = token_from_row(&row)?;
+        tx.commit().await?;
+        Ok(info)
+    }
+
+    pub(crate) async fn authenticate_now(&self, secret: &str) -> Result<Option<TokenInfo>> {
+        if !secret.starts_with(TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let row = sqlx::query(SqlStore::dynamic(format!(
+            "SELECT {TOKEN_COLS} FROM tokens WHERE hash = $1"
+        )))
+        .bind(token_hash(secret))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    pub(crate) async fn forget_idempotency_now(&self, before: Timestamp) -> Result<u64> {
+        let mut tx = self.begin_quiet().await?;
+        let done = sqlx::query("DELETE FROM idempotency WHERE created_at < $1")
+            .bind(before.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    pub(crate) async fn report_status_now(
+        &self,
+        node: &str,
+        report: &serde_json::Value,
+    ) -> Result<AgentStatus> {
+        let mut tx = self.begin_quiet().await?;
+        self.load_node(&mut tx, node).await?;
+        let at = self.now();
+        sqlx::query(
+            "INSERT INTO agent_status (node, report, at) VALUES ($1, $2, $3) ON CONFLICT (node) DO UPDATE SET report = excluded.report, at = excluded.at",
+        )
+        .bind(node)
+        .bind(report.to_string())
+        .bind(at.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await?;
+        Ok(AgentStatus {
+            node: node.to_string(),
+            at,
+            report: report.clone(),
+        })
+    }
+
+    pub(crate) async fn agent_statuses_now(&self) -> Result<Vec<AgentStatus>> {
+        sqlx::query("SELECT node, report, at FROM agent_status ORDER BY node")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|row| {
+                Ok(AgentStatus {
+                    node: row.text("node")?,
+                    at: Timestamp(row.int("at")?),
+                    report: serde_json::from_str(&row.text("report")?)
+                        .map_err(|_| super::corrupt("agent report"))?,
+                })
+            })
+            .collect()
+    }
+}
