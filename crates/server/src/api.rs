@@ -1,0 +1,754 @@
+//! The routes of `/api/v1`: one store call each, behind the role it needs.
+//! Bodies and queries are parsed here (not by extractors) so that every
+//! malformed request gets a problem document naming what was wrong.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use vmfabric_model::{
+    Access, ClusterInput, Error, NetworkInput, NodeInput, Timestamp, TokenInfo, TokenInput, VmInput,
+};
+use vmfabric_plan::{NodePlan, build, files};
+use vmfabric_store::{AddressFilter, VmRequest};
+
+use utoipa::ToSchema;
+use vmfabric_model::view::{
+    Allocation, ClusterSummary, FreeSpace, HistoryEntry, NetworkView, ReleaseResult, Usage,
+};
+use vmfabric_model::{AgentStatus, Cluster, NewToken, Vm};
+use vmfabric_store::{CheckReport, NodeView};
+
+use crate::Ctl;
+use crate::auth::require;
+use crate::problem::{ApiResult, Problem};
+
+pub fn routes() -> Router<Ctl> {
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/revision", get(revision))
+        .route("/api/v1/clusters", get(clusters).post(create_cluster))
+        .route(
+            "/api/v1/clusters/{name}",
+            get(cluster).delete(delete_cluster),
+        )
+        .route("/api/v1/clusters/{name}/rr-config", get(rr_config))
+        .route(
+            "/api/v1/clusters/{name}/networks",
+            post(add_network).delete(remove_network),
+        )
+        .route("/api/v1/clusters/{name}/nodes", post(add_node))
+        .route("/api/v1/clusters/{name}/vms", post(create_vm))
+        .route("/api/v1/networks", get(networks))
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/nodes/{name}", get(node).delete(remove_node))
+        .route("/api/v1/nodes/{name}/plan", get(plan))
+        .route("/api/v1/nodes/{name}/plan/{format}", get(plan_file))
+        .route("/api/v1/nodes/{name}/plan-input", get(plan_input))
+        .route("/api/v1/nodes/{name}/status", post(report_status))
+        .route("/api/v1/agents", get(agents))
+        .route("/api/v1/vms", get(vms))
+        .route("/api/v1/vms/batch", post(create_vms))
+        .route("/api/v1/vms/{name}", get(vm).delete(delete_vm))
+        .route("/api/v1/vms/{name}/migrate", post(migrate_vm))
+        .route("/api/v1/vms/{name}/guest-config", get(guest_config))
+        .route("/api/v1/addresses", get(addresses))
+        .route("/api/v1/addresses/free", get(free_space))
+        .route("/api/v1/addresses/reservations", post(reserve))
+        .route("/api/v1/addresses/release", post(release))
+        .route("/api/v1/addresses/{ip}/history", get(history))
+        .route("/api/v1/usage", get(usage))
+        .route("/api/v1/check", get(check))
+        .route("/api/v1/tokens", get(tokens).post(create_token))
+        .route("/api/v1/tokens/{id}", delete(revoke_token))
+        .route("/metrics", get(metrics))
+}
+
+/// A JSON body, or 422 naming what is wrong with it.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Problem> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).into_owned();
+        Problem(Error::invalid(
+            "body",
+            shown,
+            format!("not the JSON this call takes: {e}"),
+        ))
+    })
+}
+
+/// The query string, or 422. A parameter with an empty value (`?at=`) is
+/// one not given, as HTML forms and many clients send them.
+fn query<T: DeserializeOwned + Default>(q: &Option<String>) -> Result<T, Problem> {
+    let given: String = q
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|kv| !kv.is_empty() && !kv.ends_with('='))
+        .collect::<Vec<_>>()
+        .join("&");
+    match given.as_str() {
+        "" => Ok(T::default()),
+        q => serde_urlencoded::from_str(q).map_err(|e| {
+            Problem(Error::invalid(
+                "query",
+                q,
+                format!("not the parameters this call takes: {e}"),
+            ))
+        }),
+    }
+}
+
+type Tok = Extension<TokenInfo>;
+
+/// Formats of `cluster rr-config` (default frr).
+#[derive(Debug, ToSchema)]
+#[schema(as = RrFormat)]
+#[allow(dead_code)]
+#[serde(rename_all = "lowercase")]
+pub enum RrFormatDoc {
+    Frr,
+    Bird,
+}
+
+/// Formats of a node's rendered plan.
+#[derive(Debug, ToSchema)]
+#[schema(as = PlanFormat)]
+#[allow(dead_code)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanFormatDoc {
+    Json,
+    Summary,
+    Frr,
+    Nft,
+    Ndppd,
+}
+
+/// Formats of a VM's guest configuration (default cloud-init).
+#[derive(Debug, ToSchema)]
+#[schema(as = GuestFormat)]
+#[allow(dead_code)]
+#[serde(rename_all = "kebab-case")]
+pub enum GuestFormatDoc {
+    CloudInit,
+    Libvirt,
+}
+
+/// A rendered file (`plan::files::File`).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = File)]
+pub struct FileDoc {
+    pub format: String,
+    pub text: String,
+}
+
+fn created<T: Serialize>(v: T) -> Response {
+    (StatusCode::CREATED, Json(v)).into_response()
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", description = "This document.",  responses((status = 200, body = Object)))]
+async fn openapi(Extension(t): Tok) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    Ok(Json(crate::openapi::document()).into_response())
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Revision {
+    pub revision: i64,
+}
+
+#[utoipa::path(get, path = "/api/v1/revision", tag = "meta", description = "The store's revision: grows with every committed change.",  responses((status = 200, body = Revision)))]
+async fn revision(State(c): State<Ctl>, Extension(t): Tok) -> ApiResult<Json<Revision>> {
+    require(&t, Access::Read)?;
+    Ok(Json(Revision {
+        revision: c.store.revision().await?,
+    }))
+}
+
+// --- clusters, networks, nodes (admin writes) ---
+
+#[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", description = "List clusters.",  responses((status = 200, body = [ClusterSummary])))]
+async fn clusters(State(c): State<Ctl>, Extension(t): Tok) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    Ok(Json(c.store.clusters().await?).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/clusters", tag = "clusters", description = "Create a cluster (admin).", request_body = ClusterInput, responses((status = 201, body = Cluster)))]
+async fn create_cluster(State(c): State<Ctl>, Extension(t): Tok, b: Bytes) -> ApiResult<Response> {
+    require(&t, Access::Admin)?;
+    let input: ClusterInput = body(&b)?;
+    Ok(created(c.store.create_cluster(&input).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/clusters/{name}", tag = "clusters", description = "Show a cluster.", params(("name" = String, Path)), responses((status = 200, body = ClusterSummary)))]
+async fn cluster(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    Ok(Json(c.store.cluster(&name).await?).into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/clusters/{name}", tag = "clusters", description = "Delete a cluster without VMs or reservations (admin).", params(("name" = String, Path)), responses((status = 200, body = Cluster)))]
+async fn delete_cluster(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    require(&t, Access::Admin)?;
+    Ok(Json(c.store.delete_cluster(&name).await?).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RrQuery {
+    format: Option<String>,
+    reflector: Option<String>,
+    /// Comma-separated non-client peers (e.g. the core).
+    peers: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/rr-config", tag = "clusters", description = "A route reflector's configuration (ip-fabric).", params(("name" = String, Path), ("format" = Option<RrFormatDoc>, Query), ("reflector" = Option<String>, Query), ("peers" = Option<String>, Query, description = "comma-separated non-client peers")), responses((status = 200, body = FileDoc)))]
+async fn rr_config(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    let q: RrQuery = query(&q)?;
+    let format: files::RrFormat = q.format.as_deref().unwrap_or("frr").parse()?;
+    let cluster = c.store.cluster(&name).await?.cluster;
+    let nodes: Vec<_> = c
+        .store
+        .nodes(Some(&name))
+        .await?
+        .into_iter()
+        .map(|v| v.node)
+        .collect();
+    let peers: Vec<String> = q
+        .peers
+        .as_deref()
+        .map(|p| {
+            p.split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let f = files::rr_file(&cluster, &nodes, format, q.reflector.as_deref(), &peers)?;
+    Ok(Json(f).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ClusterQuery {
+    cluster: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/networks", tag = "networks", description = "List networks.", params(("cluster" = Option<String>, Query)), responses((status = 200, body = [NetworkView])))]
+async fn networks(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    let q: ClusterQuery = query(&q)?;
+    Ok(Json(c.store.networks(q.cluster.as_deref()).await?).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/networks", tag = "networks", description = "Add a network to a cluster's pool (admin).", request_body = NetworkInput, params(("name" = String, Path)), responses((status = 201, body = NetworkView)))]
+async fn add_network(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+    b: Bytes,
+) -> ApiResult<Response> {
+    require(&t, Access::Admin)?;
+    let input: NetworkInput = body(&b)?;
+    Ok(created(c.store.add_network(&name, &input).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CidrQuery {
+    cidr: String,
+}
+
+#[utoipa::path(delete, path = "/api/v1/clusters/{name}/networks", tag = "networks", description = "Remove a network without allocations (admin).", params(("name" = String, Path), ("cidr" = String, Query)), responses((status = 200, body = NetworkView)))]
+async fn remove_network(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    require(&t, Access::Admin)?;
+    let q: CidrQuery = query(&q)?;
+    Ok(Json(c.store.remove_network(&name, &q.cidr).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", description = "List nodes.", params(("cluster" = Option<String>, Query)), responses((status = 200, body = [NodeView])))]
+async fn nodes(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    let q: ClusterQuery = query(&q)?;
+    Ok(Json(c.store.nodes(q.cluster.as_deref()).await?).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/nodes", tag = "nodes", description = "Add a node (admin).", request_body = NodeInput, params(("name" = String, Path)), responses((status = 201, body = NodeView)))]
+async fn add_node(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+    b: Bytes,
+) -> ApiResult<Response> {
+    require(&t, Access::Admin)?;
+    let input: NodeInput = body(&b)?;
+    Ok(created(c.store.add_node(&name, &input).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes/{name}", tag = "nodes", description = "Show a node.", params(("name" = String, Path)), responses((status = 200, body = NodeView)))]
+async fn node(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    Ok(Json(c.store.node(&name).await?).into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/nodes/{name}", tag = "nodes", description = "Remove a node without VMs (admin).", params(("name" = String, Path)), responses((status = 200, body = NodeView)))]
+async fn remove_node(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    require(&t, Access::Admin)?;
+    Ok(Json(c.store.remove_node(&name).await?).into_response())
+}
+
+// --- plans: what agents long-poll ---
+
+/// A node's plan with the revision it was built at and its hash, which
+/// the agent sends back (`have`) to wait for the next change.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PlanResponse {
+    pub revision: i64,
+    pub hash: String,
+    /// The NodePlan: links, addresses, routes, sysctls, proxies, nftables, FRR, ndppd.
+    #[schema(value_type = Object)]
+    pub plan: NodePlan,
+}
+
+/// The hash of a plan as agents compare it.
+pub fn plan_hash(plan: &NodePlan) -> String {
+    let text = serde_json::to_string(plan).unwrap_or_default();
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PlanQuery {
+    /// The hash of the plan the caller has: answer when it differs.
+    have: Option<String>,
+    /// Seconds to wait for a change (at most 300).
+    wait: Option<u64>,
+}
+
+const MAX_WAIT: u64 = 300;
+
+#[utoipa::path(get, path = "/api/v1/nodes/{name}/plan", tag = "plans", description = "The node's plan; with `have`, waits up to `wait` seconds for a plan with another hash (long poll). For its agent's node token, viewers and up.", params(("name" = String, Path), ("have" = Option<String>, Query), ("wait" = Option<u64>, Query, maximum = 300)), responses((status = 200, body = PlanResponse)))]
+async fn plan(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    require(&t, Access::NodeRead(&name))?;
+    let q: PlanQuery = query(&q)?;
+    let wait = q.wait.unwrap_or(0);
+    if wait > MAX_WAIT {
+        return Err(Error::invalid("wait", wait, format!("at most {MAX_WAIT} seconds")).into());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let mut rx = c.revision.clone();
+    let mut stopping = c.stopping.clone();
+    c.metrics.wait_begin(&name);
+    let out = async {
+        loop {
+            rx.borrow_and_update();
+            // A stopping controller answers at once; the agent asks again
+            // (another controller, or this one restarted).
+            let stop = *stopping.borrow_and_update();
+            // The revision first: the plan read after it is at least as new.
+            let revision = c.store.revision().await?;
+            let plan = build(&c.store.plan_input(&name).await?);
+            let hash = plan_hash(&plan);
+            if stop
+                || q.have.as_deref() != Some(hash.as_str())
+                || tokio::time::Instant::now() >= deadline
+            {
+                return Ok::<_, Error>(PlanResponse {
+                    revision,
+                    hash,
+                    plan,
+                });
+            }
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        return Err(Error::storage("the controller is shutting down"));
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {}
+                _ = stopping.changed() => {}
+            }
+        }
+    }
+    .await;
+    c.metrics.wait_end(&name);
+    Ok(Json(out?).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes/{name}/plan/{format}", tag = "plans", description = "The node's plan rendered: json, summary, frr, nft or ndppd.", params(("name" = String, Path), ("format" = PlanFormatDoc, Path)), responses((status = 200, body = FileDoc)))]
+async fn plan_file(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path((name, format)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    require(&t, Access::NodeRead(&name))?;
+    let format: files::PlanFormat = format.parse()?;
+    let plan = build(&c.store.plan_input(&name).await?);
+    Ok(Json(files::plan_file(&plan, format)?).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes/{name}/plan-input", tag = "plans", description = "Everything the node's plan is built from.", params(("name" = String, Path)), responses((status = 200, body = Object)))]
+async fn plan_input(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    require(&t, Access::NodeRead(&name))?;
+    Ok(Json(c.store.plan_input(&name).await?).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/nodes/{name}/status", tag = "plans", description = "The node's agent reports its last round (its node token, or admin).", request_body = Object, params(("name" = String, Path)), responses((status = 200, body = AgentStatus)))]
+async fn report_status(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+    b: Bytes,
+) -> ApiResult<Response> {
+    require(&t, Access::Node(&name))?;
+    let report: serde_json::Value = body(&b)?;
+    if !report.is_object() {
+        return Err(Error::invalid("body", report, "a report is a JSON object").into());
+    }
+    Ok(Json(c.store.report_status(&name, &report).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/agents", tag = "plans", description = "What every agent last reported.",  responses((status = 200, body = [AgentStatus])))]
+async fn agents(State(c): State<Ctl>, Extension(t): Tok) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    Ok(Json(c.store.agent_statuses().await?).into_response())
+}
+
+// --- VMs (operator) ---
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct VmQuery {
+    cluster: Option<String>,
+    node: Option<String>,
+    limit: Option<usize>,
+}
+
+impl VmQuery {
+    fn filter(&self) -> AddressFilter {
+        AddressFilter {
+            cluster: self.cluster.clone(),
+            node: self.node.clone(),
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/vms", tag = "vms", description = "List VMs.", params(("cluster" = Option<String>, Query), ("node" = Option<String>, Query)), responses((status = 200, body = [Vm])))]
+async fn vms(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    let q: VmQuery = query(&q)?;
+    Ok(Json(c.store.vms(&q.filter()).await?).into_response())
+}
+
+fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, Problem> {
+    match h.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => v.to_str().map(|s| Some(s.to_string())).map_err(|_| {
+            Problem(Error::invalid(
+                "Idempotency-Key",
+                String::from_utf8_lossy(v.as_bytes()),
+                "printable ASCII",
+            ))
+        }),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/vms", tag = "vms", description = "Create a VM and allocate its addresses (operator). A retry with the same Idempotency-Key returns the same VM and allocates nothing.", request_body = VmInput, params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$", description = "A retry with the same key and request returns the first VM")), responses((status = 201, body = Vm)))]
+async fn create_vm(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(cluster): Path<String>,
+    headers: HeaderMap,
+    b: Bytes,
+) -> ApiResult<Response> {
+    require(&t, Access::Operate)?;
+    let vm: VmInput = body(&b)?;
+    let mut req = VmRequest::new(&cluster, vm);
+    req.idempotency_key = idempotency_key(&headers)?;
+    Ok(created(c.batcher.create(req).await?))
+}
+
+/// One answer of a batch: the VM, or the problem with that request.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchResult {
+    Vm(vmfabric_model::Vm),
+    Problem(serde_json::Value),
+}
+
+#[utoipa::path(post, path = "/api/v1/vms/batch", tag = "vms", description = "Create many VMs in one commit (operator); each succeeds or fails on its own.", request_body = [VmRequest], responses((status = 200, body = [Object])))]
+async fn create_vms(State(c): State<Ctl>, Extension(t): Tok, b: Bytes) -> ApiResult<Response> {
+    require(&t, Access::Operate)?;
+    let reqs: Vec<VmRequest> = body(&b)?;
+    if reqs.len() > 10_000 {
+        return Err(Error::invalid("body", reqs.len(), "at most 10000 VMs per batch").into());
+    }
+    let results = c.store.create_vms(&reqs).await?;
+    c.metrics.batches.fetch_add(1, Ordering::Relaxed);
+    let out: Vec<BatchResult> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(vm) => {
+                c.metrics.vms_created.fetch_add(1, Ordering::Relaxed);
+                BatchResult::Vm(vm)
+            }
+            Err(e) => BatchResult::Problem(crate::problem::document(&e)),
+        })
+        .collect();
+    Ok(Json(out).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/vms/{name}", tag = "vms", description = "Show a VM.", params(("name" = String, Path)), responses((status = 200, body = Vm)))]
+async fn vm(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    Ok(Json(c.store.vm(&name).await?).into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/vms/{name}", tag = "vms", description = "Delete a VM and release its addresses (operator).", params(("name" = String, Path)), responses((status = 200, body = Vm)))]
+async fn delete_vm(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    require(&t, Access::Operate)?;
+    let vm = c.store.delete_vm(&name).await?;
+    c.metrics.vms_deleted.fetch_add(1, Ordering::Relaxed);
+    Ok(Json(vm).into_response())
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct MigrateBody {
+    /// The node to move to.
+    pub to: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/vms/{name}/migrate", tag = "vms", description = "Move a VM to another node, keeping its addresses (switching, ip-fabric; operator).", request_body = MigrateBody, params(("name" = String, Path)), responses((status = 200, body = Vm)))]
+async fn migrate_vm(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+    b: Bytes,
+) -> ApiResult<Response> {
+    require(&t, Access::Operate)?;
+    let m: MigrateBody = body(&b)?;
+    Ok(Json(c.store.migrate_vm(&name, &m.to).await?).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FormatQuery {
+    format: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/vms/{name}/guest-config", tag = "vms", description = "The VM's guest network configuration.", params(("name" = String, Path), ("format" = Option<GuestFormatDoc>, Query)), responses((status = 200, body = FileDoc)))]
+async fn guest_config(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    let q: FormatQuery = query(&q)?;
+    let format: files::GuestFormat = q.format.as_deref().unwrap_or("cloud-init").parse()?;
+    let vm = c.store.vm(&name).await?;
+    let cluster = c.store.cluster(&vm.cluster).await?.cluster;
+    Ok(Json(files::guest_file(&vm, &cluster, format)?).into_response())
+}
+
+// --- addresses ---
+
+#[utoipa::path(get, path = "/api/v1/addresses", tag = "addresses", description = "Addresses held now.", params(("cluster" = Option<String>, Query), ("node" = Option<String>, Query)), responses((status = 200, body = [Allocation])))]
+async fn addresses(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    let q: VmQuery = query(&q)?;
+    Ok(Json(c.store.allocations(&q.filter()).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/addresses/free", tag = "addresses", description = "Free space per block.", params(("cluster" = Option<String>, Query), ("node" = Option<String>, Query), ("limit" = Option<usize>, Query)), responses((status = 200, body = [FreeSpace])))]
+async fn free_space(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    let q: VmQuery = query(&q)?;
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    Ok(Json(c.store.free_space(&q.filter(), limit).await?).into_response())
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct ReserveBody {
+    pub ip: String,
+    /// Why (reservations only).
+    pub note: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/addresses/reservations", tag = "addresses", description = "Reserve an address (operator).", request_body = ReserveBody, responses((status = 201, body = Allocation)))]
+async fn reserve(State(c): State<Ctl>, Extension(t): Tok, b: Bytes) -> ApiResult<Response> {
+    require(&t, Access::Operate)?;
+    let r: ReserveBody = body(&b)?;
+    Ok(created(c.store.reserve(&r.ip, r.note.as_deref()).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/addresses/release", tag = "addresses", description = "End whatever holds an address (operator).", request_body = ReserveBody, responses((status = 200, body = ReleaseResult)))]
+async fn release(State(c): State<Ctl>, Extension(t): Tok, b: Bytes) -> ApiResult<Response> {
+    require(&t, Access::Operate)?;
+    let r: ReserveBody = body(&b)?;
+    Ok(Json(c.store.release(&r.ip).await?).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct AtQuery {
+    /// RFC 3339 time or microseconds since the epoch.
+    at: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/addresses/{ip}/history", tag = "addresses", description = "Who held an address, and when; with `at`, who held it then.", params(("ip" = String, Path), ("at" = Option<String>, Query, description = "RFC 3339 time or microseconds since the epoch")), responses((status = 200, body = [HistoryEntry])))]
+async fn history(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(ip): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    let q: AtQuery = query(&q)?;
+    let at = match q.at.as_deref() {
+        None => None,
+        Some(text) => Some(match text.parse::<i64>() {
+            Ok(us) => Timestamp(us),
+            Err(_) => Timestamp::parse("at", text)?,
+        }),
+    };
+    Ok(Json(c.store.history(&ip, at).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/usage", tag = "addresses", description = "Used, free and total per network and node range.", params(("cluster" = Option<String>, Query)), responses((status = 200, body = [Usage])))]
+async fn usage(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    let q: ClusterQuery = query(&q)?;
+    Ok(Json(c.store.usage(q.cluster.as_deref()).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/check", tag = "meta", description = "Verify every invariant of the stored state.",  responses((status = 200, body = CheckReport)))]
+async fn check(State(c): State<Ctl>, Extension(t): Tok) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    Ok(Json(c.store.check().await?).into_response())
+}
+
+// --- tokens (admin) ---
+
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", description = "List tokens (admin).",  responses((status = 200, body = [TokenInfo])))]
+async fn tokens(State(c): State<Ctl>, Extension(t): Tok) -> ApiResult<Response> {
+    require(&t, Access::Admin)?;
+    Ok(Json(c.store.tokens().await?).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", description = "Create a token (admin); the secret is in this answer only.", request_body = TokenInput, responses((status = 201, body = NewToken)))]
+async fn create_token(State(c): State<Ctl>, Extension(t): Tok, b: Bytes) -> ApiResult<Response> {
+    require(&t, Access::Admin)?;
+    let input: TokenInput = body(&b)?;
+    Ok(created(c.store.create_token(&input).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", description = "Revoke a token (admin).", params(("id" = i64, Path)), responses((status = 200, body = TokenInfo)))]
+async fn revoke_token(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    require(&t, Access::Admin)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| Error::invalid("id", &id, "a token id is a number (vmfabric token list)"))?;
+    let info = c.store.revoke_token(id).await?;
+    c.tokens.clear();
+    Ok(Json(info).into_response())
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "meta", description = "Prometheus metrics (text).",  responses((status = 200, body = String, content_type = "text/plain")))]
+async fn metrics(State(c): State<Ctl>, Extension(t): Tok) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    let usage = c.store.usage(None).await?;
+    let agents = c.store.agent_statuses().await?;
+    let text = c.metrics.render(&usage, &agents, c.store.now().0);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

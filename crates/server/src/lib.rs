@@ -1,0 +1,288 @@
+//! The vmfabric controller: the REST API that billing systems, panels and
+//! node agents talk to, over any [`Store`] (SQLite embedded, or one
+//! PostgreSQL shared by several controllers).
+//!
+//! Everything here is shell around the store and the pure crates: a
+//! request is authenticated (bearer token, role), parsed into the same
+//! input types the CLI uses, answered by one store call, and errors leave
+//! as RFC 9457 problem documents carrying the field, the value and the rule.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::watch;
+use vmfabric_model::{Error, Result};
+use vmfabric_store::Store;
+
+pub mod api;
+pub mod auth;
+pub mod batch;
+pub mod metrics;
+pub mod openapi;
+pub mod problem;
+
+use auth::TokenCache;
+use batch::Batcher;
+use metrics::Metrics;
+use problem::Problem;
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// Certificate chain and private key (PEM): serve HTTPS instead of HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Committers of VM creations running at once (1 for SQLite).
+    pub commit_workers: usize,
+    /// Most VMs in one commit.
+    pub max_batch: usize,
+    /// How often the store's revision is read, for agents waiting on their
+    /// plan (changes made through other controllers are seen this late).
+    pub revision_poll: Duration,
+    /// How long a VM creation's idempotency key is remembered.
+    pub idempotency_ttl: Duration,
+}
+
+impl Settings {
+    pub fn new(listen: SocketAddr) -> Settings {
+        Settings {
+            listen,
+            tls: None,
+            commit_workers: 1,
+            max_batch: 256,
+            revision_poll: Duration::from_millis(20),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub struct Controller {
+    pub store: Arc<dyn Store>,
+    pub tokens: TokenCache,
+    pub metrics: Arc<Metrics>,
+    pub batcher: Batcher,
+    /// The store's revision, as last read.
+    pub revision: watch::Receiver<i64>,
+    /// Becomes true when the controller is asked to stop: long polls
+    /// answer at once, so a graceful shutdown does not wait for them.
+    pub stopping: watch::Receiver<bool>,
+    stop: watch::Sender<bool>,
+}
+
+pub type Ctl = Arc<Controller>;
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// How long requests in flight may take to finish after a stop signal.
+const GRACE: Duration = Duration::from_secs(30);
+
+impl Controller {
+    /// The controller over `store`, with its background tasks (committers,
+    /// revision watch) started.
+    pub async fn start(store: Arc<dyn Store>, settings: &Settings) -> Result<Ctl> {
+        let metrics = Arc::new(Metrics::default());
+        let batcher = Batcher::start(
+            store.clone(),
+            metrics.clone(),
+            settings.commit_workers,
+            settings.max_batch,
+        );
+        let first = store.revision().await?;
+        let (tx, rx) = watch::channel(first);
+        let poll_store = store.clone();
+        let every = settings.revision_poll;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if tx.is_closed() {
+                    return;
+                }
+                // A failed read is retried next tick; readiness reports it.
+                if let Ok(r) = poll_store.revision().await {
+                    tx.send_if_modified(|old| {
+                        let changed = *old != r;
+                        *old = r;
+                        changed
+                    });
+                }
+            }
+        });
+        // Forget old idempotency keys now and then (a retry comes within
+        // minutes, not days).
+        let prune_store = store.clone();
+        let ttl = settings.idempotency_ttl;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                let ttl_us = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX);
+                let before = vmfabric_model::Timestamp(prune_store.now().0.saturating_sub(ttl_us));
+                // A failure is retried at the next tick.
+                let _ = prune_store.forget_idempotency(before).await;
+            }
+        });
+        let (stop, stopping) = watch::channel(false);
+        Ok(Arc::new(Controller {
+            store,
+            tokens: TokenCache::default(),
+            metrics,
+            batcher,
+            revision: rx,
+            stopping,
+            stop,
+        }))
+    }
+}
+
+/// The whole HTTP surface: `/api/v1/…`, `/metrics`, `/healthz`, `/readyz`.
+pub fn router(ctl: Ctl) -> Router {
+    // Route layers: they see the matched route, and `observe` (outside)
+    // also times the requests `authenticate` refuses.
+    let authed = api::routes()
+        .route_layer(middleware::from_fn_with_state(ctl.clone(), authenticate))
+        .route_layer(middleware::from_fn_with_state(ctl.clone(), observe))
+        .with_state(ctl.clone());
+    Router::new()
+        .merge(authed)
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(ready).with_state(ctl))
+        .fallback(not_found)
+}
+
+async fn not_found(req: Request) -> Problem {
+    Problem(Error::not_found("route", req.uri().path()))
+}
+
+/// Ready when the store answers.
+async fn ready(State(ctl): State<Ctl>) -> Response {
+    match ctl.store.revision().await {
+        Ok(r) => format!("ready, revision {r}\n").into_response(),
+        Err(e) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// Every request but health carries a valid token; handlers check roles.
+async fn authenticate(State(ctl): State<Ctl>, mut req: Request, next: Next) -> Response {
+    match ctl
+        .tokens
+        .authenticate(ctl.store.as_ref(), req.headers())
+        .await
+    {
+        Ok(token) => {
+            req.extensions_mut().insert(token);
+            next.run(req).await
+        }
+        Err(e) => Problem(e).into_response(),
+    }
+}
+
+/// Latency per route, for /metrics.
+async fn observe(State(ctl): State<Ctl>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let resp = next.run(req).await;
+    ctl.metrics
+        .observe(&method, &route, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+/// Serve until the process is stopped. `bound` learns the address (with
+/// port 0, the one the system chose) once the socket listens.
+pub async fn serve(
+    store: Arc<dyn Store>,
+    settings: Settings,
+    bound: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    let ctl = Controller::start(store, &settings).await?;
+    let app = router(ctl.clone());
+    // On SIGTERM/SIGINT: stop accepting, end long polls, let requests in
+    // flight (and their commits) finish.
+    let stopped = {
+        let ctl = ctl.clone();
+        async move {
+            shutdown_signal().await;
+            let _ = ctl.stop.send(true);
+        }
+    };
+    let listener = std::net::TcpListener::bind(settings.listen).map_err(|e| {
+        Error::invalid(
+            "listen",
+            settings.listen,
+            format!("cannot listen there: {e}"),
+        )
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::storage(format!("socket: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::storage(format!("socket: {e}")))?;
+    match &settings.tls {
+        Some((cert, key)) => {
+            // One crypto provider for the process (ring: no C toolchain needed).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|e| {
+                    Error::invalid(
+                        "tls-cert",
+                        cert.display(),
+                        format!("cannot load the certificate and key: {e}"),
+                    )
+                })?;
+            bound(addr);
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                stopped.await;
+                h.graceful_shutdown(Some(GRACE));
+            });
+            axum_server::from_tcp_rustls(listener, config)
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+                .map_err(|e| Error::storage(format!("server: {e}")))
+        }
+        None => {
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .map_err(|e| Error::storage(format!("socket: {e}")))?;
+            bound(addr);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+                .map_err(|e| Error::storage(format!("server: {e}")))
+        }
+    }
+}
