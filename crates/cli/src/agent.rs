@@ -12,7 +12,7 @@ use vmfabric_plan::{NodePlan, ROUTE_PROTOCOL, build};
 use vmfabric_store::Store;
 
 use crate::Out;
-use crate::args::{AgentArgs, AgentCmd, AgentDaemons};
+use crate::args::{AgentArgs, AgentCmd, AgentDaemons, Cli};
 
 fn settings(d: &AgentDaemons) -> Settings {
     Settings {
@@ -108,7 +108,13 @@ async fn plan(db: Option<&str>, args: &crate::args::AgentRun, node: &str) -> Res
     Ok(build(&store.plan_input(node).await?))
 }
 
-pub async fn run(db: Option<&str>, a: AgentArgs, json: bool) -> Result<Out> {
+pub async fn run(cli: &Cli, a: AgentArgs, json: bool) -> Result<Out> {
+    let db = cli.db.as_deref();
+    if let Some(AgentCmd::Reports) = a.status {
+        let store = crate::commands::open_store(cli).await?;
+        let all = store.agent_statuses().await?;
+        return Out::new(&all, crate::render::agent_reports(&all, store.now()));
+    }
     if let Some(AgentCmd::Status { daemons }) = a.status {
         let settings = settings(&daemons);
         let state = State::load(&settings).map_err(agent_error)?;
@@ -134,6 +140,17 @@ pub async fn run(db: Option<&str>, a: AgentArgs, json: bool) -> Result<Out> {
         dataplane: Netlink::connect(ROUTE_PROTOCOL).map_err(agent_error)?,
         settings: settings(&args.daemons),
     };
+    if let Some(url) = &cli.server {
+        if args.plan.is_some() || db.is_some() {
+            return Err(Error::invalid(
+                "server",
+                url,
+                "the plan comes from one place: --server, --db or --plan",
+            ));
+        }
+        let client = crate::commands::remote(cli, url)?;
+        return over_network(&agent, &client, &node, &args, json).await;
+    }
     loop {
         let round = async {
             let p = plan(db, &args, &node).await?;
@@ -160,5 +177,86 @@ pub async fn run(db: Option<&str>, a: AgentArgs, json: bool) -> Result<Out> {
         let _ = writeln!(out, "{}", line.trim_end());
         let _ = out.flush();
         tokio::time::sleep(Duration::from_secs_f64(args.interval.max(0.05))).await;
+    }
+}
+
+/// The agent of a node managed by a controller: wait for the node's plan
+/// to change (long poll, answered within milliseconds of the commit),
+/// apply it, report. Without a change it still reconciles every interval,
+/// so drift is repaired as with a local plan.
+async fn over_network(
+    agent: &Agent<Netlink>,
+    client: &vmfabric_client::RemoteStore,
+    node: &str,
+    args: &crate::args::AgentRun,
+    json: bool,
+) -> Result<Out> {
+    let wait = Duration::from_secs_f64(args.interval.clamp(1.0, 300.0).round());
+    let mut have: Option<String> = None;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let fetched = client.plan(node, have.as_deref(), wait).await;
+        let resp = match fetched {
+            Ok(r) => r,
+            // Wrong token or node: retrying cannot help.
+            Err(
+                e @ (Error::Unauthenticated { .. }
+                | Error::Forbidden { .. }
+                | Error::NotFound { .. }),
+            ) => {
+                return Err(e);
+            }
+            Err(e) => {
+                if args.once {
+                    return Err(e);
+                }
+                eprintln!("error: {e} (retrying in {} ms)", backoff.as_millis());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        let round = agent
+            .reconcile(&resp.plan, args.dry_run)
+            .await
+            .map_err(agent_error);
+        let mut status = match &round {
+            Ok(r) => serde_json::to_value(r).unwrap_or_default(),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        };
+        if let Some(o) = status.as_object_mut() {
+            o.insert("revision".into(), resp.revision.into());
+            o.insert("hash".into(), resp.hash.clone().into());
+        }
+        if !args.dry_run
+            && let Err(e) = client.report_status(node, &status).await
+        {
+            eprintln!("error: cannot report to the controller: {e}");
+        }
+        if args.once || args.dry_run {
+            let r = round?;
+            if !r.failures.is_empty() {
+                return Err(Error::storage(format!(
+                    "{} changes failed (the next round retries them):\n{}",
+                    r.failures.len(),
+                    r.failures.join("\n")
+                )));
+            }
+            return Out::new(&r, text(&r));
+        }
+        let line = match &round {
+            Ok(r) if json => serde_json::to_string(&status).unwrap_or_default(),
+            Ok(r) => format!("revision {}: {}", resp.revision, text(r)),
+            Err(e) => format!("error: {e}"),
+        };
+        {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", line.trim_end());
+            let _ = out.flush();
+        }
+        // A failed round is retried after the interval even if the plan
+        // stays the same (the long poll returns then).
+        have = Some(resp.hash);
     }
 }

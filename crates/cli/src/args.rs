@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "IP address management and network control for KVM/LXD clusters",
     long_about = "vmfabric decides which addresses every VM gets, in the three cluster network types \
 switching, routing (Hetzner/OVH) and ip-fabric (BGP), and keeps the history of who held which address when.\n\n\
-Exit codes: 0 done, 1 storage or internal error, 2 invalid input, 3 not found, 4 conflict, 5 pool exhausted."
+Exit codes: 0 done, 1 storage or internal error, 2 invalid input, 3 not found, 4 conflict, 5 pool exhausted, 6 not authenticated or forbidden (--server)."
 )]
 pub struct Cli {
     /// Database: a SQLite file path, or a sqlite:// or postgres:// URL
@@ -23,6 +23,18 @@ pub struct Cli {
     /// errors are JSON on stderr.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
     pub output: Format,
+
+    /// Work through the controller at this URL instead of a database
+    #[arg(long, global = true, env = "VMFABRIC_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+
+    /// API token for --server
+    #[arg(long, global = true, env = "VMFABRIC_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// A CA certificate (PEM) to trust for an https:// --server
+    #[arg(long, global = true, env = "VMFABRIC_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -63,9 +75,50 @@ pub enum Command {
     Lab(LabCmd),
     /// A short tour: the three seed examples in a fresh database
     Tour(TourArgs),
+    /// The controller: the REST API for panels, billing and node agents
+    Serve(ServeArgs),
+    /// API tokens of the controller (admin, operator, viewer, node)
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Benchmarks (results go to BENCHMARKS.md)
     #[command(subcommand)]
     Bench(BenchCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on (port 0: any free port, printed)
+    #[arg(long, default_value = "127.0.0.1:7480")]
+    pub listen: String,
+    /// TLS certificate chain (PEM): serve HTTPS
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// VM creations committed at once [default: 1 on SQLite, 4 on PostgreSQL]
+    #[arg(long)]
+    pub commit_workers: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a token; its secret is printed once
+    Create {
+        /// admin, operator, viewer, or node (an agent's)
+        #[arg(long)]
+        role: String,
+        /// The node of a node token
+        #[arg(long)]
+        node: Option<String>,
+        /// A name to recognise it by
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List tokens (never their secrets)
+    List,
+    /// Revoke a token
+    Revoke { id: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -114,6 +167,8 @@ pub enum AgentCmd {
         #[command(flatten)]
         daemons: AgentDaemons,
     },
+    /// What every node's agent last reported to the controller (--server or --db)
+    Reports,
 }
 
 #[derive(Debug, Args)]
@@ -441,5 +496,17 @@ pub enum BenchCmd {
     Fabric {
         #[arg(long, default_value_t = 20)]
         vms: usize,
+    },
+    /// Concurrent VM-create requests against `vmfabric serve` (a separate process)
+    Serve {
+        /// Requests per client count
+        #[arg(long, default_value_t = 4000)]
+        requests: usize,
+        /// Client counts to measure
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        clients: Vec<usize>,
+        /// Also measure on this PostgreSQL (an empty database is created in it)
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
     },
 }

@@ -10,7 +10,7 @@ use vmfabric_store::{SqlStore, Store, VmRequest};
 
 use crate::Out;
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -39,7 +39,12 @@ fn row(name: &str, lat: &mut [Duration], total: Duration, ops: usize) -> Row {
 }
 
 async fn fabric_store(path: PathBuf, cidr: &str, exclude: &[&str]) -> Result<SqlStore> {
-    let s = SqlStore::open_sqlite(&path).await?;
+    fabric_setup(SqlStore::open_sqlite(&path).await?, cidr, exclude).await
+}
+
+/// The benchmarks' world on `s`: ip-fabric cluster `bench` with one
+/// network, node `n1`.
+pub(crate) async fn fabric_setup(s: SqlStore, cidr: &str, exclude: &[&str]) -> Result<SqlStore> {
     s.create_cluster(&ClusterInput {
         name: "bench".into(),
         network_type: "ip-fabric".into(),
@@ -154,10 +159,7 @@ pub async fn store(count: usize, batch: usize, dir: Option<PathBuf>) -> Result<O
         let mut i = 0;
         while i < total {
             let reqs: Vec<VmRequest> = (i..i + batch)
-                .map(|j| VmRequest {
-                    cluster: "bench".into(),
-                    vm: vm(j),
-                })
+                .map(|j| VmRequest::new("bench", vm(j)))
                 .collect();
             let t = Instant::now();
             for r in s.create_vms(&reqs).await? {

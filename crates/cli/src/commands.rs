@@ -8,8 +8,37 @@ use serde::Deserialize;
 use vmfabric_model::{ClusterInput, Error, NetworkInput, NodeInput, Result, Timestamp, VmInput};
 use vmfabric_store::{AddressFilter, SqlStore, Store, SystemClock, VmRequest};
 
-use crate::args::{BenchCmd, Cli, ClusterCmd, Command, IpCmd, NetworkCmd, NodeCmd, PoolCmd, VmCmd};
+use crate::args::{
+    BenchCmd, Cli, ClusterCmd, Command, IpCmd, NetworkCmd, NodeCmd, PoolCmd, ServeArgs, TokenCmd,
+    VmCmd,
+};
 use crate::{Out, render};
+
+/// Where commands go: the controller (`--server`), else the database.
+pub async fn open_store(cli: &Cli) -> Result<Arc<dyn Store>> {
+    match &cli.server {
+        Some(url) => {
+            if cli.db.is_some() {
+                return Err(Error::invalid(
+                    "db",
+                    cli.db.as_deref().unwrap_or_default(),
+                    "give either --db or --server, not both",
+                ));
+            }
+            Ok(Arc::new(remote(cli, url)?))
+        }
+        None => Ok(Arc::new(open(cli.db.as_deref()).await?)),
+    }
+}
+
+/// The controller at `url`, with the token and CA of the command line.
+pub fn remote(cli: &Cli, url: &str) -> Result<vmfabric_client::RemoteStore> {
+    vmfabric_client::RemoteStore::new(
+        url,
+        cli.token.as_deref().unwrap_or_default(),
+        cli.ca_cert.as_deref(),
+    )
+}
 
 /// The database the user means: `--db`/`$VMFABRIC_DB` (a path or a URL),
 /// else the default file in the user's data directory.
@@ -39,18 +68,17 @@ pub async fn open(db: Option<&str>) -> Result<SqlStore> {
     SqlStore::open_sqlite(&base.join("vmfabric").join("vmfabric.db")).await
 }
 
-pub async fn run(cli: Cli) -> Result<Out> {
-    match cli.command {
+pub async fn run(mut cli: Cli) -> Result<Out> {
+    // The command moves out; the global options stay for those that need them.
+    let command = std::mem::replace(&mut cli.command, Command::Check);
+    match command {
         Command::Tour(a) => return crate::tour::run(a).await,
         Command::Lab(c) => return crate::lab::run(c).await,
         Command::Agent(a) => {
-            return crate::agent::run(
-                cli.db.as_deref(),
-                a,
-                cli.output == crate::args::Format::Json,
-            )
-            .await;
+            let json = cli.output == crate::args::Format::Json;
+            return crate::agent::run(&cli, a, json).await;
         }
+        Command::Serve(a) => return serve(&cli, a).await,
         Command::Bench(BenchCmd::Store { count, batch, dir }) => {
             return crate::bench::store(count, batch, dir).await;
         }
@@ -58,16 +86,22 @@ pub async fn run(cli: Cli) -> Result<Out> {
             return crate::bench_agent::agent(vms, runs).await;
         }
         Command::Bench(BenchCmd::Fabric { vms }) => return crate::bench_agent::fabric(vms).await,
+        Command::Bench(BenchCmd::Serve {
+            requests,
+            clients,
+            postgres,
+        }) => return crate::bench_serve::run(requests, &clients, postgres.as_deref()).await,
         _ => {}
     }
     let json = cli.output == crate::args::Format::Json;
-    let s = open(cli.db.as_deref()).await?;
-    match cli.command {
-        Command::Cluster(c) => cluster(&s, c).await,
-        Command::Network(c) => network(&s, c).await,
-        Command::Node(c) => node(&s, c, json).await,
-        Command::Vm(c) => vm(&s, c, json).await,
-        Command::Ip(c) => ip(&s, c).await,
+    let store = open_store(&cli).await?;
+    let s = store.as_ref();
+    match command {
+        Command::Cluster(c) => cluster(s, c).await,
+        Command::Network(c) => network(s, c).await,
+        Command::Node(c) => node(s, c, json).await,
+        Command::Vm(c) => vm(s, c, json).await,
+        Command::Ip(c) => ip(s, c).await,
         Command::Pool(PoolCmd::Usage { cluster }) => {
             let u = s.usage(cluster.as_deref()).await?;
             Out::new(&u, render::usage(&u))
@@ -82,13 +116,16 @@ pub async fn run(cli: Cli) -> Result<Out> {
             }
             Out::new(&r, render::check(&r))
         }
-        Command::Tour(_) | Command::Bench(_) | Command::Agent(_) | Command::Lab(_) => {
-            Err(Error::storage("unreachable"))
-        }
+        Command::Token(c) => token(s, c).await,
+        Command::Tour(_)
+        | Command::Bench(_)
+        | Command::Agent(_)
+        | Command::Lab(_)
+        | Command::Serve(_) => Err(Error::storage("unreachable")),
     }
 }
 
-async fn cluster(s: &SqlStore, c: ClusterCmd) -> Result<Out> {
+async fn cluster(s: &dyn Store, c: ClusterCmd) -> Result<Out> {
     match c {
         ClusterCmd::Create(a) => {
             let input = ClusterInput {
@@ -127,7 +164,7 @@ async fn cluster(s: &SqlStore, c: ClusterCmd) -> Result<Out> {
     }
 }
 
-async fn network(s: &SqlStore, c: NetworkCmd) -> Result<Out> {
+async fn network(s: &dyn Store, c: NetworkCmd) -> Result<Out> {
     match c {
         NetworkCmd::Add {
             cluster,
@@ -161,7 +198,7 @@ async fn network(s: &SqlStore, c: NetworkCmd) -> Result<Out> {
     }
 }
 
-async fn node(s: &SqlStore, c: NodeCmd, json: bool) -> Result<Out> {
+async fn node(s: &dyn Store, c: NodeCmd, json: bool) -> Result<Out> {
     match c {
         NodeCmd::Add(a) => {
             let input = NodeInput {
@@ -215,7 +252,7 @@ struct ImportLine {
     no_ipv4: bool,
 }
 
-async fn vm(s: &SqlStore, c: VmCmd, json: bool) -> Result<Out> {
+async fn vm(s: &dyn Store, c: VmCmd, json: bool) -> Result<Out> {
     match c {
         VmCmd::Create(a) => {
             let input = VmInput {
@@ -254,7 +291,7 @@ async fn vm(s: &SqlStore, c: VmCmd, json: bool) -> Result<Out> {
 
 /// Create VMs from JSON lines on stdin, `batch` per commit, printing each
 /// result only once its commit is durable.
-async fn import(s: &SqlStore, batch: usize, json: bool) -> Result<Out> {
+async fn import(s: &dyn Store, batch: usize, json: bool) -> Result<Out> {
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     let (mut created, mut failed, mut line_no) = (0u64, 0u64, 0u64);
@@ -269,16 +306,16 @@ async fn import(s: &SqlStore, batch: usize, json: bool) -> Result<Out> {
                 continue;
             }
             match serde_json::from_str::<ImportLine>(&line) {
-                Ok(l) => requests.push(VmRequest {
-                    cluster: l.cluster,
-                    vm: VmInput {
+                Ok(l) => requests.push(VmRequest::new(
+                    &l.cluster,
+                    VmInput {
                         name: l.name,
                         node: l.node,
                         ips: l.ip,
                         ipv6: l.ipv6,
                         no_ipv4: l.no_ipv4,
                     },
-                }),
+                )),
                 Err(e) => bad.push(Error::invalid(
                     "line",
                     line_no,
@@ -329,7 +366,7 @@ async fn import(s: &SqlStore, batch: usize, json: bool) -> Result<Out> {
     })
 }
 
-async fn ip(s: &SqlStore, c: IpCmd) -> Result<Out> {
+async fn ip(s: &dyn Store, c: IpCmd) -> Result<Out> {
     match c {
         IpCmd::List {
             cluster,
@@ -360,4 +397,76 @@ async fn ip(s: &SqlStore, c: IpCmd) -> Result<Out> {
             Out::new(&h, render::history(&h))
         }
     }
+}
+
+async fn token(s: &dyn Store, c: TokenCmd) -> Result<Out> {
+    match c {
+        TokenCmd::Create { role, node, name } => {
+            let t = s
+                .create_token(&vmfabric_model::TokenInput { name, role, node })
+                .await?;
+            let text = format!(
+                "token {} ({}{}) created; its secret is shown only now:\n{}\n",
+                t.info.id,
+                t.info.role,
+                t.info
+                    .node
+                    .as_deref()
+                    .map(|n| format!(" of node {n}"))
+                    .unwrap_or_default(),
+                t.secret
+            );
+            Out::new(&t, text)
+        }
+        TokenCmd::List => {
+            let all = s.tokens().await?;
+            Out::new(&all, render::tokens(&all))
+        }
+        TokenCmd::Revoke { id } => {
+            let n: i64 = id.trim().parse().map_err(|_| {
+                Error::invalid("id", &id, "a token id is a number (vmfabric token list)")
+            })?;
+            let t = s.revoke_token(n).await?;
+            Out::new(&t, format!("token {} revoked\n", t.id))
+        }
+    }
+}
+
+/// `vmfabric serve`: the controller on the database of `--db` (SQLite by
+/// default, or postgres://), until stopped.
+async fn serve(cli: &Cli, a: ServeArgs) -> Result<Out> {
+    if cli.server.is_some() {
+        return Err(Error::invalid(
+            "server",
+            cli.server.as_deref().unwrap_or_default(),
+            "serve runs a controller on a database (--db), not through another one",
+        ));
+    }
+    let listen: std::net::SocketAddr = a.listen.trim().parse().map_err(|_| {
+        Error::invalid(
+            "listen",
+            &a.listen,
+            "an address and port, e.g. 127.0.0.1:7480 or [::]:7480",
+        )
+    })?;
+    let store = open(cli.db.as_deref()).await?;
+    let postgres = store.dialect() == vmfabric_store::sql::Dialect::Postgres;
+    let mut settings = vmfabric_server::Settings::new(listen);
+    settings.commit_workers = a.commit_workers.unwrap_or(if postgres { 4 } else { 1 });
+    if let (Some(cert), Some(key)) = (a.tls_cert, a.tls_key) {
+        settings.tls = Some((cert, key));
+    }
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    vmfabric_server::serve(Arc::new(store), settings, |addr| {
+        // The first line tells scripts (and tests) where to connect.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on {scheme}://{addr}");
+        let _ = out.flush();
+    })
+    .await?;
+    Out::new(&serde_json::json!({}), String::new())
 }

@@ -4,6 +4,7 @@ mod agent;
 mod args;
 mod bench;
 mod bench_agent;
+mod bench_serve;
 mod commands;
 mod lab;
 mod plans;
@@ -41,6 +42,7 @@ fn exit_code(e: &Error) -> u8 {
         Error::NotFound { .. } => 3,
         Error::Conflict { .. } => 4,
         Error::Exhausted { .. } => 5,
+        Error::Unauthenticated { .. } | Error::Forbidden { .. } => 6,
     }
 }
 
@@ -71,10 +73,21 @@ fn main() -> ExitCode {
         }
     };
     let format = cli.output;
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The controller and its benchmark use every core; commands one.
+    let many = matches!(
+        cli.command,
+        args::Command::Serve(_) | args::Command::Bench(args::BenchCmd::Serve { .. })
+    );
+    let built = if many {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match built {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -391,3 +391,65 @@ pub fn check(r: &CheckReport) -> String {
     }
     s
 }
+
+pub fn tokens(all: &[vmfabric_model::TokenInfo]) -> String {
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.to_string(),
+                t.role.to_string(),
+                t.node.clone().unwrap_or_else(|| "-".into()),
+                t.created_at.to_string(),
+                t.revoked_at
+                    .map_or_else(|| "-".into(), |r| format!("revoked {r}")),
+                t.name.clone(),
+            ]
+        })
+        .collect();
+    table(&["ID", "ROLE", "NODE", "CREATED", "REVOKED", "NAME"], &rows)
+}
+
+pub fn agent_reports(
+    all: &[vmfabric_model::AgentStatus],
+    now: vmfabric_model::Timestamp,
+) -> String {
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|a| {
+            let r = &a.report;
+            let count = |k: &str| r[k].as_array().map_or(0, Vec::len);
+            let sessions = r["sessions"]
+                .as_array()
+                .map(|s| {
+                    s.iter()
+                        .map(|x| {
+                            format!(
+                                "{} {}",
+                                x["peer"].as_str().unwrap_or("?"),
+                                x["state"].as_str().unwrap_or("?")
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            vec![
+                a.node.clone(),
+                format!("{} s ago", (now.0 - a.at.0).max(0) / 1_000_000),
+                r["revision"].to_string(),
+                count("changes").to_string(),
+                match (count("failures"), r["error"].as_str()) {
+                    (_, Some(e)) => e.to_string(),
+                    (0, None) => "-".into(),
+                    (n, None) => format!("{n} failed"),
+                },
+                sessions,
+            ]
+        })
+        .collect();
+    table(
+        &["NODE", "REPORTED", "REVISION", "CHANGES", "ERRORS", "BGP"],
+        &rows,
+    )
+}

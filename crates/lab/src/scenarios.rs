@@ -67,11 +67,24 @@ impl Vmfabric {
 
     /// The agent's command for `node` in namespace `ns`, state in the lab.
     pub fn agent_cmd(&self, lab: &Lab, ns: &str, node: &str, extra: &[&str]) -> Command {
+        let db = self.db.to_string_lossy();
+        self.agent_cmd_from(lab, ns, node, &["--db", &db], extra)
+    }
+
+    /// The agent's command with its plan from `source` (`--db DB`, or
+    /// `--server URL --token T`).
+    pub fn agent_cmd_from(
+        &self,
+        lab: &Lab,
+        ns: &str,
+        node: &str,
+        source: &[&str],
+        extra: &[&str],
+    ) -> Command {
         let state = lab.dir.join("agent").join(node);
         let frr = lab.dir.join("frr").join(ns);
         let mut c = lab.exec(ns, &self.bin.to_string_lossy());
-        c.arg("--db")
-            .arg(&self.db)
+        c.args(source)
             .args(["--output", "json", "agent", "--node", node])
             .arg("--state-dir")
             .arg(&state)

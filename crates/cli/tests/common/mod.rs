@@ -148,4 +148,5 @@ pub fn first_ip(vm: &Value) -> String {
         .unwrap()
         .to_string()
 }
+pub mod controller;
 pub mod lab;

@@ -1,0 +1,543 @@
+//! The controller, through its real process on loopback: every role can do
+//! exactly what it should, the CLI with --server answers like a local
+//! database, retried creations never allocate twice, agents' long polls
+//! wake on a change, and TLS works with the operator's certificate.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::controller::{http, remote, serve, token};
+use common::*;
+use serde_json::{Value, json};
+
+#[test]
+fn each_role_does_exactly_what_it_should() {
+    let env = Env::new();
+    env.seed_world();
+    let db = env.db.to_string_lossy().to_string();
+    let admin = token(&db, "admin", None);
+    let operator = token(&db, "operator", None);
+    let viewer = token(&db, "viewer", None);
+    let node1 = token(&db, "node", Some("node1"));
+    let srv = serve(&db, &[]);
+    let u = srv.url.as_str();
+
+    // (args, admin, operator, viewer, node1): whether each may.
+    let cases: &[(&[&str], [bool; 4])] = &[
+        (&["vm", "list"], [true, true, true, false]),
+        (&["cluster", "list"], [true, true, true, false]),
+        (&["pool", "usage"], [true, true, true, false]),
+        (
+            &["node", "plan", "node1", "--format", "json"],
+            [true, true, true, true],
+        ),
+        (
+            &["node", "plan", "node2", "--format", "json"],
+            [true, true, true, false],
+        ),
+        (
+            &["vm", "create", "fab", "r-op", "--node", "node1"],
+            [true, true, false, false],
+        ),
+        (
+            &["ip", "reserve", "198.51.100.200"],
+            [true, true, false, false],
+        ),
+        (
+            &["cluster", "create", "x", "--type", "switching"],
+            [true, false, false, false],
+        ),
+        (&["token", "list"], [true, false, false, false]),
+        (
+            &["token", "create", "--role", "viewer"],
+            [true, false, false, false],
+        ),
+    ];
+    for (args, allowed) in cases {
+        for (i, (tok, who)) in [
+            (&admin, "admin"),
+            (&operator, "operator"),
+            (&viewer, "viewer"),
+            (&node1, "node1"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            // Each caller writes its own object, so that one's success
+            // does not make the next one's a conflict.
+            let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            if a[0] == "vm" && a[1] == "create" {
+                a[3] = format!("r-{who}");
+            }
+            if a[0] == "ip" && a[1] == "reserve" {
+                a[2] = format!("198.51.100.{}", 200 + i);
+            }
+            if a[0] == "cluster" && a[1] == "create" {
+                a[2] = format!("x-{who}");
+            }
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            let r = remote(u, tok, &a);
+            if allowed[i] {
+                assert_eq!(r.code, 0, "{who} {a:?}: {}", r.stderr);
+            } else {
+                assert_eq!(r.code, 6, "{who} {a:?} should be refused: {}", r.stdout);
+                assert_eq!(r.err["error"]["kind"], "forbidden", "{who} {a:?}");
+            }
+        }
+    }
+
+    // A node token reports only its own node's status.
+    let api = format!("{u}/api/v1");
+    let report = json!({"changes": [], "failures": [], "revision": 1});
+    let (s, _, _) = http(
+        "POST",
+        &format!("{api}/nodes/node1/status"),
+        Some(&node1),
+        &[],
+        Some(&report),
+    );
+    assert_eq!(s, 200);
+    let (s, p, _) = http(
+        "POST",
+        &format!("{api}/nodes/node2/status"),
+        Some(&node1),
+        &[],
+        Some(&report),
+    );
+    assert_eq!(s, 403, "{p}");
+    let (s, _, _) = http(
+        "POST",
+        &format!("{api}/nodes/node2/status"),
+        Some(&viewer),
+        &[],
+        Some(&report),
+    );
+    assert_eq!(s, 403);
+    let (s, p, _) = http(
+        "GET",
+        &format!("{api}/nodes/node2/plan"),
+        Some(&node1),
+        &[],
+        None,
+    );
+    assert_eq!(s, 403, "a node token reads only its own plan: {p}");
+    let (s, p, _) = http(
+        "GET",
+        &format!("{api}/nodes/node1/plan"),
+        Some(&node1),
+        &[],
+        None,
+    );
+    assert_eq!(s, 200);
+    assert_eq!(p["plan"]["node"], "node1");
+
+    // Nothing but health without a valid token.
+    for path in [
+        "/api/v1/vms",
+        "/api/v1/openapi.json",
+        "/metrics",
+        "/api/v1/nodes/node1/plan",
+    ] {
+        let (s, p, raw) = http("GET", &format!("{u}{path}"), None, &[], None);
+        assert_eq!(s, 401, "{path}");
+        assert!(raw.starts_with("application/problem+json"), "{raw}");
+        assert_eq!(p["kind"], "unauthenticated");
+        let (s, _, _) = http("GET", &format!("{u}{path}"), Some("vmf_0000"), &[], None);
+        assert_eq!(s, 401, "{path} with a made-up token");
+    }
+    for path in ["/healthz", "/readyz"] {
+        let (s, _, _) = http("GET", &format!("{u}{path}"), None, &[], None);
+        assert_eq!(s, 200, "{path}");
+    }
+    // Revocation takes effect on this controller at once.
+    let list = remote(u, &admin, &["token", "list"]).json;
+    let viewer_id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["role"] == "viewer")
+        .unwrap()["id"]
+        .to_string();
+    assert_eq!(remote(u, &viewer, &["vm", "list"]).code, 0);
+    assert_eq!(remote(u, &admin, &["token", "revoke", &viewer_id]).code, 0);
+    let r = remote(u, &viewer, &["vm", "list"]);
+    assert_eq!(r.code, 6);
+    assert!(r.stderr.contains("revoked"), "{}", r.stderr);
+    // The store never saw a secret.
+    assert!(
+        !env.dump().contains(&admin[4..]),
+        "a token secret is in the database"
+    );
+}
+
+#[test]
+fn the_cli_through_the_controller_answers_like_the_database() {
+    let env = Env::new();
+    let db = env.db.to_string_lossy().to_string();
+    let admin = token(&db, "admin", None);
+    let srv = serve(&db, &[]);
+    let u = srv.url.clone();
+    let both = |args: &[&str]| -> (Value, Value) {
+        let r = remote(&u, &admin, args);
+        assert_eq!(r.code, 0, "--server {args:?}: {}", r.stderr);
+        (r.json, env.ok(args))
+    };
+    // Build the seed world through the controller.
+    for args in [
+        vec!["cluster", "create", "sw", "--type", "switching"],
+        vec!["network", "add", "sw", "192.0.2.0/27"],
+        vec!["network", "add", "sw", "192.0.2.32/27"],
+        vec!["node", "add", "sw", "kvm1", "--address", "192.0.2.2"],
+        vec!["cluster", "create", "hz", "--type", "routing"],
+        vec![
+            "node",
+            "add",
+            "hz",
+            "hz1",
+            "--address",
+            "123.45.12.48",
+            "--subnet",
+            "203.0.113.40/29",
+            "--ipv6",
+            "2a01:4f8:13b:9a7::2/64",
+        ],
+        vec![
+            "cluster",
+            "create",
+            "fab",
+            "--type",
+            "ip-fabric",
+            "--vm-gateway",
+            "10.0.0.1",
+            "--bgp-community",
+            "65000:100",
+            "--route-reflector",
+            "172.16.0.2:65000",
+        ],
+        vec!["network", "add", "fab", "198.51.100.0/24"],
+        vec!["node", "add", "fab", "n1", "--address", "172.16.0.11"],
+        vec!["vm", "create", "sw", "web1", "--node", "kvm1"],
+        vec!["vm", "create", "hz", "mail", "--node", "hz1", "--ipv6"],
+        vec!["vm", "create", "fab", "vm1", "--node", "n1"],
+        vec!["ip", "reserve", "192.0.2.10"],
+    ] {
+        let r = remote(&u, &admin, &args);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+    }
+    for args in [
+        &["vm", "show", "mail"][..],
+        &["vm", "list"],
+        &["ip", "list"],
+        &["ip", "list", "--free"],
+        &["ip", "history", "192.0.2.10"],
+        &["pool", "usage"],
+        &["cluster", "list"],
+        &["node", "list"],
+        &["network", "list"],
+        &["node", "plan", "hz1", "--format", "json"],
+        &["node", "plan", "n1", "--format", "frr"],
+        &["vm", "guest-config", "mail"],
+        &["cluster", "rr-config", "fab", "--format", "bird"],
+        &["check"],
+    ] {
+        let (remote_out, local) = both(args);
+        assert_eq!(remote_out, local, "{args:?}");
+    }
+    // Errors too: the same kind, field, value and rule, the same exit code.
+    for (args, code) in [
+        (&["vm", "create", "hz", "x", "--node", "nope"][..], 3),
+        (&["vm", "migrate", "mail", "--to", "hz1"], 4),
+        (&["network", "add", "sw", "192.0.2.16/28"], 4),
+        (&["cluster", "create", "bad name", "--type", "switching"], 2),
+        (&["vm", "create", "sw", "web1", "--node", "kvm1"], 4),
+    ] {
+        let r = remote(&u, &admin, args);
+        let before = env.dump();
+        let l = env.run(args);
+        assert_eq!(r.code, code, "{args:?}: {}", r.stderr);
+        assert_eq!(l.code, code, "{args:?}");
+        assert_eq!(r.err["error"], l.err["error"], "{args:?}");
+        assert_eq!(env.dump(), before, "{args:?} changed the database");
+    }
+    // A malformed body is a problem document naming the body.
+    let (s, p, raw) = http(
+        "POST",
+        &format!("{u}/api/v1/clusters/sw/vms"),
+        Some(&admin),
+        &[("content-type", "application/json")],
+        Some(&json!("not an object")),
+    );
+    assert_eq!(s, 422, "{raw}");
+    assert_eq!(p["field"], "body");
+    assert_eq!(p["status"], 422);
+}
+
+#[test]
+fn retries_never_allocate_twice_and_agents_wake_on_change() {
+    let env = Env::new();
+    env.seed_world();
+    let db = env.db.to_string_lossy().to_string();
+    let op = token(&db, "operator", None);
+    let agent = token(&db, "node", Some("node1"));
+    let srv = serve(&db, &[]);
+    let api = format!("{}/api/v1", srv.url);
+    let vm = json!({"name": "pay1", "node": "node1"});
+    let key = [("Idempotency-Key", "8d0f2a3c-1")];
+    let url = format!("{api}/clusters/fab/vms");
+    let (s1, a, _) = http("POST", &url, Some(&op), &key, Some(&vm));
+    let (s2, b, _) = http("POST", &url, Some(&op), &key, Some(&vm));
+    assert_eq!((s1, s2), (201, 201), "{a} {b}");
+    assert_eq!(a, b, "the retry answers with the same VM");
+    let ips = env.ok(&["ip", "list", "--cluster", "fab"]);
+    assert_eq!(ips.as_array().unwrap().len(), 1, "{ips}");
+    // The same key for another VM is a conflict that changes nothing.
+    let before = env.dump();
+    let other = json!({"name": "pay2", "node": "node1"});
+    let (s, p, _) = http("POST", &url, Some(&op), &key, Some(&other));
+    assert_eq!(s, 409, "{p}");
+    assert_eq!(p["field"], "idempotency_key");
+    assert_eq!(env.dump(), before);
+
+    // Long poll: the agent's wait ends soon after a change commits.
+    let (_, first, _) = http(
+        "GET",
+        &format!("{api}/nodes/node1/plan"),
+        Some(&agent),
+        &[],
+        None,
+    );
+    let hash = first["hash"].as_str().unwrap().to_string();
+    let waiter = {
+        let (api, agent, hash) = (api.clone(), agent.clone(), hash.clone());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let (s, p, _) = http(
+                "GET",
+                &format!("{api}/nodes/node1/plan?have={hash}&wait=30"),
+                Some(&agent),
+                &[],
+                None,
+            );
+            (s, p, t.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let created = Instant::now();
+    let (s, _, _) = http(
+        "POST",
+        &url,
+        Some(&op),
+        &[],
+        Some(&json!({"name": "pay3", "node": "node1"})),
+    );
+    assert_eq!(s, 201);
+    let acked = created.elapsed();
+    let (s, p, waited) = waiter.join().unwrap();
+    assert_eq!(s, 200);
+    assert_ne!(p["hash"], hash, "the wait ended with the new plan");
+    assert!(p["revision"].as_i64() > first["revision"].as_i64());
+    assert!(
+        serde_json::to_string(&p["plan"]).unwrap().contains("pay3"),
+        "the new VM is in the plan"
+    );
+    // It did not wait out its 30 s: the change woke it.
+    assert!(
+        waited < Duration::from_secs(10),
+        "waited {waited:?} (create took {acked:?})"
+    );
+    // A plan that did not change keeps the agent waiting until `wait`.
+    let (_, now, _) = http(
+        "GET",
+        &format!("{api}/nodes/node1/plan"),
+        Some(&agent),
+        &[],
+        None,
+    );
+    let t = Instant::now();
+    let (_, again, _) = http(
+        "GET",
+        &format!(
+            "{api}/nodes/node1/plan?have={}&wait=1",
+            now["hash"].as_str().unwrap()
+        ),
+        Some(&agent),
+        &[],
+        None,
+    );
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    assert_eq!(again["hash"], now["hash"]);
+    // Metrics show the allocation and the pool.
+    let (s, _, text) = http("GET", &format!("{}/metrics", srv.url), Some(&op), &[], None);
+    assert_eq!(s, 200);
+    assert!(text.contains("vmfabric_vms_created_total 3"), "{text}");
+    assert!(
+        text.contains("vmfabric_pool_addresses{cluster=\"fab\",node=\"\",block=\"198.51.100.0/24\",role=\"network\",family=\"IPv4\",state=\"used\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains("vmfabric_api_request_duration_seconds_count{method=\"POST\",route=\"/api/v1/clusters/{name}/vms\",status=\"201\"} 3"), "{text}");
+}
+
+#[test]
+fn tls_with_the_operators_certificate() {
+    let env = Env::new();
+    env.seed_world();
+    let db = env.db.to_string_lossy().to_string();
+    let viewer = token(&db, "viewer", None);
+    let dir = env.dir.path();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("the TLS test needs openssl: apt-get install openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // The operator's own CA, and the controller's certificate from it.
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "2",
+                "-subj",
+                "/CN=test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "req.pem",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "req.pem",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    assert!(ca_key.exists());
+    let srv = serve(
+        &db,
+        &[
+            "--tls-cert",
+            &cert.to_string_lossy(),
+            "--tls-key",
+            &key.to_string_lossy(),
+        ],
+    );
+    assert!(srv.url.starts_with("https://127.0.0.1:"), "{}", srv.url);
+    let ca = ca.to_string_lossy().to_string();
+    let r = remote(&srv.url, &viewer, &["--ca-cert", &ca, "cluster", "list"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json.as_array().unwrap().len(), 3);
+    // Without trusting the certificate, the client refuses the server.
+    let r = remote(&srv.url, &viewer, &["cluster", "list"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("cannot reach the controller"),
+        "{}",
+        r.stderr
+    );
+    // Plain HTTP to the TLS port gets nowhere.
+    let plain = srv.url.replace("https://", "http://");
+    let r = remote(&plain, &viewer, &["cluster", "list"]);
+    assert_ne!(r.code, 0);
+}
+
+#[test]
+fn a_stop_signal_ends_long_polls_and_the_controller_cleanly() {
+    let env = Env::new();
+    env.seed_world();
+    let db = env.db.to_string_lossy().to_string();
+    let agent = token(&db, "node", Some("node1"));
+    let mut srv = serve(&db, &[]);
+    let api = format!("{}/api/v1", srv.url);
+    let (_, now, _) = http(
+        "GET",
+        &format!("{api}/nodes/node1/plan"),
+        Some(&agent),
+        &[],
+        None,
+    );
+    let hash = now["hash"].as_str().unwrap().to_string();
+    let waiter = std::thread::spawn(move || {
+        let t = Instant::now();
+        let (s, p, _) = http(
+            "GET",
+            &format!("{api}/nodes/node1/plan?have={hash}&wait=60"),
+            Some(&agent),
+            &[],
+            None,
+        );
+        (s, p, t.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = srv.child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The waiting agent gets its (unchanged) plan at once instead of
+    // waiting out its minute, and the controller exits by itself.
+    let (s, p, waited) = waiter.join().unwrap();
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["hash"], now["hash"]);
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+    let t = Instant::now();
+    loop {
+        if let Some(status) = srv.child.try_wait().unwrap() {
+            assert!(status.success(), "vmfabric serve exited with {status}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "serve did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
