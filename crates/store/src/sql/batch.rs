@@ -296,15 +296,20 @@ impl SqlStore {
                  (SELECT @AGG(@ARR(@HEX(address), usable_at)) FROM released WHERE block_id = b.id AND address IN (SELECT @UNHEX(value) FROM @EACHTEXT(asked))) AS w_asked_released \
                  FROM {BLOCK_FROM} WHERE (b.node_id IS NULL AND c.name IN @LIST(clusters)) OR n.name IN @LIST(nodes)"
             ),
-            "SELECT 'name' AS k, name AS v FROM vms WHERE name IN @LIST(names)".to_string(),
-            "SELECT 'taken' AS k, if_prefix AS v FROM vms WHERE if_prefix IN @LIST(candidates) UNION ALL SELECT 'taken' AS k, mac AS v FROM nics WHERE mac IN @LIST(candidates)".to_string(),
         ]);
+        // Names, candidates and idempotency keys already taken, in one
+        // statement (on PostgreSQL each statement is a round trip).
+        let mut taken = String::from(
+            "SELECT 'name' AS k, name AS v, NULL AS r FROM vms WHERE name IN @LIST(names) \
+             UNION ALL SELECT 'taken', if_prefix, NULL FROM vms WHERE if_prefix IN @LIST(candidates) \
+             UNION ALL SELECT 'taken', mac, NULL FROM nics WHERE mac IN @LIST(candidates)",
+        );
         if reqs.iter().any(|r| r.idempotency_key.is_some()) {
-            statements.push(
-                "SELECT 'idem' AS k, key AS v, response AS r FROM idempotency WHERE key IN @LIST(keys)"
-                    .to_string(),
+            taken.push_str(
+                " UNION ALL SELECT 'idem', key, response FROM idempotency WHERE key IN @LIST(keys)",
             );
         }
+        statements.push(taken);
         let statements: Vec<String> = statements.iter().map(|s| expand(d, s)).collect();
         let (tx, rows) = self
             .begin_with_script(
@@ -782,7 +787,11 @@ struct WriteDoc {
     vms: Vec<Value>,
     allocations: Vec<Value>,
     counters: BTreeMap<i64, (i64, i64)>,
+    /// Free ranges that are gone, whose end moved (same first address),
+    /// and that are new: three disjoint sets of rows, so PostgreSQL can
+    /// write them in one statement.
     range_deletes: Vec<Value>,
+    range_updates: Vec<Value>,
     range_inserts: Vec<Value>,
     released_deletes: Vec<Value>,
     changes: Vec<Value>,
@@ -797,6 +806,7 @@ impl WriteDoc {
             allocations: Vec::new(),
             counters: BTreeMap::new(),
             range_deletes: Vec::new(),
+            range_updates: Vec::new(),
             range_inserts: Vec::new(),
             released_deletes: Vec::new(),
             changes: Vec::new(),
@@ -830,16 +840,24 @@ impl WriteDoc {
     }
 
     /// The free-range rows that changed: deleted where a loaded range is
-    /// gone or changed, inserted where a new one appeared.
+    /// gone, updated where its end moved, inserted where a new one appeared.
     fn window_diff(&mut self, block: i64, w: &Window) {
         let now: BTreeSet<(Key, Key)> = w.fresh.ranges().map(|r| (r.first, r.last)).collect();
+        let new: BTreeMap<Key, Key> = now.difference(&w.loaded).copied().collect();
         for (f, _) in w.loaded.difference(&now) {
-            self.range_deletes
-                .push(json!({"block_id": block, "first": hex(*f)}));
+            if !new.contains_key(f) {
+                self.range_deletes
+                    .push(json!({"block_id": block, "first": hex(*f)}));
+            }
         }
-        for (f, l) in now.difference(&w.loaded) {
-            self.range_inserts
-                .push(json!({"block_id": block, "first": hex(*f), "last": hex(*l)}));
+        let loaded_firsts: BTreeSet<Key> = w.loaded.iter().map(|(f, _)| *f).collect();
+        for (f, l) in new {
+            let row = json!({"block_id": block, "first": hex(f), "last": hex(l)});
+            if loaded_firsts.contains(&f) {
+                self.range_updates.push(row);
+            } else {
+                self.range_inserts.push(row);
+            }
         }
         for k in &w.gone {
             self.released_deletes.push(hex(*k).into());
@@ -858,6 +876,7 @@ impl WriteDoc {
             "allocations": self.allocations,
             "counters": counters,
             "range_deletes": self.range_deletes,
+            "range_updates": self.range_updates,
             "range_inserts": self.range_inserts,
             "released_deletes": self.released_deletes,
             "changes": self.changes,
@@ -869,10 +888,19 @@ impl WriteDoc {
 
 /// The write script: every statement reads its rows from `$1`.
 fn write_statements(d: Dialect, doc: &WriteDoc) -> Vec<String> {
-    // Statements with nothing to do are left out: a single VM usually
-    // neither deletes a released entry nor carries an idempotency key, and
-    // every statement costs SQLite its JSON scan (and PostgreSQL a round
-    // trip). The few variants of the script stay in the statement cache.
+    match d {
+        // One statement: each round trip to the server costs about as much
+        // as inserting ten VMs (BENCHMARKS.md).
+        Dialect::Postgres => vec![postgres_write(doc)],
+        Dialect::Sqlite => sqlite_write(doc),
+    }
+}
+
+/// SQLite runs the whole script in one call; statements with nothing to
+/// do are left out, since each costs a scan of the JSON argument. The few
+/// variants of the script stay in the statement cache.
+fn sqlite_write(doc: &WriteDoc) -> Vec<String> {
+    let d = Dialect::Sqlite;
     let mut s = Vec::new();
     let mut add = |when: bool, sql: &str| {
         if when {
@@ -882,6 +910,10 @@ fn write_statements(d: Dialect, doc: &WriteDoc) -> Vec<String> {
     add(
         !doc.range_deletes.is_empty(),
         "DELETE FROM free_ranges WHERE (block_id, first) IN (SELECT @INT(j.value->>'block_id'), @UNHEX(j.value->>'first') FROM @EACH(range_deletes) AS j)",
+    );
+    add(
+        !doc.range_updates.is_empty(),
+        "UPDATE free_ranges SET last = @UNHEX(j.value->>'last') FROM @EACH(range_updates) AS j WHERE free_ranges.block_id = @INT(j.value->>'block_id') AND free_ranges.first = @UNHEX(j.value->>'first')",
     );
     add(
         !doc.range_inserts.is_empty(),
@@ -916,4 +948,43 @@ fn write_statements(d: Dialect, doc: &WriteDoc) -> Vec<String> {
         "INSERT INTO idempotency (key, response, created_at) SELECT j.value->>'key', j.value->>'response', @ARG(now) FROM @EACH(idem) AS j",
     );
     s
+}
+
+/// PostgreSQL: every write of the batch in one statement of data-modifying
+/// CTEs. They share one snapshot and run in no fixed order, so no two of
+/// them touch the same row: ranges are split into deletes, updates and
+/// inserts of distinct keys, and the NICs and allocations take the new
+/// rows' ids from `RETURNING`. Parts with nothing to do are left out (the
+/// variants stay in the statement cache).
+fn postgres_write(doc: &WriteDoc) -> String {
+    const NOW: &str = "((($1::json)->>'now')::bigint)";
+    let mut parts: Vec<String> = Vec::new();
+    if !doc.range_deletes.is_empty() {
+        parts.push("rd AS (DELETE FROM free_ranges f USING json_to_recordset(($1::json)->'range_deletes') AS x(block_id bigint, first text) WHERE f.block_id = x.block_id AND f.first = decode(x.first, 'hex'))".into());
+    }
+    if !doc.range_updates.is_empty() {
+        parts.push("ru AS (UPDATE free_ranges f SET last = decode(x.last, 'hex') FROM json_to_recordset(($1::json)->'range_updates') AS x(block_id bigint, first text, last text) WHERE f.block_id = x.block_id AND f.first = decode(x.first, 'hex'))".into());
+    }
+    if !doc.range_inserts.is_empty() {
+        parts.push("ri AS (INSERT INTO free_ranges (block_id, first, last) SELECT x.block_id, decode(x.first, 'hex'), decode(x.last, 'hex') FROM json_to_recordset(($1::json)->'range_inserts') AS x(block_id bigint, first text, last text))".into());
+    }
+    if !doc.released_deletes.is_empty() {
+        parts.push("rl AS (DELETE FROM released WHERE address IN (SELECT decode(value, 'hex') FROM json_array_elements_text(($1::json)->'released_deletes')))".into());
+    }
+    parts.push("j AS MATERIALIZED (SELECT * FROM json_to_recordset(($1::json)->'vms') AS x(cluster_id bigint, node_id bigint, name text, if_prefix text, mac text))".into());
+    parts.push(format!("v AS (INSERT INTO vms (cluster_id, node_id, name, if_prefix, created_at) SELECT cluster_id, node_id, name, if_prefix, {NOW} FROM j RETURNING id, name)"));
+    parts.push("n AS (INSERT INTO nics (vm_id, idx, mac) SELECT v.id, 0, j.mac FROM v JOIN j ON j.name = v.name RETURNING id, vm_id)".into());
+    if !doc.allocations.is_empty() {
+        parts.push(format!("a AS (INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, cluster, node, since) SELECT decode(x.key, 'hex'), x.block_id, 'vm', n.id, x.vm, 0, x.mac, x.cluster, x.node, {NOW} FROM json_to_recordset(($1::json)->'allocations') AS x(key text, block_id bigint, vm text, mac text, cluster text, node text) JOIN v ON v.name = x.vm JOIN n ON n.vm_id = v.id)"));
+    }
+    if !doc.counters.is_empty() {
+        parts.push("c AS (UPDATE blocks SET used = blocks.used + x.used, released = blocks.released + x.released FROM json_to_recordset(($1::json)->'counters') AS x(id bigint, used bigint, released bigint) WHERE blocks.id = x.id)".into());
+    }
+    if !doc.idem.is_empty() {
+        parts.push(format!("i AS (INSERT INTO idempotency (key, response, created_at) SELECT x.key, x.response, {NOW} FROM json_to_recordset(($1::json)->'idem') AS x(key text, response text))"));
+    }
+    format!(
+        "WITH {} INSERT INTO changes (at, kind, subject, detail) SELECT {NOW}, 'vm.create', x.name, x.detail FROM json_to_recordset(($1::json)->'changes') AS x(name text, detail text)",
+        parts.join(", ")
+    )
 }
