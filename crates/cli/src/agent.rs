@@ -158,26 +158,38 @@ pub async fn run(cli: &Cli, a: AgentArgs, json: bool) -> Result<Out> {
         }
         .await;
         if args.once || args.dry_run {
-            let r = round?;
-            if !r.failures.is_empty() {
-                return Err(Error::storage(format!(
-                    "{} changes failed (the next round retries them):\n{}",
-                    r.failures.len(),
-                    r.failures.join("\n")
-                )));
-            }
-            return Out::new(&r, text(&r));
+            return last_round(round);
         }
         let line = match &round {
             Ok(r) if json => serde_json::to_string(r).unwrap_or_default(),
             Ok(r) => text(r),
             Err(e) => format!("error: {e}"),
         };
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}", line.trim_end());
-        let _ = out.flush();
+        print_line(&line);
         tokio::time::sleep(Duration::from_secs_f64(args.interval.max(0.05))).await;
     }
+}
+
+/// The result of a `--once` or `--dry-run` round: its report, or an error
+/// when any change failed.
+fn last_round(round: Result<Report>) -> Result<Out> {
+    let r = round?;
+    if !r.failures.is_empty() {
+        return Err(Error::storage(format!(
+            "{} changes failed (the next round retries them):\n{}",
+            r.failures.len(),
+            r.failures.join("\n")
+        )));
+    }
+    Out::new(&r, text(&r))
+}
+
+/// One line per round of a long-running agent, flushed at once (its
+/// output is usually a pipe to a log).
+fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", line.trim_end());
+    let _ = out.flush();
 }
 
 /// The agent of a node managed by a controller: wait for the node's plan
@@ -235,26 +247,14 @@ async fn over_network(
             eprintln!("error: cannot report to the controller: {e}");
         }
         if args.once || args.dry_run {
-            let r = round?;
-            if !r.failures.is_empty() {
-                return Err(Error::storage(format!(
-                    "{} changes failed (the next round retries them):\n{}",
-                    r.failures.len(),
-                    r.failures.join("\n")
-                )));
-            }
-            return Out::new(&r, text(&r));
+            return last_round(round);
         }
         let line = match &round {
             Ok(r) if json => serde_json::to_string(&status).unwrap_or_default(),
             Ok(r) => format!("revision {}: {}", resp.revision, text(r)),
             Err(e) => format!("error: {e}"),
         };
-        {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", line.trim_end());
-            let _ = out.flush();
-        }
+        print_line(&line);
         // A failed round is retried after the interval even if the plan
         // stays the same (the long poll returns then).
         have = Some(resp.hash);

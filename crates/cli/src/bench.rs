@@ -75,9 +75,10 @@ pub(crate) async fn fabric_setup(s: SqlStore, cidr: &str, exclude: &[&str]) -> R
     Ok(s)
 }
 
-fn vm(i: usize) -> VmInput {
+/// A VM on the benchmark cluster's node n1.
+pub(crate) fn vm(name: String) -> VmInput {
     VmInput {
-        name: format!("b{i}"),
+        name,
         node: "n1".into(),
         ..VmInput::default()
     }
@@ -126,7 +127,7 @@ pub async fn store(count: usize, batch: usize, dir: Option<PathBuf>) -> Result<O
             lat[0].push(t.elapsed());
             for (j, s) in [(1, &s16), (2, &s8), (3, &s8full)] {
                 let t = Instant::now();
-                s.create_vm("bench", &vm(i)).await?;
+                s.create_vm("bench", &vm(format!("b{i}"))).await?;
                 lat[j].push(t.elapsed());
             }
         }
@@ -159,7 +160,7 @@ pub async fn store(count: usize, batch: usize, dir: Option<PathBuf>) -> Result<O
         let mut i = 0;
         while i < total {
             let reqs: Vec<VmRequest> = (i..i + batch)
-                .map(|j| VmRequest::new("bench", vm(j)))
+                .map(|j| VmRequest::new("bench", vm(format!("b{j}"))))
                 .collect();
             let t = Instant::now();
             for r in s.create_vms(&reqs).await? {

@@ -14,6 +14,7 @@ use vmfabric_model::{Error, NodeInput, Result, TokenInput, VmInput};
 use vmfabric_store::{SqlStore, Store, SystemClock, VmRequest};
 
 use crate::Out;
+use crate::bench::vm;
 
 /// A percentile of sorted latencies, in milliseconds.
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -59,14 +60,6 @@ async fn setup(url: &str) -> Result<SqlStore> {
     )
     .await?;
     Ok(s)
-}
-
-fn vm(name: String) -> VmInput {
-    VmInput {
-        name,
-        node: "n1".into(),
-        ..VmInput::default()
-    }
 }
 
 /// A fresh database on the PostgreSQL server of `admin`, by name.

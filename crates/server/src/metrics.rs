@@ -162,48 +162,57 @@ impl Metrics {
         );
         o.push_str("# TYPE vmfabric_agents_connected gauge\n");
         let _ = writeln!(o, "vmfabric_agents_connected {}", waiting.len());
-        o.push_str("# HELP vmfabric_agent_connected Whether the node's agent waits on this controller now.\n");
-        o.push_str("# TYPE vmfabric_agent_connected gauge\n");
-        for a in agents {
-            let _ = writeln!(
-                o,
-                "vmfabric_agent_connected{{node=\"{}\"}} {}",
-                esc(&a.node),
-                u8::from(waiting.contains_key(&a.node))
-            );
-        }
-        o.push_str("# HELP vmfabric_agent_last_report_age_seconds Seconds since the node's agent last reported.\n");
-        o.push_str("# TYPE vmfabric_agent_last_report_age_seconds gauge\n");
-        for a in agents {
-            let _ = writeln!(
-                o,
-                "vmfabric_agent_last_report_age_seconds{{node=\"{}\"}} {}",
-                esc(&a.node),
-                (now_us - a.at.0) as f64 / 1e6
-            );
-        }
-        o.push_str("# HELP vmfabric_agent_last_reconcile_ok Whether the node's last reconcile applied every change.\n");
-        o.push_str("# TYPE vmfabric_agent_last_reconcile_ok gauge\n");
-        for a in agents {
-            let failures = a.report["failures"].as_array().map_or(0, Vec::len);
-            let _ = writeln!(
-                o,
-                "vmfabric_agent_last_reconcile_ok{{node=\"{}\"}} {}",
-                esc(&a.node),
-                u8::from(failures == 0 && a.report["error"].is_null())
-            );
-        }
-        o.push_str("# HELP vmfabric_agent_last_reconcile_changes Changes the node's last reconcile made.\n");
-        o.push_str("# TYPE vmfabric_agent_last_reconcile_changes gauge\n");
-        for a in agents {
-            let _ = writeln!(
-                o,
-                "vmfabric_agent_last_reconcile_changes{{node=\"{}\"}} {}",
-                esc(&a.node),
-                a.report["changes"].as_array().map_or(0, Vec::len)
-            );
-        }
+        per_agent(
+            &mut o,
+            agents,
+            "vmfabric_agent_connected",
+            "Whether the node's agent waits on this controller now.",
+            |a| u8::from(waiting.contains_key(&a.node)).to_string(),
+        );
+        per_agent(
+            &mut o,
+            agents,
+            "vmfabric_agent_last_report_age_seconds",
+            "Seconds since the node's agent last reported.",
+            |a| ((now_us - a.at.0) as f64 / 1e6).to_string(),
+        );
+        per_agent(
+            &mut o,
+            agents,
+            "vmfabric_agent_last_reconcile_ok",
+            "Whether the node's last reconcile applied every change.",
+            |a| {
+                let failures = a.report["failures"].as_array().map_or(0, Vec::len);
+                u8::from(failures == 0 && a.report["error"].is_null()).to_string()
+            },
+        );
+        per_agent(
+            &mut o,
+            agents,
+            "vmfabric_agent_last_reconcile_changes",
+            "Changes the node's last reconcile made.",
+            |a| {
+                a.report["changes"]
+                    .as_array()
+                    .map_or(0, Vec::len)
+                    .to_string()
+            },
+        );
         o
+    }
+}
+
+/// A gauge with one sample per node agent.
+fn per_agent(
+    o: &mut String,
+    agents: &[AgentStatus],
+    name: &str,
+    help: &str,
+    value: impl Fn(&AgentStatus) -> String,
+) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for a in agents {
+        let _ = writeln!(o, "{name}{{node=\"{}\"}} {}", esc(&a.node), value(a));
     }
 }
 
