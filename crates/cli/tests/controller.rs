@@ -12,6 +12,23 @@ use common::controller::{http, remote, serve, token};
 use common::*;
 use serde_json::{Value, json};
 
+/// An agent's long poll of node1's plan in a thread: its status, answer
+/// and how long it waited.
+fn long_poll(
+    api: &str,
+    token: &str,
+    have: &str,
+    wait_s: u32,
+) -> std::thread::JoinHandle<(u16, Value, Duration)> {
+    let url = format!("{api}/nodes/node1/plan?have={have}&wait={wait_s}");
+    let token = token.to_string();
+    std::thread::spawn(move || {
+        let t = Instant::now();
+        let (s, p, _) = http("GET", &url, Some(&token), &[], None);
+        (s, p, t.elapsed())
+    })
+}
+
 #[test]
 fn each_role_does_exactly_what_it_should() {
     let env = Env::new();
@@ -185,45 +202,14 @@ fn the_cli_through_the_controller_answers_like_the_database() {
         (r.json, env.ok(args))
     };
     // Build the seed world through the controller.
-    for args in [
-        vec!["cluster", "create", "sw", "--type", "switching"],
-        vec!["network", "add", "sw", "192.0.2.0/27"],
-        vec!["network", "add", "sw", "192.0.2.32/27"],
-        vec!["node", "add", "sw", "kvm1", "--address", "192.0.2.2"],
-        vec!["cluster", "create", "hz", "--type", "routing"],
-        vec![
-            "node",
-            "add",
-            "hz",
-            "hz1",
-            "--address",
-            "123.45.12.48",
-            "--subnet",
-            "203.0.113.40/29",
-            "--ipv6",
-            "2a01:4f8:13b:9a7::2/64",
-        ],
-        vec![
-            "cluster",
-            "create",
-            "fab",
-            "--type",
-            "ip-fabric",
-            "--vm-gateway",
-            "10.0.0.1",
-            "--bgp-community",
-            "65000:100",
-            "--route-reflector",
-            "172.16.0.2:65000",
-        ],
-        vec!["network", "add", "fab", "198.51.100.0/24"],
-        vec!["node", "add", "fab", "n1", "--address", "172.16.0.11"],
-        vec!["vm", "create", "sw", "web1", "--node", "kvm1"],
-        vec!["vm", "create", "hz", "mail", "--node", "hz1", "--ipv6"],
-        vec!["vm", "create", "fab", "vm1", "--node", "n1"],
-        vec!["ip", "reserve", "192.0.2.10"],
-    ] {
-        let r = remote(&u, &admin, &args);
+    let vms: &[&[&str]] = &[
+        &["vm", "create", "sw", "web1", "--node", "kvm1"],
+        &["vm", "create", "hz", "mail", "--node", "hz1", "--ipv6"],
+        &["vm", "create", "fab", "vm1", "--node", "node1"],
+        &["ip", "reserve", "192.0.2.10"],
+    ];
+    for args in SEED_WORLD.iter().chain(vms) {
+        let r = remote(&u, &admin, args);
         assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
     }
     for args in [
@@ -237,7 +223,7 @@ fn the_cli_through_the_controller_answers_like_the_database() {
         &["node", "list"],
         &["network", "list"],
         &["node", "plan", "hz1", "--format", "json"],
-        &["node", "plan", "n1", "--format", "frr"],
+        &["node", "plan", "node1", "--format", "frr"],
         &["vm", "guest-config", "mail"],
         &["cluster", "rr-config", "fab", "--format", "bird"],
         &["check"],
@@ -309,20 +295,7 @@ fn retries_never_allocate_twice_and_agents_wake_on_change() {
         None,
     );
     let hash = first["hash"].as_str().unwrap().to_string();
-    let waiter = {
-        let (api, agent, hash) = (api.clone(), agent.clone(), hash.clone());
-        std::thread::spawn(move || {
-            let t = Instant::now();
-            let (s, p, _) = http(
-                "GET",
-                &format!("{api}/nodes/node1/plan?have={hash}&wait=30"),
-                Some(&agent),
-                &[],
-                None,
-            );
-            (s, p, t.elapsed())
-        })
-    };
+    let waiter = long_poll(&api, &agent, &hash, 30);
     std::thread::sleep(Duration::from_millis(500));
     let created = Instant::now();
     let (s, _, _) = http(
@@ -368,7 +341,17 @@ fn retries_never_allocate_twice_and_agents_wake_on_change() {
     );
     assert!(t.elapsed() >= Duration::from_millis(900));
     assert_eq!(again["hash"], now["hash"]);
-    // Metrics show the allocation and the pool.
+    // The agent reports a round with a failed change.
+    let report = json!({"changes": ["+ route a", "+ route b"], "failures": ["+ route b: busy"], "revision": 3});
+    let (s, _, _) = http(
+        "POST",
+        &format!("{api}/nodes/node1/status"),
+        Some(&agent),
+        &[],
+        Some(&report),
+    );
+    assert_eq!(s, 200);
+    // Metrics show the allocation, the pool and the agent's last round.
     let (s, _, text) = http("GET", &format!("{}/metrics", srv.url), Some(&op), &[], None);
     assert_eq!(s, 200);
     assert!(text.contains("vmfabric_vms_created_total 3"), "{text}");
@@ -377,6 +360,18 @@ fn retries_never_allocate_twice_and_agents_wake_on_change() {
         "{text}"
     );
     assert!(text.contains("vmfabric_api_request_duration_seconds_count{method=\"POST\",route=\"/api/v1/clusters/{name}/vms\",status=\"201\"} 3"), "{text}");
+    for line in [
+        "vmfabric_agents_connected 0",
+        "vmfabric_agent_connected{node=\"node1\"} 0",
+        "vmfabric_agent_last_reconcile_ok{node=\"node1\"} 0",
+        "vmfabric_agent_last_reconcile_changes{node=\"node1\"} 2",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+    assert!(
+        text.contains("vmfabric_agent_last_report_age_seconds{node=\"node1\"} "),
+        "{text}"
+    );
 }
 
 #[test]
@@ -507,17 +502,7 @@ fn a_stop_signal_ends_long_polls_and_the_controller_cleanly() {
         None,
     );
     let hash = now["hash"].as_str().unwrap().to_string();
-    let waiter = std::thread::spawn(move || {
-        let t = Instant::now();
-        let (s, p, _) = http(
-            "GET",
-            &format!("{api}/nodes/node1/plan?have={hash}&wait=60"),
-            Some(&agent),
-            &[],
-            None,
-        );
-        (s, p, t.elapsed())
-    });
+    let waiter = long_poll(&api, &agent, &hash, 60);
     std::thread::sleep(Duration::from_millis(500));
     let pid = srv.child.id().to_string();
     let killed = std::process::Command::new("kill")

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::FABRIC_CLUSTER;
 use common::controller::{serve, token};
 use serde_json::{Value, json};
 
@@ -134,22 +135,7 @@ async fn call(
 fn two_controllers_32_clients_and_a_kill() {
     let pg = PgDb::new("soak");
     let db = pg.url.clone();
-    vf(
-        &db,
-        &[
-            "cluster",
-            "create",
-            "fab",
-            "--type",
-            "ip-fabric",
-            "--vm-gateway",
-            "10.0.0.1",
-            "--bgp-community",
-            "65000:100",
-            "--route-reflector",
-            "172.16.0.2:65000",
-        ],
-    );
+    vf(&db, FABRIC_CLUSTER);
     vf(&db, &["network", "add", "fab", "198.51.100.0/26"]);
     vf(
         &db,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 
-use common::Env;
+use common::{Env, FABRIC_CLUSTER};
 
 /// Start `vm import`, feed it VMs, kill it after `acks` acknowledgements;
 /// returns the acknowledged VMs with their addresses.
@@ -60,19 +60,7 @@ fn import_and_kill(e: &Env, batch: usize, first: usize, acks: usize) -> BTreeMap
 #[test]
 fn kill_9_during_allocations_loses_nothing_acknowledged() {
     let e = Env::new();
-    e.ok(&[
-        "cluster",
-        "create",
-        "fab",
-        "--type",
-        "ip-fabric",
-        "--vm-gateway",
-        "10.0.0.1",
-        "--bgp-community",
-        "65000:100",
-        "--route-reflector",
-        "172.16.0.2:65000",
-    ]);
+    e.ok(FABRIC_CLUSTER);
     e.ok(&["network", "add", "fab", "198.18.0.0/16"]);
     e.ok(&["node", "add", "fab", "node1", "--address", "172.16.0.11"]);
     e.ok(&["node", "add", "fab", "node2", "--address", "172.16.0.12"]);
@@ -130,19 +118,7 @@ fn kill_9_during_allocations_loses_nothing_acknowledged() {
 #[test]
 fn two_processes_allocating_at_once_never_share_an_address() {
     let e = Env::new();
-    e.ok(&[
-        "cluster",
-        "create",
-        "fab",
-        "--type",
-        "ip-fabric",
-        "--vm-gateway",
-        "10.0.0.1",
-        "--bgp-community",
-        "65000:100",
-        "--route-reflector",
-        "172.16.0.2:65000",
-    ]);
+    e.ok(FABRIC_CLUSTER);
     e.ok(&["network", "add", "fab", "198.51.100.0/24"]);
     e.ok(&["network", "add", "fab", "203.0.113.0/24"]);
     e.ok(&["node", "add", "fab", "node1", "--address", "172.16.0.11"]);

@@ -82,52 +82,65 @@ impl Env {
 
     /// The seed's three clusters: switching, routing, ip-fabric.
     pub fn seed_world(&self) {
-        self.ok(&["cluster", "create", "sw", "--type", "switching"]);
-        self.ok(&["network", "add", "sw", "192.0.2.0/27"]);
-        self.ok(&["network", "add", "sw", "192.0.2.32/27"]);
-        self.ok(&["node", "add", "sw", "kvm1", "--address", "192.0.2.2"]);
-        self.ok(&["node", "add", "sw", "kvm2", "--address", "192.0.2.3"]);
-        self.ok(&["cluster", "create", "hz", "--type", "routing"]);
-        self.ok(&[
-            "node",
-            "add",
-            "hz",
-            "hz1",
-            "--address",
-            "123.45.12.48",
-            "--subnet",
-            "203.0.113.40/29",
-            "--ipv6",
-            "2a01:4f8:13b:9a7::2/64",
-        ]);
-        self.ok(&[
-            "node",
-            "add",
-            "hz",
-            "hz2",
-            "--address",
-            "123.45.12.49",
-            "--subnet",
-            "203.0.113.48/29",
-        ]);
-        self.ok(&[
-            "cluster",
-            "create",
-            "fab",
-            "--type",
-            "ip-fabric",
-            "--vm-gateway",
-            "10.0.0.1",
-            "--bgp-community",
-            "65000:100",
-            "--route-reflector",
-            "172.16.0.2:65000",
-        ]);
-        self.ok(&["network", "add", "fab", "198.51.100.0/24"]);
-        self.ok(&["node", "add", "fab", "node1", "--address", "172.16.0.11"]);
-        self.ok(&["node", "add", "fab", "node2", "--address", "172.16.0.12"]);
+        for args in SEED_WORLD {
+            self.ok(args);
+        }
     }
 }
+
+/// The seed's ip-fabric cluster: VM gateway 10.0.0.1, community
+/// 65000:100, one route reflector.
+pub const FABRIC_CLUSTER: &[&str] = &[
+    "cluster",
+    "create",
+    "fab",
+    "--type",
+    "ip-fabric",
+    "--vm-gateway",
+    "10.0.0.1",
+    "--bgp-community",
+    "65000:100",
+    "--route-reflector",
+    "172.16.0.2:65000",
+];
+
+/// The seeds' three clusters, each with its networks and two nodes:
+/// switching `sw` (kvm1, kvm2), routing `hz` (hz1, hz2), ip-fabric `fab`
+/// (node1, node2).
+pub const SEED_WORLD: &[&[&str]] = &[
+    &["cluster", "create", "sw", "--type", "switching"],
+    &["network", "add", "sw", "192.0.2.0/27"],
+    &["network", "add", "sw", "192.0.2.32/27"],
+    &["node", "add", "sw", "kvm1", "--address", "192.0.2.2"],
+    &["node", "add", "sw", "kvm2", "--address", "192.0.2.3"],
+    &["cluster", "create", "hz", "--type", "routing"],
+    &[
+        "node",
+        "add",
+        "hz",
+        "hz1",
+        "--address",
+        "123.45.12.48",
+        "--subnet",
+        "203.0.113.40/29",
+        "--ipv6",
+        "2a01:4f8:13b:9a7::2/64",
+    ],
+    &[
+        "node",
+        "add",
+        "hz",
+        "hz2",
+        "--address",
+        "123.45.12.49",
+        "--subnet",
+        "203.0.113.48/29",
+    ],
+    FABRIC_CLUSTER,
+    &["network", "add", "fab", "198.51.100.0/24"],
+    &["node", "add", "fab", "node1", "--address", "172.16.0.11"],
+    &["node", "add", "fab", "node2", "--address", "172.16.0.12"],
+];
 
 pub fn parse(out: Output) -> Run {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
