@@ -21,7 +21,6 @@ use vmfabric_model::{AddressRequest, Block, Cluster, Error, Mac, Nic, Node, Resu
 
 use super::alloc;
 use super::clusters::{BLOCK_COLS, BLOCK_FROM, CLUSTER_COLS, block_from_row, cluster_from_row};
-use super::dialect::expand;
 use super::nodes::{NODE_COLS, node_from_row};
 use super::tx::run_script;
 use super::{Counters, Dialect, RowExt, SqlStore, Tx, db};
@@ -244,15 +243,18 @@ impl SqlStore {
     /// Begin the transaction and learn, in the same round trip, everything
     /// the batch refers to.
     async fn batch_context(&self, reqs: &[VmRequest], now: i64) -> Result<(Tx, Context)> {
-        let mut candidates = Vec::new();
+        // Every list is sent without repeats: the statements below join
+        // them to the tables, and a repeat would repeat rows.
+        let mut prefixes = BTreeSet::new();
+        let mut macs = BTreeSet::new();
         for r in reqs {
             for attempt in 0..EARLY_ATTEMPTS {
-                candidates.push(host_if_prefix(&r.vm.name, attempt));
-                candidates.push(Mac::for_nic(self.seed, &r.vm.name, 0, attempt).to_string());
+                prefixes.insert(host_if_prefix(&r.vm.name, attempt));
+                macs.insert(Mac::for_nic(self.seed, &r.vm.name, 0, attempt).to_string());
             }
         }
         // Addresses asked for by name (unparsable ones fail in planning).
-        let asked: Vec<String> = reqs
+        let asked: BTreeSet<String> = reqs
             .iter()
             .flat_map(|r| r.vm.ips.iter())
             .filter_map(|t| t.trim().parse::<std::net::IpAddr>().ok())
@@ -260,13 +262,16 @@ impl SqlStore {
             .collect();
         // Enough free ranges per block for every request to take one.
         let window = reqs.len() + asked.len() + 1;
+        let set =
+            |f: fn(&VmRequest) -> Option<&str>| reqs.iter().filter_map(f).collect::<BTreeSet<_>>();
         let doc = json!({
-            "clusters": reqs.iter().map(|r| r.cluster.as_str()).collect::<Vec<_>>(),
-            "nodes": reqs.iter().map(|r| r.vm.node.as_str()).collect::<Vec<_>>(),
-            "names": reqs.iter().map(|r| r.vm.name.as_str()).collect::<Vec<_>>(),
-            "candidates": candidates,
+            "clusters": set(|r| Some(r.cluster.as_str())),
+            "nodes": set(|r| Some(r.vm.node.as_str())),
+            "names": set(|r| Some(r.vm.name.as_str())),
+            "prefixes": prefixes,
+            "macs": macs,
             "asked": asked,
-            "keys": reqs.iter().filter_map(|r| r.idempotency_key.as_deref()).collect::<Vec<_>>(),
+            "keys": set(|r| r.idempotency_key.as_deref()),
             "n": window,
             "now": now,
         });
@@ -280,37 +285,42 @@ impl SqlStore {
                 "SELECT 'lock' AS k, b.id FROM {BLOCK_FROM} WHERE (b.node_id IS NULL AND c.name IN @LIST(clusters)) OR n.name IN @LIST(nodes) ORDER BY b.id FOR UPDATE OF b"
             ));
         }
+        // The lists drive joins rather than `IN (SELECT ...)`: SQLite builds
+        // a temporary b-tree for every such subquery, which cost more than
+        // the lookups themselves (perf, BENCHMARKS.md).
         statements.extend([
             format!(
-                "SELECT 'node' AS k, {NODE_COLS}, {CLUSTER_COLS} FROM nodes n JOIN clusters c ON c.id = n.cluster_id WHERE n.name IN @LIST(nodes)"
+                "SELECT 'node' AS k, {NODE_COLS}, {CLUSTER_COLS} FROM @EACHTEXT(nodes) AS l JOIN nodes n ON n.name = l.value JOIN clusters c ON c.id = n.cluster_id"
             ),
-            format!("SELECT 'cluster' AS k, {CLUSTER_COLS} FROM clusters c WHERE c.name IN @LIST(clusters)"),
+            format!("SELECT 'cluster' AS k, {CLUSTER_COLS} FROM @EACHTEXT(clusters) AS l JOIN clusters c ON c.name = l.value"),
             // Each block with the front of its free space: the first free
             // ranges, the usable released addresses in reuse order, and the
             // ranges and released entries holding the asked addresses.
             format!(
-                "SELECT 'block' AS k, b.cluster_id AS b_cluster_id, b.node_id AS b_node_id, {BLOCK_COLS}, \
+                "WITH ids AS (\
+                   SELECT b.id FROM @EACHTEXT(clusters) AS l JOIN clusters c ON c.name = l.value JOIN blocks b ON b.cluster_id = c.id AND b.node_id IS NULL \
+                   UNION ALL SELECT b.id FROM @EACHTEXT(nodes) AS l JOIN nodes n ON n.name = l.value JOIN blocks b ON b.node_id = n.id) \
+                 SELECT 'block' AS k, b.cluster_id AS b_cluster_id, b.node_id AS b_node_id, {BLOCK_COLS}, \
                  (SELECT @AGG(@ARR(@HEX(x.first), @HEX(x.last))) FROM (SELECT first, last FROM free_ranges WHERE block_id = b.id ORDER BY first LIMIT @ARG(n)) AS x) AS w_fresh, \
                  (SELECT @AGG(@ARR(@HEX(x.address), x.usable_at)) FROM (SELECT address, usable_at FROM released WHERE block_id = b.id AND usable_at <= @ARG(now) ORDER BY usable_at, address LIMIT @ARG(n)) AS x) AS w_released, \
                  (SELECT @AGG(@JSON(y.r)) FROM (SELECT (SELECT @ARR(@HEX(first), @HEX(last)) FROM free_ranges WHERE block_id = b.id AND first <= @UNHEX(a.value) ORDER BY first DESC LIMIT 1) AS r FROM @EACHTEXT(asked) AS a WHERE @UNHEX(a.value) BETWEEN b.first AND b.last) AS y WHERE y.r IS NOT NULL) AS w_asked, \
-                 (SELECT @AGG(@ARR(@HEX(address), usable_at)) FROM released WHERE block_id = b.id AND address IN (SELECT @UNHEX(value) FROM @EACHTEXT(asked))) AS w_asked_released \
-                 FROM {BLOCK_FROM} WHERE (b.node_id IS NULL AND c.name IN @LIST(clusters)) OR n.name IN @LIST(nodes)"
+                 (SELECT @AGG(@ARR(@HEX(r.address), r.usable_at)) FROM @EACHTEXT(asked) AS a JOIN released r ON r.address = @UNHEX(a.value) WHERE r.block_id = b.id) AS w_asked_released \
+                 FROM ids, {BLOCK_FROM} WHERE b.id = ids.id"
             ),
         ]);
         // Names, candidates and idempotency keys already taken, in one
         // statement (on PostgreSQL each statement is a round trip).
         let mut taken = String::from(
-            "SELECT 'name' AS k, name AS v, NULL AS r FROM vms WHERE name IN @LIST(names) \
-             UNION ALL SELECT 'taken', if_prefix, NULL FROM vms WHERE if_prefix IN @LIST(candidates) \
-             UNION ALL SELECT 'taken', mac, NULL FROM nics WHERE mac IN @LIST(candidates)",
+            "SELECT 'name' AS k, v.name AS v, NULL AS r FROM @EACHTEXT(names) AS l JOIN vms v ON v.name = l.value \
+             UNION ALL SELECT 'taken', v.if_prefix, NULL FROM @EACHTEXT(prefixes) AS l JOIN vms v ON v.if_prefix = l.value \
+             UNION ALL SELECT 'taken', ni.mac, NULL FROM @EACHTEXT(macs) AS l JOIN nics ni ON ni.mac = l.value",
         );
         if reqs.iter().any(|r| r.idempotency_key.is_some()) {
             taken.push_str(
-                " UNION ALL SELECT 'idem', key, response FROM idempotency WHERE key IN @LIST(keys)",
+                " UNION ALL SELECT 'idem', i.key, i.response FROM @EACHTEXT(keys) AS l JOIN idempotency i ON i.key = l.value",
             );
         }
         statements.push(taken);
-        let statements: Vec<String> = statements.iter().map(|s| expand(d, s)).collect();
         let (tx, rows) = self
             .begin_with_script(
                 &statements,
@@ -319,9 +329,11 @@ impl SqlStore {
             )
             .await?;
         let mut ctx = Context::default();
-        if let Some(c) = doc["candidates"].as_array() {
-            ctx.checked
-                .extend(c.iter().filter_map(|v| v.as_str().map(String::from)));
+        for list in ["prefixes", "macs"] {
+            if let Some(c) = doc[list].as_array() {
+                ctx.checked
+                    .extend(c.iter().filter_map(|v| v.as_str().map(String::from)));
+            }
         }
         for row in rows {
             match row.text("k")?.as_str() {
@@ -436,7 +448,6 @@ impl SqlStore {
             ));
         }
         let arg = json!({"now": now, "w": w, "a": a}).to_string();
-        let statements: Vec<String> = statements.iter().map(|s| expand(self.dialect, s)).collect();
         let mut windows: HashMap<i64, Window> = HashMap::new();
         let mut fresh_rows: HashMap<i64, (usize, Key)> = HashMap::new();
         for row in run_script(tx, self.dialect, &statements, &arg).await? {
@@ -896,32 +907,54 @@ fn write_statements(d: Dialect, doc: &WriteDoc) -> Vec<String> {
     }
 }
 
+/// Few rows are changed by one keyed statement each: SQLite runs
+/// `UPDATE … FROM` and `IN (SELECT …)` through a temporary b-tree, which
+/// cost more than the keyed statements for a one-VM create (perf,
+/// BENCHMARKS.md). `{i}` in `each` is the row's index.
+const KEYED_UP_TO: usize = 4;
+
+fn keyed(s: &mut Vec<String>, rows: usize, each: &str, bulk: &str) {
+    if rows == 0 {
+        return;
+    }
+    if rows <= KEYED_UP_TO {
+        s.extend((0..rows).map(|i| each.replace("{i}", &i.to_string())));
+    } else {
+        s.push(bulk.to_string());
+    }
+}
+
 /// SQLite runs the whole script in one call; statements with nothing to
 /// do are left out, since each costs a scan of the JSON argument. The few
 /// variants of the script stay in the statement cache.
 fn sqlite_write(doc: &WriteDoc) -> Vec<String> {
-    let d = Dialect::Sqlite;
     let mut s = Vec::new();
+    keyed(
+        &mut s,
+        doc.range_deletes.len(),
+        "DELETE FROM free_ranges WHERE block_id = @ARG(range_deletes.{i}.block_id) AND first = @UNHEX(@ARGTEXT(range_deletes.{i}.first))",
+        "DELETE FROM free_ranges WHERE (block_id, first) IN (SELECT @INT(j.value->>'block_id'), @UNHEX(j.value->>'first') FROM @EACH(range_deletes) AS j)",
+    );
+    keyed(
+        &mut s,
+        doc.range_updates.len(),
+        "UPDATE free_ranges SET last = @UNHEX(@ARGTEXT(range_updates.{i}.last)) WHERE block_id = @ARG(range_updates.{i}.block_id) AND first = @UNHEX(@ARGTEXT(range_updates.{i}.first))",
+        "UPDATE free_ranges SET last = @UNHEX(j.value->>'last') FROM @EACH(range_updates) AS j WHERE free_ranges.block_id = @INT(j.value->>'block_id') AND free_ranges.first = @UNHEX(j.value->>'first')",
+    );
+    keyed(
+        &mut s,
+        doc.released_deletes.len(),
+        "DELETE FROM released WHERE address = @UNHEX(@ARGTEXT(released_deletes.{i}))",
+        "DELETE FROM released WHERE address IN (SELECT @UNHEX(j.value) FROM @EACHTEXT(released_deletes) AS j)",
+    );
     let mut add = |when: bool, sql: &str| {
         if when {
-            s.push(expand(d, sql));
+            s.push(sql.to_string());
         }
     };
     add(
-        !doc.range_deletes.is_empty(),
-        "DELETE FROM free_ranges WHERE (block_id, first) IN (SELECT @INT(j.value->>'block_id'), @UNHEX(j.value->>'first') FROM @EACH(range_deletes) AS j)",
-    );
-    add(
-        !doc.range_updates.is_empty(),
-        "UPDATE free_ranges SET last = @UNHEX(j.value->>'last') FROM @EACH(range_updates) AS j WHERE free_ranges.block_id = @INT(j.value->>'block_id') AND free_ranges.first = @UNHEX(j.value->>'first')",
-    );
-    add(
         !doc.range_inserts.is_empty(),
         "INSERT INTO free_ranges (block_id, first, last) SELECT @INT(j.value->>'block_id'), @UNHEX(j.value->>'first'), @UNHEX(j.value->>'last') FROM @EACH(range_inserts) AS j",
-    );
-    add(
-        !doc.released_deletes.is_empty(),
-        "DELETE FROM released WHERE address IN (SELECT @UNHEX(j.value) FROM @EACHTEXT(released_deletes) AS j)",
     );
     add(
         true,
@@ -936,16 +969,18 @@ fn sqlite_write(doc: &WriteDoc) -> Vec<String> {
         "INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, cluster, node, since) SELECT @UNHEX(j.value->>'key'), @INT(j.value->>'block_id'), 'vm', ni.id, j.value->>'vm', 0, j.value->>'mac', j.value->>'cluster', j.value->>'node', @ARG(now) FROM @EACH(allocations) AS j JOIN vms v ON v.name = j.value->>'vm' JOIN nics ni ON ni.vm_id = v.id AND ni.idx = 0",
     );
     add(
-        !doc.counters.is_empty(),
-        "UPDATE blocks SET used = blocks.used + c.d_used, released = blocks.released + c.d_released FROM (SELECT @INT(j.value->>'id') AS d_id, @INT(j.value->>'used') AS d_used, @INT(j.value->>'released') AS d_released FROM @EACH(counters) AS j) AS c WHERE blocks.id = c.d_id",
-    );
-    add(
         true,
         "INSERT INTO changes (at, kind, subject, detail) SELECT @ARG(now), 'vm.create', j.value->>'name', j.value->>'detail' FROM @EACH(changes) AS j",
     );
     add(
         !doc.idem.is_empty(),
         "INSERT INTO idempotency (key, response, created_at) SELECT j.value->>'key', j.value->>'response', @ARG(now) FROM @EACH(idem) AS j",
+    );
+    keyed(
+        &mut s,
+        doc.counters.len(),
+        "UPDATE blocks SET used = used + @ARG(counters.{i}.used), released = released + @ARG(counters.{i}.released) WHERE id = @ARG(counters.{i}.id)",
+        "UPDATE blocks SET used = blocks.used + c.d_used, released = blocks.released + c.d_released FROM (SELECT @INT(j.value->>'id') AS d_id, @INT(j.value->>'used') AS d_used, @INT(j.value->>'released') AS d_released FROM @EACH(counters) AS j) AS c WHERE blocks.id = c.d_id",
     );
     s
 }

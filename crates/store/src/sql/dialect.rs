@@ -15,7 +15,40 @@
 //! | `@ARR(a, b)` | `json_array(a, b)` | `json_build_array(a, b)` |
 //! | `@JSON(e)` | `json(e)` | `e` |
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use super::Dialect;
+
+/// Scripts kept expanded; a store runs a few dozen distinct ones, so the
+/// bound only guards against a pathological caller.
+const SCRIPT_CACHE_MAX: usize = 4096;
+
+/// `statements` expanded for `d`, ready to send: for SQLite one text with
+/// every statement (one call to the driver), for PostgreSQL one text per
+/// statement (its protocol binds arguments to one statement at a time).
+/// Expanded once per distinct script: expanding on every call cost 4 % of
+/// a one-VM create (perf, BENCHMARKS.md).
+pub(crate) fn script(d: Dialect, statements: &[String]) -> Arc<[Arc<str>]> {
+    type Cache = Mutex<HashMap<(Dialect, String), Arc<[Arc<str>]>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let key = (d, statements.join("\0"));
+    let cache = CACHE.get_or_init(Cache::default);
+    if let Some(s) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return s;
+    }
+    let expanded: Vec<String> = statements.iter().map(|s| expand(d, s)).collect();
+    let texts: Arc<[Arc<str>]> = match d {
+        Dialect::Sqlite => Arc::from([Arc::from(expanded.join(";\n"))]),
+        Dialect::Postgres => expanded.into_iter().map(Arc::from).collect(),
+    };
+    if let Ok(mut c) = cache.lock()
+        && c.len() < SCRIPT_CACHE_MAX
+    {
+        c.insert(key, texts.clone());
+    }
+    texts
+}
 
 /// `$.a[0].b` (SQLite) or `{a,0,b}` (PostgreSQL) for a dotted path.
 fn path(d: Dialect, p: &str) -> String {

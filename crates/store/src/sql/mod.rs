@@ -28,7 +28,7 @@ mod tx;
 mod vms;
 
 /// Which database is behind the pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dialect {
     Sqlite,
     Postgres,
@@ -140,7 +140,7 @@ impl Counters {
 }
 
 fn migrator(dialect: Dialect) -> Migrator {
-    let files: [(&str, &str); 3] = match dialect {
+    let files: [(&str, &str); 4] = match dialect {
         Dialect::Sqlite => [
             (
                 "init",
@@ -153,6 +153,10 @@ fn migrator(dialect: Dialect) -> Migrator {
             (
                 "controller",
                 include_str!("../../migrations/sqlite/0003_controller.sql"),
+            ),
+            (
+                "vm create path",
+                include_str!("../../migrations/sqlite/0004_vm_create_path.sql"),
             ),
         ],
         Dialect::Postgres => [
@@ -167,6 +171,10 @@ fn migrator(dialect: Dialect) -> Migrator {
             (
                 "controller",
                 include_str!("../../migrations/postgres/0003_controller.sql"),
+            ),
+            (
+                "vm create path",
+                include_str!("../../migrations/postgres/0004_vm_create_path.sql"),
             ),
         ],
     };

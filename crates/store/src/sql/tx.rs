@@ -10,9 +10,10 @@ use std::ops::{Deref, DerefMut};
 
 use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, Executor};
+use sqlx::{Any, AnyConnection, AssertSqlSafe, Executor};
 use vmfabric_model::Result;
 
+use super::dialect::script;
 use super::{Dialect, SqlStore, db};
 
 /// An open transaction on a pooled connection.
@@ -56,35 +57,27 @@ impl Drop for Tx {
     }
 }
 
-/// Statements joined into one script: SQLite runs it in one round trip;
-/// PostgreSQL cannot bind arguments to several statements, so there each
-/// statement goes on its own.
+/// Statements (with `@` macros, see `dialect`) run as one script: SQLite
+/// runs it in one call to the driver; PostgreSQL cannot bind arguments to
+/// several statements, so there each statement goes on its own.
 pub(crate) async fn run_script(
     conn: &mut AnyConnection,
     dialect: Dialect,
     statements: &[String],
     arg: &str,
 ) -> Result<Vec<AnyRow>> {
-    match dialect {
-        Dialect::Sqlite => sqlx::query(SqlStore::dynamic(statements.join(";\n")))
-            .bind(arg)
-            .fetch_all(conn)
-            .await
-            .map_err(db),
-        Dialect::Postgres => {
-            let mut rows = Vec::new();
-            for s in statements {
-                rows.extend(
-                    sqlx::query(SqlStore::dynamic(s.clone()))
-                        .bind(arg)
-                        .fetch_all(&mut *conn)
-                        .await
-                        .map_err(db)?,
-                );
-            }
-            Ok(rows)
-        }
+    let texts = script(dialect, statements);
+    let mut rows = Vec::new();
+    for text in texts.iter() {
+        rows.extend(
+            sqlx::query(AssertSqlSafe(text.clone()))
+                .bind(arg)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db)?,
+        );
     }
+    Ok(rows)
 }
 
 impl SqlStore {
