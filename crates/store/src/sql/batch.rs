@@ -28,8 +28,6 @@ use crate::VmRequest;
 
 /// Name candidates checked in the first round trip; more only if all clash.
 const EARLY_ATTEMPTS: u32 = 3;
-/// Batches larger than this are planned for their size (PostgreSQL).
-const CUSTOM_PLANS_FROM: usize = 8;
 /// Candidates tried before giving up.
 const ATTEMPTS: u32 = 64;
 
@@ -309,24 +307,25 @@ impl SqlStore {
             ),
         ]);
         // Names, candidates and idempotency keys already taken, in one
-        // statement (on PostgreSQL each statement is a round trip).
+        // statement (on PostgreSQL each statement is a round trip). Each is
+        // looked up by a subquery per list entry, which every planner runs
+        // as one index probe: as joins, PostgreSQL's cached plan for a new
+        // installation (its statistics saying the tables are empty) read
+        // the whole index, 1.5 ms for one VM at 12,000 (BENCHMARKS.md).
+        // A miss comes back as NULL.
         let mut taken = String::from(
-            "SELECT 'name' AS k, v.name AS v, NULL AS r FROM @EACHTEXT(names) AS l JOIN vms v ON v.name = l.value \
-             UNION ALL SELECT 'taken', v.if_prefix, NULL FROM @EACHTEXT(prefixes) AS l JOIN vms v ON v.if_prefix = l.value \
-             UNION ALL SELECT 'taken', ni.mac, NULL FROM @EACHTEXT(macs) AS l JOIN nics ni ON ni.mac = l.value",
+            "SELECT 'name' AS k, (SELECT v.name FROM vms v WHERE v.name = l.value) AS v, NULL AS r FROM @EACHTEXT(names) AS l \
+             UNION ALL SELECT 'taken', (SELECT v.if_prefix FROM vms v WHERE v.if_prefix = l.value), NULL FROM @EACHTEXT(prefixes) AS l \
+             UNION ALL SELECT 'taken', (SELECT ni.mac FROM nics ni WHERE ni.mac = l.value), NULL FROM @EACHTEXT(macs) AS l",
         );
         if reqs.iter().any(|r| r.idempotency_key.is_some()) {
             taken.push_str(
-                " UNION ALL SELECT 'idem', i.key, i.response FROM @EACHTEXT(keys) AS l JOIN idempotency i ON i.key = l.value",
+                " UNION ALL SELECT 'idem', l.value, (SELECT i.response FROM idempotency i WHERE i.key = l.value) FROM @EACHTEXT(keys) AS l",
             );
         }
         statements.push(taken);
         let (tx, rows) = self
-            .begin_with_script(
-                &statements,
-                &doc.to_string(),
-                reqs.len() > CUSTOM_PLANS_FROM,
-            )
+            .begin_with_script(&statements, &doc.to_string())
             .await?;
         let mut ctx = Context::default();
         for list in ["prefixes", "macs"] {
@@ -357,14 +356,20 @@ impl SqlStore {
                     ctx.blocks.push(b);
                 }
                 "name" => {
-                    ctx.taken_names.insert(row.text("v")?);
+                    if let Some(v) = row.opt_text("v")? {
+                        ctx.taken_names.insert(v);
+                    }
                 }
                 "lock" => {}
                 "idem" => {
-                    ctx.idem.insert(row.text("v")?, row.text("r")?);
+                    if let Some(r) = row.opt_text("r")? {
+                        ctx.idem.insert(row.text("v")?, r);
+                    }
                 }
                 _ => {
-                    ctx.taken.insert(row.text("v")?);
+                    if let Some(v) = row.opt_text("v")? {
+                        ctx.taken.insert(v);
+                    }
                 }
             }
         }
@@ -450,7 +455,7 @@ impl SqlStore {
         let arg = json!({"now": now, "w": w, "a": a}).to_string();
         let mut windows: HashMap<i64, Window> = HashMap::new();
         let mut fresh_rows: HashMap<i64, (usize, Key)> = HashMap::new();
-        for row in run_script(tx, self.dialect, &statements, &arg).await? {
+        for row in run_script(tx, self.dialect, &statements, &[&arg]).await? {
             let id = row.int("block_id")?;
             let (first, last) = (row.key("first")?, row.key("last")?);
             if first > last {
@@ -730,7 +735,9 @@ impl SqlStore {
                 doc.window_diff(*id, w);
             }
             let statements = write_statements(self.dialect, &doc);
-            owned_tx.commit_after(&statements, &doc.finish()).await?;
+            let args = doc.finish(self.dialect);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            owned_tx.commit_after(&statements, &args).await?;
         } else {
             owned_tx.rollback().await?;
         }
@@ -875,25 +882,42 @@ impl WriteDoc {
         }
     }
 
-    fn finish(self) -> String {
+    /// The arguments of the write script. SQLite: one JSON document `$1`.
+    /// PostgreSQL: `$1` the time and one JSON array per part (`PG_ARGS`),
+    /// so that no statement parses the whole batch more than once: with
+    /// one document, every `($1::json)->'part'` parsed all of it, and the
+    /// time, read per row, parsed it per row (EXPLAIN ANALYZE: 580 ms for
+    /// 256 VMs under a generic plan, BENCHMARKS.md).
+    fn finish(self, d: Dialect) -> Vec<String> {
         let counters: Vec<Value> = self
             .counters
             .into_iter()
             .map(|(id, (used, released))| json!({"id": id, "used": used, "released": released}))
             .collect();
-        json!({
-            "now": self.now,
-            "vms": self.vms,
-            "allocations": self.allocations,
-            "counters": counters,
-            "range_deletes": self.range_deletes,
-            "range_updates": self.range_updates,
-            "range_inserts": self.range_inserts,
-            "released_deletes": self.released_deletes,
-            "changes": self.changes,
-            "idem": self.idem,
-        })
-        .to_string()
+        let parts = [
+            ("range_deletes", Value::from(self.range_deletes)),
+            ("range_updates", Value::from(self.range_updates)),
+            ("range_inserts", Value::from(self.range_inserts)),
+            ("released_deletes", Value::from(self.released_deletes)),
+            ("vms", Value::from(self.vms)),
+            ("allocations", Value::from(self.allocations)),
+            ("counters", Value::from(counters)),
+            ("idem", Value::from(self.idem)),
+            ("changes", Value::from(self.changes)),
+        ];
+        match d {
+            Dialect::Sqlite => {
+                let mut doc = serde_json::Map::new();
+                doc.insert("now".into(), self.now.into());
+                for (k, v) in parts {
+                    doc.insert(k.into(), v);
+                }
+                vec![Value::Object(doc).to_string()]
+            }
+            Dialect::Postgres => std::iter::once(self.now.to_string())
+                .chain(parts.into_iter().map(|(_, v)| v.to_string()))
+                .collect(),
+        }
     }
 }
 
@@ -992,34 +1016,34 @@ fn sqlite_write(doc: &WriteDoc) -> Vec<String> {
 /// rows' ids from `RETURNING`. Parts with nothing to do are left out (the
 /// variants stay in the statement cache).
 fn postgres_write(doc: &WriteDoc) -> String {
-    const NOW: &str = "((($1::json)->>'now')::bigint)";
+    const NOW: &str = "($1::bigint)";
     let mut parts: Vec<String> = Vec::new();
     if !doc.range_deletes.is_empty() {
-        parts.push("rd AS (DELETE FROM free_ranges f USING json_to_recordset(($1::json)->'range_deletes') AS x(block_id bigint, first text) WHERE f.block_id = x.block_id AND f.first = decode(x.first, 'hex'))".into());
+        parts.push("rd AS (DELETE FROM free_ranges f USING json_to_recordset($2::json) AS x(block_id bigint, first text) WHERE f.block_id = x.block_id AND f.first = decode(x.first, 'hex'))".into());
     }
     if !doc.range_updates.is_empty() {
-        parts.push("ru AS (UPDATE free_ranges f SET last = decode(x.last, 'hex') FROM json_to_recordset(($1::json)->'range_updates') AS x(block_id bigint, first text, last text) WHERE f.block_id = x.block_id AND f.first = decode(x.first, 'hex'))".into());
+        parts.push("ru AS (UPDATE free_ranges f SET last = decode(x.last, 'hex') FROM json_to_recordset($3::json) AS x(block_id bigint, first text, last text) WHERE f.block_id = x.block_id AND f.first = decode(x.first, 'hex'))".into());
     }
     if !doc.range_inserts.is_empty() {
-        parts.push("ri AS (INSERT INTO free_ranges (block_id, first, last) SELECT x.block_id, decode(x.first, 'hex'), decode(x.last, 'hex') FROM json_to_recordset(($1::json)->'range_inserts') AS x(block_id bigint, first text, last text))".into());
+        parts.push("ri AS (INSERT INTO free_ranges (block_id, first, last) SELECT x.block_id, decode(x.first, 'hex'), decode(x.last, 'hex') FROM json_to_recordset($4::json) AS x(block_id bigint, first text, last text))".into());
     }
     if !doc.released_deletes.is_empty() {
-        parts.push("rl AS (DELETE FROM released WHERE address IN (SELECT decode(value, 'hex') FROM json_array_elements_text(($1::json)->'released_deletes')))".into());
+        parts.push("rl AS (DELETE FROM released WHERE address IN (SELECT decode(value, 'hex') FROM json_array_elements_text($5::json)))".into());
     }
-    parts.push("j AS MATERIALIZED (SELECT * FROM json_to_recordset(($1::json)->'vms') AS x(cluster_id bigint, node_id bigint, name text, if_prefix text, mac text))".into());
+    parts.push("j AS MATERIALIZED (SELECT * FROM json_to_recordset($6::json) AS x(cluster_id bigint, node_id bigint, name text, if_prefix text, mac text))".into());
     parts.push(format!("v AS (INSERT INTO vms (cluster_id, node_id, name, if_prefix, created_at) SELECT cluster_id, node_id, name, if_prefix, {NOW} FROM j RETURNING id, name)"));
     parts.push("n AS (INSERT INTO nics (vm_id, idx, mac) SELECT v.id, 0, j.mac FROM v JOIN j ON j.name = v.name RETURNING id, vm_id)".into());
     if !doc.allocations.is_empty() {
-        parts.push(format!("a AS (INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, cluster, node, since) SELECT decode(x.key, 'hex'), x.block_id, 'vm', n.id, x.vm, 0, x.mac, x.cluster, x.node, {NOW} FROM json_to_recordset(($1::json)->'allocations') AS x(key text, block_id bigint, vm text, mac text, cluster text, node text) JOIN v ON v.name = x.vm JOIN n ON n.vm_id = v.id)"));
+        parts.push(format!("a AS (INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, cluster, node, since) SELECT decode(x.key, 'hex'), x.block_id, 'vm', n.id, x.vm, 0, x.mac, x.cluster, x.node, {NOW} FROM json_to_recordset($7::json) AS x(key text, block_id bigint, vm text, mac text, cluster text, node text) JOIN v ON v.name = x.vm JOIN n ON n.vm_id = v.id)"));
     }
     if !doc.counters.is_empty() {
-        parts.push("c AS (UPDATE blocks SET used = blocks.used + x.used, released = blocks.released + x.released FROM json_to_recordset(($1::json)->'counters') AS x(id bigint, used bigint, released bigint) WHERE blocks.id = x.id)".into());
+        parts.push("c AS (UPDATE blocks SET used = blocks.used + x.used, released = blocks.released + x.released FROM json_to_recordset($8::json) AS x(id bigint, used bigint, released bigint) WHERE blocks.id = x.id)".into());
     }
     if !doc.idem.is_empty() {
-        parts.push(format!("i AS (INSERT INTO idempotency (key, response, created_at) SELECT x.key, x.response, {NOW} FROM json_to_recordset(($1::json)->'idem') AS x(key text, response text))"));
+        parts.push(format!("i AS (INSERT INTO idempotency (key, response, created_at) SELECT x.key, x.response, {NOW} FROM json_to_recordset($9::json) AS x(key text, response text))"));
     }
     format!(
-        "WITH {} INSERT INTO changes (at, kind, subject, detail) SELECT {NOW}, 'vm.create', x.name, x.detail FROM json_to_recordset(($1::json)->'changes') AS x(name text, detail text)",
+        "WITH {} INSERT INTO changes (at, kind, subject, detail) SELECT {NOW}, 'vm.create', x.name, x.detail FROM json_to_recordset($10::json) AS x(name text, detail text)",
         parts.join(", ")
     )
 }

@@ -64,18 +64,16 @@ pub(crate) async fn run_script(
     conn: &mut AnyConnection,
     dialect: Dialect,
     statements: &[String],
-    arg: &str,
+    args: &[&str],
 ) -> Result<Vec<AnyRow>> {
     let texts = script(dialect, statements);
     let mut rows = Vec::new();
     for text in texts.iter() {
-        rows.extend(
-            sqlx::query(AssertSqlSafe(text.clone()))
-                .bind(arg)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(db)?,
-        );
+        let mut q = sqlx::query(AssertSqlSafe(text.clone()));
+        for a in args {
+            q = q.bind(*a);
+        }
+        rows.extend(q.fetch_all(&mut *conn).await.map_err(db)?);
     }
     Ok(rows)
 }
@@ -123,21 +121,10 @@ impl SqlStore {
         &self,
         statements: &[String],
         arg: &str,
-        custom_plans: bool,
     ) -> Result<(Tx, Vec<AnyRow>)> {
         if self.dialect != Dialect::Sqlite {
             let mut tx = self.begin().await?;
-            if custom_plans {
-                // PostgreSQL's generic plans of the batch statements cannot
-                // see how many rows the JSON argument holds; for large
-                // batches they were 10x slower than planning each time,
-                // which in turn costs more than it saves for small ones
-                // (both measured, BENCHMARKS.md).
-                tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-                    .await
-                    .map_err(db)?;
-            }
-            let rows = run_script(&mut tx, self.dialect, statements, arg).await?;
+            let rows = run_script(&mut tx, self.dialect, statements, &[arg]).await?;
             return Ok((tx, rows));
         }
         let mut all = Vec::with_capacity(statements.len() + 1);
@@ -152,7 +139,7 @@ impl SqlStore {
             open: true,
             bump: true,
         };
-        let rows = run_script(&mut tx, self.dialect, &all, arg).await?;
+        let rows = run_script(&mut tx, self.dialect, &all, &[arg]).await?;
         Ok((tx, rows))
     }
 }
@@ -178,16 +165,16 @@ impl Tx {
         Ok(())
     }
 
-    /// Run `statements` and commit, in one round trip on SQLite. If any
-    /// statement fails, nothing is committed.
-    pub(crate) async fn commit_after(mut self, statements: &[String], arg: &str) -> Result<()> {
+    /// Run `statements` with `args` ($1, $2, …) and commit, in one round
+    /// trip on SQLite. If any statement fails, nothing is committed.
+    pub(crate) async fn commit_after(mut self, statements: &[String], args: &[&str]) -> Result<()> {
         let mut all = statements.to_vec();
         if self.bump {
             all.push(BUMP.to_string());
         }
         all.push("COMMIT".to_string());
         let dialect = self.dialect;
-        run_script(&mut self, dialect, &all, arg).await?;
+        run_script(&mut self, dialect, &all, args).await?;
         self.open = false;
         Ok(())
     }
