@@ -156,19 +156,28 @@ fn start_serve(url: &str) -> Result<(Serve, String)> {
     Ok((serve, addr))
 }
 
-/// `clients` concurrent clients, each creating VMs one request at a time.
+/// `clients` concurrent clients, each creating `per_request` VMs per
+/// request (one: `POST /clusters/bench/vms`; more: `POST /vms/batch`), one
+/// request at a time. Returns each request's latency, the time taken and
+/// the number of VMs created.
 async fn load(
     base: &str,
     token: &str,
     clients: usize,
     total: usize,
+    per_request: usize,
     tag: &str,
 ) -> Result<(Vec<Duration>, Duration, usize)> {
-    let per = total.div_ceil(clients);
+    let per_request = per_request.max(1);
+    let per = total.div_ceil(clients * per_request);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let url = format!("{base}/api/v1/clusters/bench/vms");
+        let url = if per_request == 1 {
+            format!("{base}/api/v1/clusters/bench/vms")
+        } else {
+            format!("{base}/api/v1/vms/batch")
+        };
         let token = token.to_string();
         let tag = tag.to_string();
         tasks.push(tokio::spawn(async move {
@@ -179,20 +188,37 @@ async fn load(
                 .map_err(|e| Error::storage(e.to_string()))?;
             let mut lat = Vec::with_capacity(per);
             for i in 0..per {
+                let name = |j: usize| format!("{tag}-{c}-{i}-{j}");
+                let req = if per_request == 1 {
+                    http.post(&url).json(&vm(name(0)))
+                } else {
+                    let batch: Vec<VmRequest> = (0..per_request)
+                        .map(|j| VmRequest::new("bench", vm(name(j))))
+                        .collect();
+                    http.post(&url).json(&batch)
+                };
                 let t = Instant::now();
-                let r = http
-                    .post(&url)
+                let r = req
                     .bearer_auth(&token)
-                    .json(&vm(format!("{tag}-{c}-{i}")))
                     .send()
                     .await
                     .map_err(|e| Error::storage(format!("request failed: {e}")))?;
                 let status = r.status();
                 let body = r.bytes().await.map_err(|e| Error::storage(e.to_string()))?;
-                if status.as_u16() != 201 {
+                let created = match (per_request, status.as_u16()) {
+                    (1, 201) => true,
+                    (_, 200) => {
+                        serde_json::from_slice::<Vec<serde_json::Value>>(&body).is_ok_and(|v| {
+                            v.len() == per_request && v.iter().all(|x| x.get("vm").is_some())
+                        })
+                    }
+                    _ => false,
+                };
+                if !created {
+                    let text = String::from_utf8_lossy(&body);
                     return Err(Error::storage(format!(
                         "vm create answered {status}: {}",
-                        String::from_utf8_lossy(&body)
+                        text.chars().take(500).collect::<String>()
                     )));
                 }
                 lat.push(t.elapsed());
@@ -204,7 +230,7 @@ async fn load(
     for t in tasks {
         all.extend(t.await.map_err(|e| Error::storage(e.to_string()))??);
     }
-    let n = all.len();
+    let n = all.len() * per_request;
     Ok((all, start.elapsed(), n))
 }
 
@@ -264,6 +290,9 @@ async fn wake(base: &str, op: &str, agent: &str, n: usize) -> Result<Vec<Duratio
     Ok(lat)
 }
 
+/// VMs per request in the batch-endpoint measurement.
+const BATCH_REQUEST: usize = 64;
+
 pub async fn run(requests: usize, clients: &[usize], postgres: Option<&str>) -> Result<Out> {
     let requests = requests.max(100);
     vmfabric_client::install_crypto();
@@ -308,14 +337,36 @@ pub async fn run(requests: usize, clients: &[usize], postgres: Option<&str>) -> 
         };
         let (serve, base) = start_serve(serve_url)?;
         // Warm up: connections, prepared statements.
-        load(&base, &token, 4, 200, "warm").await?;
-        for &n in clients {
-            let (mut lat, took, done) =
-                load(&base, &token, n.max(1), requests, &format!("c{n}")).await?;
+        load(&base, &token, 4, 200, 1, "warm").await?;
+        // One VM per request (the server batches concurrent requests into
+        // one commit), then a client's own batches of 64 (`/vms/batch`).
+        let runs = clients
+            .iter()
+            .map(|&n| (n.max(1), 1))
+            .chain(clients.iter().max().map(|&n| (n.max(1), BATCH_REQUEST)));
+        for (n, per_request) in runs {
+            let total = if per_request == 1 {
+                requests
+            } else {
+                requests * 4
+            };
+            let (mut lat, took, done) = load(
+                &base,
+                &token,
+                n,
+                total,
+                per_request,
+                &format!("c{n}b{per_request}"),
+            )
+            .await?;
             lat.sort();
             rows.push(Row {
                 backend: backend.clone(),
-                what: format!("HTTP vm create, {n} clients"),
+                what: if per_request == 1 {
+                    format!("HTTP vm create, {n} clients")
+                } else {
+                    format!("HTTP vm batch of {per_request}, {n} clients")
+                },
                 requests: done,
                 per_second: done as f64 / took.as_secs_f64(),
                 p50_ms: percentile(&lat, 0.5),

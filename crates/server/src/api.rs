@@ -540,15 +540,14 @@ async fn create_vms(State(c): State<Ctl>, Extension(t): Tok, b: Bytes) -> ApiRes
     if reqs.len() > 10_000 {
         return Err(Error::invalid("body", reqs.len(), "at most 10000 VMs per batch").into());
     }
-    let results = c.store.create_vms(&reqs).await?;
-    c.metrics.batches.fetch_add(1, Ordering::Relaxed);
-    let out: Vec<BatchResult> = results
+    // The committers count batches and created VMs.
+    let out: Vec<BatchResult> = c
+        .batcher
+        .create_many(reqs)
+        .await
         .into_iter()
         .map(|r| match r {
-            Ok(vm) => {
-                c.metrics.vms_created.fetch_add(1, Ordering::Relaxed);
-                BatchResult::Vm(vm)
-            }
+            Ok(vm) => BatchResult::Vm(vm),
             Err(e) => BatchResult::Problem(crate::problem::document(&e)),
         })
         .collect();
