@@ -526,3 +526,57 @@ fn a_stop_signal_ends_long_polls_and_the_controller_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_batch_request_creates_each_vm_or_says_why() {
+    let env = Env::new();
+    env.seed_world();
+    let db = env.db.to_string_lossy().to_string();
+    let op = token(&db, "operator", None);
+    let viewer = token(&db, "viewer", None);
+    let srv = serve(&db, &[]);
+    let url = format!("{}/api/v1/vms/batch", srv.url);
+    let batch = json!([
+        {"cluster": "fab", "vm": {"name": "bat1", "node": "node1"}},
+        {"cluster": "fab", "vm": {"name": "bat1", "node": "node1"}},
+        {"cluster": "fab", "vm": {"name": "bat2", "node": "nosuchnode"}},
+        {"cluster": "fab", "vm": {"name": "bat3", "node": "node1"}},
+    ]);
+    // A viewer may not create, and nothing changes.
+    let before = env.dump();
+    let (s, _, _) = http("POST", &url, Some(&viewer), &[], Some(&batch));
+    assert_eq!(s, 403);
+    assert_eq!(env.dump(), before);
+
+    let (s, r, _) = http("POST", &url, Some(&op), &[], Some(&batch));
+    assert_eq!(s, 200, "{r}");
+    let r = r.as_array().unwrap();
+    assert_eq!(r.len(), 4, "one answer per VM, in order: {r:?}");
+    assert_eq!(r[0]["vm"]["name"], "bat1");
+    assert!(
+        r[1].get("vm").is_none(),
+        "a second bat1 is refused: {}",
+        r[1]
+    );
+    assert!(r[1].to_string().contains("bat1"), "{}", r[1]);
+    assert!(
+        r[2].get("vm").is_none(),
+        "an unknown node is refused: {}",
+        r[2]
+    );
+    assert!(r[2].to_string().contains("nosuchnode"), "{}", r[2]);
+    assert_eq!(r[3]["vm"]["name"], "bat3");
+    // Exactly the two created VMs hold addresses.
+    let ips = env.ok(&["ip", "list", "--cluster", "fab"]);
+    let holders: Vec<&str> = ips
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["vm"].as_str())
+        .collect();
+    assert_eq!(holders.len(), 2, "{ips}");
+    assert!(
+        holders.contains(&"bat1") && holders.contains(&"bat3"),
+        "{ips}"
+    );
+}

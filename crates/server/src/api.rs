@@ -533,7 +533,7 @@ pub enum BatchResult {
     Problem(serde_json::Value),
 }
 
-#[utoipa::path(post, path = "/api/v1/vms/batch", tag = "vms", description = "Create many VMs in one commit (operator); each succeeds or fails on its own.", request_body = [VmRequest], responses((status = 200, body = [Object])))]
+#[utoipa::path(post, path = "/api/v1/vms/batch", tag = "vms", description = "Create many VMs (operator); they share commits with concurrent creates, and each succeeds or fails on its own.", request_body = [VmRequest], responses((status = 200, body = [Object])))]
 async fn create_vms(State(c): State<Ctl>, Extension(t): Tok, b: Bytes) -> ApiResult<Response> {
     require(&t, Access::Operate)?;
     let reqs: Vec<VmRequest> = body(&b)?;
