@@ -323,6 +323,9 @@ impl SqlStore {
                 " UNION ALL SELECT 'idem', l.value, (SELECT i.response FROM idempotency i WHERE i.key = l.value) FROM @EACHTEXT(keys) AS l",
             );
         }
+        let taken = format!(
+            "SELECT t.k, t.v, t.r FROM ({taken}) AS t WHERE t.v IS NOT NULL AND (t.k <> 'idem' OR t.r IS NOT NULL)"
+        );
         statements.push(taken);
         let (tx, rows) = self
             .begin_with_script(&statements, &doc.to_string())
@@ -735,7 +738,7 @@ impl SqlStore {
                 doc.window_diff(*id, w);
             }
             let statements = write_statements(self.dialect, &doc);
-            let args = doc.finish(self.dialect);
+            let args = doc.finish();
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             owned_tx.commit_after(&statements, &args).await?;
         } else {
@@ -882,46 +885,36 @@ impl WriteDoc {
         }
     }
 
-    /// The arguments of the write script. SQLite: one JSON document `$1`.
-    /// PostgreSQL: `$1` the time and one JSON array per part (`PG_ARGS`),
-    /// so that no statement parses the whole batch more than once: with
-    /// one document, every `($1::json)->'part'` parsed all of it, and the
-    /// time, read per row, parsed it per row (EXPLAIN ANALYZE: 580 ms for
-    /// 256 VMs under a generic plan, BENCHMARKS.md).
-    fn finish(self, d: Dialect) -> Vec<String> {
+    /// The arguments of the write script: `$1` the time and one JSON array
+    /// per part, `$2` … `$10` in the order below, so that no statement
+    /// parses the whole batch: with one document, PostgreSQL's every
+    /// `($1::json)->'part'` parsed all of it, and the time, read per row,
+    /// parsed it per row (EXPLAIN ANALYZE: 580 ms for 256 VMs under a
+    /// generic plan, BENCHMARKS.md); SQLite's every statement parsed it.
+    fn finish(self) -> Vec<String> {
         let counters: Vec<Value> = self
             .counters
             .into_iter()
             .map(|(id, (used, released))| json!({"id": id, "used": used, "released": released}))
             .collect();
         let parts = [
-            ("range_deletes", Value::from(self.range_deletes)),
-            ("range_updates", Value::from(self.range_updates)),
-            ("range_inserts", Value::from(self.range_inserts)),
-            ("released_deletes", Value::from(self.released_deletes)),
-            ("vms", Value::from(self.vms)),
-            ("allocations", Value::from(self.allocations)),
-            ("counters", Value::from(counters)),
-            ("idem", Value::from(self.idem)),
-            ("changes", Value::from(self.changes)),
+            Value::from(self.range_deletes),
+            Value::from(self.range_updates),
+            Value::from(self.range_inserts),
+            Value::from(self.released_deletes),
+            Value::from(self.vms),
+            Value::from(self.allocations),
+            Value::from(counters),
+            Value::from(self.idem),
+            Value::from(self.changes),
         ];
-        match d {
-            Dialect::Sqlite => {
-                let mut doc = serde_json::Map::new();
-                doc.insert("now".into(), self.now.into());
-                for (k, v) in parts {
-                    doc.insert(k.into(), v);
-                }
-                vec![Value::Object(doc).to_string()]
-            }
-            Dialect::Postgres => std::iter::once(self.now.to_string())
-                .chain(parts.into_iter().map(|(_, v)| v.to_string()))
-                .collect(),
-        }
+        std::iter::once(self.now.to_string())
+            .chain(parts.iter().map(Value::to_string))
+            .collect()
     }
 }
 
-/// The write script: every statement reads its rows from `$1`.
+/// The write script, with the arguments of `WriteDoc::finish`.
 fn write_statements(d: Dialect, doc: &WriteDoc) -> Vec<String> {
     match d {
         // One statement: each round trip to the server costs about as much
@@ -949,27 +942,29 @@ fn keyed(s: &mut Vec<String>, rows: usize, each: &str, bulk: &str) {
 }
 
 /// SQLite runs the whole script in one call; statements with nothing to
-/// do are left out, since each costs a scan of the JSON argument. The few
-/// variants of the script stay in the statement cache.
+/// do are left out. Each statement reads only its own part of the batch
+/// (`WriteDoc::finish`): with one document for all, each of them parsed
+/// the whole batch again. The few variants of the script stay in the
+/// statement cache.
 fn sqlite_write(doc: &WriteDoc) -> Vec<String> {
     let mut s = Vec::new();
     keyed(
         &mut s,
         doc.range_deletes.len(),
-        "DELETE FROM free_ranges WHERE block_id = @ARG(range_deletes.{i}.block_id) AND first = @UNHEX(@ARGTEXT(range_deletes.{i}.first))",
-        "DELETE FROM free_ranges WHERE (block_id, first) IN (SELECT @INT(j.value->>'block_id'), @UNHEX(j.value->>'first') FROM @EACH(range_deletes) AS j)",
+        "DELETE FROM free_ranges WHERE block_id = ($2 ->> '$[{i}].block_id') AND first = unhex($2 ->> '$[{i}].first')",
+        "DELETE FROM free_ranges WHERE (block_id, first) IN (SELECT j.value->>'block_id', unhex(j.value->>'first') FROM json_each($2) AS j)",
     );
     keyed(
         &mut s,
         doc.range_updates.len(),
-        "UPDATE free_ranges SET last = @UNHEX(@ARGTEXT(range_updates.{i}.last)) WHERE block_id = @ARG(range_updates.{i}.block_id) AND first = @UNHEX(@ARGTEXT(range_updates.{i}.first))",
-        "UPDATE free_ranges SET last = @UNHEX(j.value->>'last') FROM @EACH(range_updates) AS j WHERE free_ranges.block_id = @INT(j.value->>'block_id') AND free_ranges.first = @UNHEX(j.value->>'first')",
+        "UPDATE free_ranges SET last = unhex($3 ->> '$[{i}].last') WHERE block_id = ($3 ->> '$[{i}].block_id') AND first = unhex($3 ->> '$[{i}].first')",
+        "UPDATE free_ranges SET last = unhex(j.value->>'last') FROM json_each($3) AS j WHERE free_ranges.block_id = (j.value->>'block_id') AND free_ranges.first = unhex(j.value->>'first')",
     );
     keyed(
         &mut s,
         doc.released_deletes.len(),
-        "DELETE FROM released WHERE address = @UNHEX(@ARGTEXT(released_deletes.{i}))",
-        "DELETE FROM released WHERE address IN (SELECT @UNHEX(j.value) FROM @EACHTEXT(released_deletes) AS j)",
+        "DELETE FROM released WHERE address = unhex($5 ->> '$[{i}]')",
+        "DELETE FROM released WHERE address IN (SELECT unhex(j.value) FROM json_each($5) AS j)",
     );
     let mut add = |when: bool, sql: &str| {
         if when {
@@ -978,33 +973,34 @@ fn sqlite_write(doc: &WriteDoc) -> Vec<String> {
     };
     add(
         !doc.range_inserts.is_empty(),
-        "INSERT INTO free_ranges (block_id, first, last) SELECT @INT(j.value->>'block_id'), @UNHEX(j.value->>'first'), @UNHEX(j.value->>'last') FROM @EACH(range_inserts) AS j",
+        "INSERT INTO free_ranges (block_id, first, last) SELECT j.value->>'block_id', unhex(j.value->>'first'), unhex(j.value->>'last') FROM json_each($4) AS j",
     );
     add(
         true,
-        "INSERT INTO vms (cluster_id, node_id, name, if_prefix, created_at) SELECT @INT(j.value->>'cluster_id'), @INT(j.value->>'node_id'), j.value->>'name', j.value->>'if_prefix', @ARG(now) FROM @EACH(vms) AS j",
+        "INSERT INTO vms (cluster_id, node_id, name, if_prefix, created_at) SELECT j.value->>'cluster_id', j.value->>'node_id', j.value->>'name', j.value->>'if_prefix', CAST($1 AS INTEGER) FROM json_each($6) AS j",
     );
     add(
         true,
-        "INSERT INTO nics (vm_id, idx, mac) SELECT v.id, 0, j.value->>'mac' FROM @EACH(vms) AS j JOIN vms v ON v.name = j.value->>'name'",
+        "INSERT INTO nics (vm_id, idx, mac) SELECT v.id, 0, j.value->>'mac' FROM json_each($6) AS j JOIN vms v ON v.name = j.value->>'name'",
     );
+    // A NIC is found by its MAC (unique): one index probe per address.
     add(
         !doc.allocations.is_empty(),
-        "INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, cluster, node, since) SELECT @UNHEX(j.value->>'key'), @INT(j.value->>'block_id'), 'vm', ni.id, j.value->>'vm', 0, j.value->>'mac', j.value->>'cluster', j.value->>'node', @ARG(now) FROM @EACH(allocations) AS j JOIN vms v ON v.name = j.value->>'vm' JOIN nics ni ON ni.vm_id = v.id AND ni.idx = 0",
+        "INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, cluster, node, since) SELECT unhex(j.value->>'key'), j.value->>'block_id', 'vm', ni.id, j.value->>'vm', 0, j.value->>'mac', j.value->>'cluster', j.value->>'node', CAST($1 AS INTEGER) FROM json_each($7) AS j JOIN nics ni ON ni.mac = j.value->>'mac'",
     );
     add(
         true,
-        "INSERT INTO changes (at, kind, subject, detail) SELECT @ARG(now), 'vm.create', j.value->>'name', j.value->>'detail' FROM @EACH(changes) AS j",
+        "INSERT INTO changes (at, kind, subject, detail) SELECT CAST($1 AS INTEGER), 'vm.create', j.value->>'name', j.value->>'detail' FROM json_each($10) AS j",
     );
     add(
         !doc.idem.is_empty(),
-        "INSERT INTO idempotency (key, response, created_at) SELECT j.value->>'key', j.value->>'response', @ARG(now) FROM @EACH(idem) AS j",
+        "INSERT INTO idempotency (key, response, created_at) SELECT j.value->>'key', j.value->>'response', CAST($1 AS INTEGER) FROM json_each($9) AS j",
     );
     keyed(
         &mut s,
         doc.counters.len(),
-        "UPDATE blocks SET used = used + @ARG(counters.{i}.used), released = released + @ARG(counters.{i}.released) WHERE id = @ARG(counters.{i}.id)",
-        "UPDATE blocks SET used = blocks.used + c.d_used, released = blocks.released + c.d_released FROM (SELECT @INT(j.value->>'id') AS d_id, @INT(j.value->>'used') AS d_used, @INT(j.value->>'released') AS d_released FROM @EACH(counters) AS j) AS c WHERE blocks.id = c.d_id",
+        "UPDATE blocks SET used = used + ($8 ->> '$[{i}].used'), released = released + ($8 ->> '$[{i}].released') WHERE id = ($8 ->> '$[{i}].id')",
+        "UPDATE blocks SET used = blocks.used + c.d_used, released = blocks.released + c.d_released FROM (SELECT j.value->>'id' AS d_id, j.value->>'used' AS d_used, j.value->>'released' AS d_released FROM json_each($8) AS j) AS c WHERE blocks.id = c.d_id",
     );
     s
 }
