@@ -91,3 +91,35 @@ async fn lifecycle(t: TestStore) {
     assert_eq!(s.history("192.0.2.10", None).await.unwrap().len(), 1, "{b}");
     assert_consistent(s).await;
 }
+
+/// A VM whose name is another VM's shortened interface name cannot use it:
+/// the first round trip checks only a fitting name itself, so the next
+/// candidates are asked for one by one; each VM still gets its own name.
+#[tokio::test]
+async fn interface_names_never_clash() {
+    for t in stores().await {
+        let (s, b) = (&t.store, t.backend);
+        s.create_cluster(&cluster("sw", "switching")).await.unwrap();
+        s.add_network("sw", &network("192.0.2.0/27")).await.unwrap();
+        s.add_node("sw", &node("n1", "192.0.2.2")).await.unwrap();
+        let long = "customer-alpha-000001";
+        let shortened = vmfabric_model::names::host_if_prefix(long, 0);
+        assert_ne!(shortened, long, "{b}");
+        let a = s.create_vm("sw", &vm(long, "n1")).await.unwrap();
+        // Named exactly like a's interface prefix: its own first candidate is taken.
+        let c = s.create_vm("sw", &vm(&shortened, "n1")).await.unwrap();
+        let (ia, ic) = (&a.nics[0].host_interface, &c.nics[0].host_interface);
+        assert_eq!(ia.to_string(), format!("{shortened}_net0"), "{b}");
+        assert_ne!(ia, ic, "{b}");
+        assert_eq!(
+            ic.to_string(),
+            format!(
+                "{}_net0",
+                vmfabric_model::names::host_if_prefix(&shortened, 1)
+            ),
+            "{b}"
+        );
+        assert_ne!(a.nics[0].mac, c.nics[0].mac, "{b}");
+        assert_consistent(s).await;
+    }
+}

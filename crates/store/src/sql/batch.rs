@@ -26,7 +26,11 @@ use super::tx::run_script;
 use super::{Counters, Dialect, RowExt, SqlStore, Tx, db};
 use crate::VmRequest;
 
-/// Name candidates checked in the first round trip; more only if all clash.
+/// Interface-name candidates of a long VM name checked in the first round
+/// trip; more only if all clash. Shortened names share 5 characters and 20
+/// bits of hash, so clashes come with many long names of one head. A name
+/// that fits is its own first candidate and clashes only with a shortened
+/// one: a MAC (46 bits) or such a name is checked alone.
 const EARLY_ATTEMPTS: u32 = 3;
 /// Candidates tried before giving up.
 const ATTEMPTS: u32 = 64;
@@ -246,10 +250,11 @@ impl SqlStore {
         let mut prefixes = BTreeSet::new();
         let mut macs = BTreeSet::new();
         for r in reqs {
-            for attempt in 0..EARLY_ATTEMPTS {
+            let fits = host_if_prefix(&r.vm.name, 0) == r.vm.name;
+            for attempt in 0..if fits { 1 } else { EARLY_ATTEMPTS } {
                 prefixes.insert(host_if_prefix(&r.vm.name, attempt));
-                macs.insert(Mac::for_nic(self.seed, &r.vm.name, 0, attempt).to_string());
             }
+            macs.insert(Mac::for_nic(self.seed, &r.vm.name, 0, 0).to_string());
         }
         // Addresses asked for by name (unparsable ones fail in planning).
         let asked: BTreeSet<String> = reqs
