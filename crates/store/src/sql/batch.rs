@@ -250,8 +250,14 @@ impl SqlStore {
         let mut prefixes = BTreeSet::new();
         let mut macs = BTreeSet::new();
         for r in reqs {
-            let fits = host_if_prefix(&r.vm.name, 0) == r.vm.name;
-            for attempt in 0..if fits { 1 } else { EARLY_ATTEMPTS } {
+            let first = host_if_prefix(&r.vm.name, 0);
+            let more = if first == r.vm.name {
+                1
+            } else {
+                EARLY_ATTEMPTS
+            };
+            prefixes.insert(first);
+            for attempt in 1..more {
                 prefixes.insert(host_if_prefix(&r.vm.name, attempt));
             }
             macs.insert(Mac::for_nic(self.seed, &r.vm.name, 0, 0).to_string());

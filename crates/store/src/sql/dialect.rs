@@ -1,13 +1,12 @@
 //! The few places where SQLite and PostgreSQL speak differently, written
-//! once with macros that expand per dialect. Used by the statements that
-//! take all their values from one JSON argument `$1` (batch.rs):
+//! once with macros that expand per dialect. Used by the reads of a VM
+//! batch (batch.rs), which take all their values from one JSON argument `$1`:
 //!
 //! | macro | SQLite | PostgreSQL |
 //! |---|---|---|
 //! | `@EACH(f)` | `json_each($1, '$.f')` | `json_array_elements(($1::json)->'f')` |
 //! | `@EACHTEXT(f)` | `json_each($1, '$.f')` | `json_array_elements_text(($1::json)->'f')` |
 //! | `@LIST(f)` | `(SELECT value FROM json_each($1, '$.f'))` | `(SELECT value FROM json_array_elements_text(…))` |
-//! | `@INT(e)` | `e` | `(e)::bigint` |
 //! | `@ARG(a.0.b)` | `($1 ->> '$.a[0].b')` | `((($1::json) #>> '{a,0,b}')::bigint)` |
 //! | `@ARGTEXT(a.0.b)` | `($1 ->> '$.a[0].b')` | `(($1::json) #>> '{a,0,b}')` |
 //! | `@UNHEX(e)` / `@HEX(e)` | `unhex(e)` / `hex(e)` | `decode(e, 'hex')` / `encode(e, 'hex')` |
@@ -77,8 +76,6 @@ fn apply(d: Dialect, name: &str, arg: &str) -> String {
         ("EACH", P) => format!("json_array_elements(($1::json)->'{arg}')"),
         ("EACHTEXT", P) => format!("json_array_elements_text(($1::json)->'{arg}')"),
         ("LIST", _) => format!("(SELECT value FROM {})", apply(d, "EACHTEXT", arg)),
-        ("INT", S) => arg.to_string(),
-        ("INT", P) => format!("({arg})::bigint"),
         ("ARG", S) | ("ARGTEXT", S) => format!("($1 ->> '{}')", path(d, arg)),
         ("ARG", P) => format!("((($1::json) #>> '{}')::bigint)", path(d, arg)),
         ("ARGTEXT", P) => format!("(($1::json) #>> '{}')", path(d, arg)),
