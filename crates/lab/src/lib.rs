@@ -219,6 +219,16 @@ impl Lab {
         f()
     }
 
+    /// Wait until no IPv6 address in `ns` is tentative (duplicate address
+    /// detection of the kernel's own link-local addresses takes a second or
+    /// more on a loaded machine, and until then NDP from them fails).
+    pub fn ipv6_settled(&self, ns: &str, timeout: Duration) -> bool {
+        self.wait_for(timeout, || {
+            self.ip(ns, &["-6", "addr", "show", "tentative"])
+                .is_ok_and(|o| o.trim().is_empty())
+        })
+    }
+
     /// Remember a daemon to kill when the lab goes.
     pub fn track(&mut self, pid: u32) {
         self.pids.push(pid);

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -311,6 +312,15 @@ pub fn routing(lab: &mut Lab, vf: &Vmfabric, ndp: &str) -> Result<Topology> {
     vf.agent(lab, &n1, "n1")?;
     for vm in ["vm1", "vm2"] {
         vf.start_vm(lab, &mut t, "n1", vm)?;
+    }
+    // IPv6 through the NDP proxy needs the link-local addresses on the
+    // path out of duplicate address detection.
+    for ns in t.ns.values() {
+        if !lab.ipv6_settled(ns, Duration::from_secs(10)) {
+            return Err(Error::Missing(format!(
+                "IPv6 addresses in {ns} still tentative after 10 s"
+            )));
+        }
     }
     Ok(t)
 }
