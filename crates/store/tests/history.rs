@@ -30,6 +30,7 @@ async fn who_held_an_address_at_each_moment_on(t: TestStore) {
     let t0 = s.now();
     s.create_vm("f", &ask("alice")).await.unwrap();
     t.clock.advance_secs(3600);
+    let tm = s.now();
     s.migrate_vm("alice", "n2").await.unwrap();
     t.clock.advance_secs(3600);
     let t1 = s.now();
@@ -45,23 +46,32 @@ async fn who_held_an_address_at_each_moment_on(t: TestStore) {
     s.create_vm("f", &ask("bob")).await.unwrap();
 
     let all = s.history("198.51.100.2", None).await.unwrap();
-    assert_eq!(all.len(), 3);
-    assert!(matches!(&all[0].holder, Holder::Vm { vm, .. } if vm == "alice"));
-    assert_eq!((all[0].since, all[0].until), (t0, Some(t1)));
-    assert_eq!(
-        all[0].node.as_deref(),
-        Some("n1"),
-        "the node when the holding began"
-    );
-    assert!(matches!(&all[1].holder, Holder::Reserved { note: Some(n) } if n == "abuse case 42"));
-    assert_eq!((all[1].since, all[1].until), (t2, Some(t3)));
-    assert!(matches!(&all[2].holder, Holder::Vm { vm, .. } if vm == "bob"));
-    assert_eq!(all[2].until, None);
+    assert_eq!(all.len(), 4);
+    // The migration splits alice's holding at the moment she moved, so
+    // each entry names the node that really carried the address.
+    for (e, node, since, until) in [(&all[0], "n1", t0, tm), (&all[1], "n2", tm, t1)] {
+        assert!(matches!(&e.holder, Holder::Vm { vm, .. } if vm == "alice"));
+        assert_eq!(
+            (e.node.as_deref(), e.since, e.until),
+            (Some(node), since, Some(until))
+        );
+    }
+    assert!(matches!(&all[2].holder, Holder::Reserved { note: Some(n) } if n == "abuse case 42"));
+    assert_eq!((all[2].since, all[2].until), (t2, Some(t3)));
+    assert!(matches!(&all[3].holder, Holder::Vm { vm, .. } if vm == "bob"));
+    assert_eq!(all[3].until, None);
 
     let at = |ts: Timestamp| async move { s.history("198.51.100.2", Some(ts)).await.unwrap() };
     assert!(at(Timestamp(t0.0 - 1)).await.is_empty());
     let h = at(t0).await;
     assert!(matches!(&h[..], [e] if matches!(&e.holder, Holder::Vm { vm, .. } if vm == "alice")));
+    let node_at = |ts: Timestamp| async move {
+        let h = at(ts).await;
+        assert_eq!(h.len(), 1, "one holder at {ts:?}");
+        h[0].node.clone()
+    };
+    assert_eq!(node_at(Timestamp(tm.0 - 1)).await.as_deref(), Some("n1"));
+    assert_eq!(node_at(tm).await.as_deref(), Some("n2"));
     assert_eq!(at(Timestamp(t1.0 - 1)).await.len(), 1);
     // The end is exclusive: at the moment alice's holding ended, nobody had it.
     assert!(at(t1).await.is_empty());

@@ -194,6 +194,30 @@ impl SqlStore {
         let (_, from) = self.load_node(tx, &vm.node).await?;
         let (to_id, to_node) = self.load_node(tx, to).await?;
         check_migration(&c, name, &from, &to_node)?;
+        // History answers "who held this address, where, when": the
+        // holding on the old node ends now (kept as a closed copy), the
+        // active one continues on the new node from now.
+        let now = self.now().0;
+        sqlx::query(
+            "INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, note, cluster, node, since, until) \
+             SELECT address, block_id, kind, nic_id, vm, nic_idx, mac, note, cluster, node, since, $1 FROM allocations \
+             WHERE until IS NULL AND nic_id IN (SELECT ni.id FROM nics ni JOIN vms v ON v.id = ni.vm_id WHERE v.name = $2)",
+        )
+        .bind(now)
+        .bind(name)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "UPDATE allocations SET since = $1, node = $3 \
+             WHERE until IS NULL AND nic_id IN (SELECT ni.id FROM nics ni JOIN vms v ON v.id = ni.vm_id WHERE v.name = $2)",
+        )
+        .bind(now)
+        .bind(name)
+        .bind(&to_node.name)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
         sqlx::query("UPDATE vms SET node_id = $1 WHERE name = $2")
             .bind(to_id)
             .bind(name)
@@ -259,7 +283,21 @@ fn find_block(blocks: &[Block], id: i64) -> Result<&Block> {
 
 /// Parse an address given on the command line or the API.
 pub(crate) fn parse_addr(text: &str) -> Result<IpAddr> {
-    text.trim()
+    let ip: IpAddr = text
+        .trim()
         .parse()
-        .map_err(|_| Error::invalid("address", text, "must be an IPv4 or IPv6 address"))
+        .map_err(|_| Error::invalid("address", text, "must be an IPv4 or IPv6 address"))?;
+    // The store keys IPv4 addresses as IPv4-mapped IPv6 ones; taking the
+    // mapped spelling would let `::ffff:192.0.2.9` stand for 192.0.2.9 here
+    // while `vm create --ip` refuses it. One spelling everywhere.
+    if let IpAddr::V6(a) = ip
+        && let Some(v4) = a.to_ipv4_mapped()
+    {
+        return Err(Error::invalid(
+            "address",
+            text,
+            format!("IPv4-mapped addresses are not used; write the IPv4 address {v4}"),
+        ));
+    }
+    Ok(ip)
 }
