@@ -38,8 +38,16 @@ fn every_bad_input_is_refused_and_changes_nothing() {
     e.seed_world();
     e.ok(&["vm", "create", "hz", "taken", "--node", "hz1"]); // holds 203.0.113.40
     e.ok(&["ip", "reserve", "203.0.113.41", "--note", "abuse hold"]);
+    e.ok(&["ip", "reserve", "203.0.113.49"]); // in hz2's range, hz2 runs no VM
     e.ok(&["vm", "create", "fab", "vm1", "--node", "node1"]);
     let cases: &[Case] = &[
+        (
+            &["node", "remove", "hz2"],
+            4,
+            "node",
+            "hz2",
+            "range 203.0.113.48/29 of node hz2 still has 0 addresses held by VMs and 1 reserved",
+        ),
         // Blocks
         (
             &["network", "add", "sw", "192.0.2.64/33"],
@@ -339,8 +347,56 @@ fn every_bad_input_is_refused_and_changes_nothing() {
             ],
             2,
             "subnet",
-            "sw",
+            "198.18.0.0/29",
             "only nodes of routing clusters",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "sw",
+                "kvm3",
+                "--address",
+                "192.0.2.9",
+                "--ipv6",
+                "2a01:4f8:13b:aaa::2/64",
+            ],
+            2,
+            "ipv6",
+            "2a01:4f8:13b:aaa::2/64",
+            "cluster sw is switching",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "hz",
+                "hz3",
+                "--address",
+                "123.45.12.50",
+                "--ipv6",
+                "10.0.0.1/64",
+            ],
+            2,
+            "ipv6",
+            "10.0.0.1/64",
+            "prefix length 64",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "hz",
+                "hz3",
+                "--address",
+                "123.45.12.50",
+                "--ipv6",
+                "zz/64",
+            ],
+            2,
+            "ipv6",
+            "zz/64",
+            "IPv4 or IPv6 address",
         ),
         (
             &[
@@ -445,7 +501,22 @@ fn every_bad_input_is_refused_and_changes_nothing() {
             ],
             2,
             "asn",
-            "switching",
+            "65000",
+            "this cluster is switching",
+        ),
+        (
+            &[
+                "cluster",
+                "create",
+                "x",
+                "--type",
+                "routing",
+                "--vm-gateway",
+                "10.0.0.1",
+            ],
+            2,
+            "vm-gateway",
+            "10.0.0.1",
             "only ip-fabric",
         ),
         (
@@ -675,6 +746,36 @@ fn every_bad_input_is_refused_and_changes_nothing() {
             "no network and no node range",
         ),
         (
+            &["ip", "reserve", "::ffff:203.0.113.42"],
+            2,
+            "address",
+            "::ffff:203.0.113.42",
+            "write the IPv4 address 203.0.113.42",
+        ),
+        (
+            &["ip", "history", "::ffff:203.0.113.40"],
+            2,
+            "address",
+            "::ffff:203.0.113.40",
+            "IPv4-mapped",
+        ),
+        (
+            &[
+                "vm",
+                "create",
+                "hz",
+                "new",
+                "--node",
+                "hz1",
+                "--ip",
+                "::ffff:203.0.113.42",
+            ],
+            2,
+            "ip",
+            "::ffff:203.0.113.42",
+            "write the IPv4 address itself",
+        ),
+        (
             &["ip", "reserve", "203.0.113.40"],
             4,
             "address",
@@ -758,6 +859,11 @@ fn every_bad_input_is_refused_and_changes_nothing() {
             "ADDRESS:ASN",
         ),
         (&[], "route-reflector", "at least one route reflector"),
+        (
+            &["--route-reflector", "10.0.0.1:65000"],
+            "route-reflector",
+            "VM gateway address 10.0.0.1",
+        ),
     ];
     for (more, field, rule) in fabric_cases {
         let args = with(FABRIC, more);

@@ -239,7 +239,9 @@ pub fn check_unicast(field: &str, ip: IpAddr) -> Result<()> {
         IpAddr::V6(a) if a.is_unspecified() => Some("the unspecified address"),
         IpAddr::V6(a) if a.is_multicast() => Some("a multicast address"),
         IpAddr::V6(a) if a.is_loopback() => Some("the loopback address"),
-        IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => Some("an IPv4-mapped address"),
+        IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => {
+            Some("an IPv4-mapped address (write the IPv4 address itself)")
+        }
         _ => None,
     };
     match why {
@@ -357,17 +359,22 @@ impl ClusterInput {
             Some(self.fabric()?)
         } else {
             for (field, given) in [
-                ("vm-gateway", self.vm_gateway.is_some()),
-                ("vm-gateway6", self.vm_gateway6.is_some()),
-                ("bgp-community", self.bgp_community.is_some()),
-                ("route-reflector", !self.route_reflectors.is_empty()),
-                ("asn", self.asn.is_some()),
+                ("vm-gateway", self.vm_gateway.as_deref()),
+                ("vm-gateway6", self.vm_gateway6.as_deref()),
+                ("bgp-community", self.bgp_community.as_deref()),
+                (
+                    "route-reflector",
+                    self.route_reflectors.first().map(String::as_str),
+                ),
+                ("asn", self.asn.as_deref()),
             ] {
-                if given {
+                if let Some(value) = given {
                     return Err(Error::invalid(
                         field,
-                        network_type,
-                        format!("only ip-fabric clusters take --{field}"),
+                        value,
+                        format!(
+                            "only ip-fabric clusters take --{field}; this cluster is {network_type}"
+                        ),
                     ));
                 }
             }
@@ -437,6 +444,16 @@ impl ClusterInput {
         let mut route_reflectors: Vec<RouteReflector> = Vec::new();
         for text in &self.route_reflectors {
             let rr = RouteReflector::parse("route-reflector", text)?;
+            if rr.address == IpAddr::V4(vm_gateway) || rr.address == IpAddr::V6(vm_gateway6) {
+                return Err(Error::invalid(
+                    "route-reflector",
+                    text,
+                    format!(
+                        "a route reflector cannot sit on the VM gateway address {}, which every VM's interface carries",
+                        rr.address
+                    ),
+                ));
+            }
             if route_reflectors.iter().any(|r| r.address == rr.address) {
                 return Err(Error::invalid(
                     "route-reflector",

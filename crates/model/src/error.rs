@@ -28,7 +28,7 @@ pub enum Error {
     NotFound { object: String, name: String },
     /// No free address in any block a request may use.
     #[error(
-        "{pool} has no free {family} address: {used} of {usable} usable addresses are taken{}",
+        "no free {family} address in {pool}: {used} of {usable} usable addresses are taken{}",
         cooling_note(*cooling)
     )]
     Exhausted {
@@ -244,7 +244,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "node n1 range 203.0.113.40/29 has no free IPv4 address: 8 of 8 usable addresses are taken"
+            "no free IPv4 address in node n1 range 203.0.113.40/29: 8 of 8 usable addresses are taken"
         );
     }
 }

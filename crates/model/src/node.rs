@@ -168,7 +168,11 @@ pub fn parse_ip_prefix(field: &str, text: &str) -> Result<(IpAddr, Option<u8>)> 
     match text.split_once('/') {
         None => Ok((parse_ip(field, text)?, None)),
         Some((a, l)) => {
-            let ip = parse_ip(field, a)?;
+            // The whole text in the error: the user typed ADDRESS/PREFIX.
+            let ip: IpAddr = a.trim().parse().map_err(|_| {
+                Error::invalid(field, text, "must be an IPv4 or IPv6 address with /PREFIX")
+            })?;
+            check_unicast(field, ip)?;
             let bits = Family::of(ip).bits();
             let len: u8 = l
                 .parse()
@@ -232,20 +236,20 @@ impl NodeInput {
         };
         if cluster.network_type != NetworkType::Routing {
             for (field, given) in [
-                ("primary-ip", self.primary_ip.is_some()),
-                ("subnet", !self.subnets.is_empty()),
-                ("range", !self.ranges.is_empty()),
-                ("ipv6", self.ipv6.is_some()),
-                ("ipv6-gateway", self.ipv6_gateway.is_some()),
-                ("ndp-proxy", self.ndp_proxy.is_some()),
+                ("primary-ip", self.primary_ip.as_deref()),
+                ("subnet", self.subnets.first().map(String::as_str)),
+                ("range", self.ranges.first().map(String::as_str)),
+                ("ipv6", self.ipv6.as_deref()),
+                ("ipv6-gateway", self.ipv6_gateway.as_deref()),
+                ("ndp-proxy", self.ndp_proxy.as_deref()),
             ] {
-                if given {
+                if let Some(value) = given {
                     return Err(Error::invalid(
                         field,
-                        &cluster.name,
+                        value,
                         format!(
-                            "only nodes of routing clusters take --{field}; {} clusters take VM addresses from the cluster's networks (`network add`)",
-                            cluster.network_type
+                            "only nodes of routing clusters take --{field}; cluster {} is {} and takes VM addresses from its networks (`network add`)",
+                            cluster.name, cluster.network_type
                         ),
                     ));
                 }
@@ -332,6 +336,11 @@ impl NodeInput {
 
     fn ipv6(&self, text: &str) -> Result<NodeIpv6> {
         let rule = "the node's IPv6 address is given with prefix length 64, inside the provider's /64 (::2 by convention, e.g. 2a01:4f8:13b:9a7::2/64)";
+        // An IPv4 address here is the wrong family, whatever its prefix.
+        let addr_part = text.split_once('/').map_or(text, |(a, _)| a);
+        if addr_part.trim().parse::<std::net::Ipv4Addr>().is_ok() {
+            return Err(Error::invalid("ipv6", text, rule));
+        }
         let (ip, len) = parse_ip_prefix("ipv6", text)?;
         let IpAddr::V6(address) = ip else {
             return Err(Error::invalid("ipv6", text, rule));

@@ -152,7 +152,7 @@ impl VmInput {
             if eligible.is_empty() {
                 let hint = match cluster.network_type {
                     NetworkType::Routing => format!(
-                        "give node {} a {} range (--subnet, --range{})",
+                        "give node {} an {} range (--subnet, --range{})",
                         node.name,
                         family.name(),
                         if family == Family::V6 { ", --ipv6" } else { "" }
@@ -166,7 +166,10 @@ impl VmInput {
                 return Err(Error::conflict(
                     "family",
                     family.name(),
-                    format!("{} is empty: {hint}", pool_label(cluster, node, family)),
+                    format!(
+                        "nothing is configured for {}: {hint}",
+                        pool_label(cluster, node, family)
+                    ),
                 ));
             }
             requests.push(AddressRequest::Next {

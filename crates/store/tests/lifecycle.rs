@@ -123,3 +123,43 @@ async fn interface_names_never_clash() {
         assert_consistent(s).await;
     }
 }
+
+#[tokio::test]
+async fn a_route_reflector_inside_a_pool_is_never_handed_out() {
+    for t in stores().await {
+        route_reflector_hole(t).await;
+    }
+}
+
+async fn route_reflector_hole(t: TestStore) {
+    let s = &t.store;
+    let b = t.backend;
+    // The reflector is 172.16.0.2 (common::cluster); the pool holds it.
+    s.create_cluster(&cluster("f", "ip-fabric")).await.unwrap();
+    let net = s.add_network("f", &network("172.16.0.0/30")).await.unwrap();
+    assert!(
+        net.exclusions
+            .iter()
+            .any(|x| x.range == "172.16.0.2" && x.reason.contains("route reflector 172.16.0.2")),
+        "{b}: {net:?}"
+    );
+    s.add_node("f", &node("n1", "192.168.50.11")).await.unwrap();
+    let asked = vmfabric_model::VmInput {
+        ips: vec!["172.16.0.2".into()],
+        ..vm("rr", "n1")
+    };
+    let err = s.create_vm("f", &asked).await.unwrap_err().to_string();
+    assert!(err.contains("route reflector"), "{b}: {err}");
+    let got: Vec<String> = {
+        let mut v = Vec::new();
+        for name in ["a", "b", "c"] {
+            let r = s.create_vm("f", &vm(name, "n1")).await;
+            if let Ok(vm) = r {
+                v.push(vm.nics[0].addresses[0].address.to_string());
+            }
+        }
+        v
+    };
+    assert_eq!(got, ["172.16.0.0", "172.16.0.1", "172.16.0.3"], "{b}");
+    assert_consistent(s).await;
+}

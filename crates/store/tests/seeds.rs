@@ -99,7 +99,7 @@ async fn routing_seed_example_on(t: TestStore) {
         .unwrap_err();
     assert!(
         e.to_string()
-            .contains("the IPv4 ranges of node node1 has no free IPv4 address: 8 of 8"),
+            .contains("no free IPv4 address in the IPv4 ranges of node node1: 8 of 8"),
         "{e}"
     );
     assert_consistent(s).await;

@@ -246,6 +246,20 @@ impl SqlStore {
                 Some(n.int("id")?),
             ));
         }
+        // A route reflector inside a VM pool keeps its address: a VM's /32
+        // announced for it would pull the reflector's traffic to that VM.
+        if let Some(f) = &cluster.fabric {
+            for rr in &f.route_reflectors {
+                let k = key::key(rr.address);
+                if range.contains(k) {
+                    holes.push((
+                        Range::single(k),
+                        format!("address of route reflector {}", rr.address),
+                        None,
+                    ));
+                }
+            }
+        }
         for (r, why, node) in &holes {
             sqlx::query("INSERT INTO exclusions (block_id, first, last, reason, node_id) VALUES ($1, $2, $3, $4, $5)")
                 .bind(id)
@@ -531,6 +545,7 @@ impl SqlStore {
         tx: &mut Tx,
         b: &Block,
         field: &str,
+        value: &str,
     ) -> Result<()> {
         let row = sqlx::query("SELECT used, reserved FROM blocks WHERE id = $1")
             .bind(b.id)
@@ -541,7 +556,7 @@ impl SqlStore {
         if used + reserved > 0 {
             return Err(Error::conflict(
                 field,
-                b.text(),
+                value,
                 format!(
                     "{} still has {used} addresses held by VMs and {reserved} reserved; delete those VMs and release the reservations first",
                     b.label()
@@ -571,7 +586,7 @@ impl SqlStore {
             .map_err(db)?
             .ok_or_else(|| Error::not_found("network", format!("{c} of cluster {cluster}")))?;
         let b = block_from_row(&row)?;
-        self.check_block_empty(tx, &b, "cidr").await?;
+        self.check_block_empty(tx, &b, "cidr", &b.text()).await?;
         let view = self.network_view(tx, b.clone()).await?;
         sqlx::query("DELETE FROM blocks WHERE id = $1")
             .bind(b.id)

@@ -310,7 +310,7 @@ impl SqlStore {
             ));
         }
         for b in &view.ranges {
-            self.check_block_empty(tx, b, "node").await?;
+            self.check_block_empty(tx, b, "node", name).await?;
         }
         sqlx::query("DELETE FROM blocks WHERE node_id = $1")
             .bind(id)
