@@ -163,3 +163,29 @@ async fn route_reflector_hole(t: TestStore) {
     assert_eq!(got, ["172.16.0.0", "172.16.0.1", "172.16.0.3"], "{b}");
     assert_consistent(s).await;
 }
+
+#[tokio::test]
+async fn exhaustion_inside_a_batch_counts_the_batch() {
+    for t in stores().await {
+        let s = &t.store;
+        let b = t.backend;
+        s.create_cluster(&cluster("f", "ip-fabric")).await.unwrap();
+        s.add_network("f", &network("198.51.100.0/30"))
+            .await
+            .unwrap();
+        s.add_node("f", &node("n1", "192.168.50.11")).await.unwrap();
+        s.create_vm("f", &vm("first", "n1")).await.unwrap();
+        let reqs: Vec<vmfabric_store::VmRequest> = (0..4)
+            .map(|i| vmfabric_store::VmRequest::new("f", vm(&format!("v{i}"), "n1")))
+            .collect();
+        let out = s.create_vms(&reqs).await.unwrap();
+        assert!(out[..3].iter().all(Result::is_ok), "{b}: {out:?}");
+        match &out[3] {
+            Err(Error::Exhausted { used, usable, .. }) => {
+                assert_eq!((*used, *usable), (4, 4), "{b}")
+            }
+            other => panic!("{b}: {other:?}"),
+        }
+        assert_consistent(s).await;
+    }
+}

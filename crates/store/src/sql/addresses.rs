@@ -232,6 +232,12 @@ impl SqlStore {
     ) -> Result<ReleaseResult> {
         let addr = parse_addr(ip)?;
         let k = key::key(addr);
+        // Hold the block before reading the holding: two releases of one
+        // address (or a release and a VM delete) on PostgreSQL would
+        // otherwise both see it held and both give it back.
+        if let Some(b) = self.block_containing(tx, k).await? {
+            self.lock_block(tx, b.id).await?;
+        }
         let row = sqlx::query("SELECT id, block_id, kind, vm, nic_idx, mac, note FROM allocations WHERE address = $1 AND until IS NULL")
             .bind(kb(k))
             .fetch_optional(&mut **tx)
@@ -242,13 +248,21 @@ impl SqlStore {
         let b = self.block_by_id(tx, row.int("block_id")?).await?;
         let (_, c) = self.load_cluster(tx, &b.cluster).await?;
         let now = self.now().0;
-        sqlx::query("UPDATE allocations SET until = $1 WHERE id = $2")
-            .bind(now)
-            .bind(row.int("id")?)
-            .execute(&mut **tx)
-            .await
-            .map_err(db)?;
-        self.lock_block(tx, b.id).await?;
+        let ended =
+            sqlx::query("UPDATE allocations SET until = $1 WHERE id = $2 AND until IS NULL")
+                .bind(now)
+                .bind(row.int("id")?)
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
+        if ended != 1 {
+            return Err(Error::conflict(
+                "address",
+                addr,
+                "the address was released by someone else meanwhile: nothing to release",
+            ));
+        }
         let usable_at =
             alloc::give_back(tx, counters, &SqlStore::block_alloc(&c, &b), k, now).await?;
         counters.add(

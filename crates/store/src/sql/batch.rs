@@ -22,7 +22,7 @@ use vmfabric_model::{AddressRequest, Block, Cluster, Error, Mac, Nic, Node, Resu
 use super::alloc;
 use super::clusters::{BLOCK_COLS, BLOCK_FROM, CLUSTER_COLS, block_from_row, cluster_from_row};
 use super::nodes::{NODE_COLS, node_from_row};
-use super::tx::run_script;
+use super::tx::{Written, run_script};
 use super::{Counters, Dialect, RowExt, SqlStore, Tx, db};
 use crate::VmRequest;
 
@@ -34,6 +34,8 @@ use crate::VmRequest;
 const EARLY_ATTEMPTS: u32 = 3;
 /// Candidates tried before giving up.
 const ATTEMPTS: u32 = 64;
+/// Writes of one batch tried before giving up on concurrent clashes.
+const WRITE_ATTEMPTS: u32 = 4;
 
 fn hex(k: Key) -> String {
     format!("{k:032x}")
@@ -511,9 +513,31 @@ impl SqlStore {
     /// Create the VMs of `reqs`; each succeeds or fails on its own, and the
     /// failed ones leave no trace. Writes nothing until every decision is made.
     pub(crate) async fn create_vms_batch(&self, reqs: &[VmRequest]) -> Result<Vec<Result<Vm>>> {
+        // Names, MACs and idempotency keys are unique in the installation,
+        // but a batch holds only the blocks it draws from: on PostgreSQL
+        // another controller may commit one of them between this batch's
+        // check and its write. The UNIQUE constraints refuse that write;
+        // deciding again from fresh reads fails only the request that
+        // clashed, not the whole batch.
+        for _ in 0..WRITE_ATTEMPTS {
+            if let Some(results) = self.create_vms_once(reqs).await? {
+                return Ok(results);
+            }
+        }
+        Err(Error::storage(format!(
+            "{WRITE_ATTEMPTS} attempts to write this batch clashed with concurrent writers; try again"
+        )))
+    }
+
+    /// One attempt of `create_vms_batch`; `None` if its write clashed.
+    async fn create_vms_once(&self, reqs: &[VmRequest]) -> Result<Option<Vec<Result<Vm>>>> {
         let now = self.now().0;
         let (mut owned_tx, mut ctx) = self.batch_context(reqs, now).await?;
         let tx = &mut owned_tx;
+        // The holdings begin after the locks are held: a release that
+        // committed while this batch waited ended at a time later than
+        // `now`, and the address's next holding must not begin before it.
+        let written_at = self.now().0.max(now);
 
         // Check each request and decide what it needs (pure rules).
         struct Planned {
@@ -588,7 +612,7 @@ impl SqlStore {
         let mut windows = std::mem::take(&mut ctx.windows);
 
         // Decide, request by request, in order.
-        let mut doc = WriteDoc::new(now);
+        let mut doc = WriteDoc::new(written_at);
         let mut results: Vec<Result<Vm>> = Vec::with_capacity(reqs.len());
         let mut used_names: HashSet<String> = HashSet::new();
         // Keys this batch answered, with the index of the answer.
@@ -670,6 +694,7 @@ impl SqlStore {
                         &mut windows,
                         req,
                         &mut took,
+                        &doc.counters,
                     )
                     .await?
                 {
@@ -751,11 +776,13 @@ impl SqlStore {
             let statements = write_statements(self.dialect, &doc);
             let args = doc.finish();
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            owned_tx.commit_after(&statements, &args).await?;
+            if let Written::Clash = owned_tx.commit_after(&statements, &args).await? {
+                return Ok(None);
+            }
         } else {
             owned_tx.rollback().await?;
         }
-        Ok(results)
+        Ok(Some(results))
     }
 
     /// Decide one address of a request. The outer `Result` is a storage
@@ -770,6 +797,7 @@ impl SqlStore {
         windows: &mut HashMap<i64, Window>,
         req: &AddressRequest,
         took: &mut Vec<Took>,
+        pending: &BTreeMap<i64, (i64, i64)>,
     ) -> Result<Result<(Key, i64)>> {
         match req {
             AddressRequest::Exact { ip, block } => {
@@ -806,7 +834,7 @@ impl SqlStore {
                     }
                 }
                 Ok(Err(self
-                    .exhausted(tx, c, node, *family, blocks, ids)
+                    .exhausted(tx, c, node, *family, blocks, ids, pending)
                     .await?))
             }
         }

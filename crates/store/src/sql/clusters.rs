@@ -547,6 +547,9 @@ impl SqlStore {
         field: &str,
         value: &str,
     ) -> Result<()> {
+        // Held until the block is deleted: a reservation or VM committing
+        // meanwhile (PostgreSQL) would otherwise be left outside any block.
+        self.lock_block(tx, b.id).await?;
         let row = sqlx::query("SELECT used, reserved FROM blocks WHERE id = $1")
             .bind(b.id)
             .fetch_one(&mut **tx)

@@ -66,6 +66,19 @@ pub(crate) async fn run_script(
     statements: &[String],
     args: &[&str],
 ) -> Result<Vec<AnyRow>> {
+    run_script_sqlx(conn, dialect, statements, args)
+        .await
+        .map_err(db)
+}
+
+/// `run_script` with the driver's error, for callers that tell a UNIQUE
+/// violation from other failures.
+async fn run_script_sqlx(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    statements: &[String],
+    args: &[&str],
+) -> sqlx::Result<Vec<AnyRow>> {
     let texts = script(dialect, statements);
     let mut rows = Vec::new();
     for text in texts.iter() {
@@ -73,9 +86,17 @@ pub(crate) async fn run_script(
         for a in args {
             q = q.bind(*a);
         }
-        rows.extend(q.fetch_all(&mut *conn).await.map_err(db)?);
+        rows.extend(q.fetch_all(&mut *conn).await?);
     }
     Ok(rows)
+}
+
+/// The outcome of a write that UNIQUE constraints may refuse.
+pub(crate) enum Written {
+    Committed,
+    /// A UNIQUE constraint refused the write (nothing was committed):
+    /// another writer took a name, MAC or key after this one checked it.
+    Clash,
 }
 
 impl SqlStore {
@@ -166,16 +187,31 @@ impl Tx {
     }
 
     /// Run `statements` with `args` ($1, $2, …) and commit, in one round
-    /// trip on SQLite. If any statement fails, nothing is committed.
-    pub(crate) async fn commit_after(mut self, statements: &[String], args: &[&str]) -> Result<()> {
+    /// trip on SQLite. If any statement fails, nothing is committed; a
+    /// UNIQUE violation is told apart (`Written::Clash`).
+    pub(crate) async fn commit_after(
+        mut self,
+        statements: &[String],
+        args: &[&str],
+    ) -> Result<Written> {
         let mut all = statements.to_vec();
         if self.bump {
             all.push(BUMP.to_string());
         }
         all.push("COMMIT".to_string());
         let dialect = self.dialect;
-        run_script(&mut self, dialect, &all, args).await?;
-        self.open = false;
-        Ok(())
+        match run_script_sqlx(&mut self, dialect, &all, args).await {
+            Ok(_) => {
+                self.open = false;
+                Ok(Written::Committed)
+            }
+            // Dropping `self` closes the connection, which rolls back.
+            Err(sqlx::Error::Database(e))
+                if e.kind() == sqlx::error::ErrorKind::UniqueViolation =>
+            {
+                Ok(Written::Clash)
+            }
+            Err(e) => Err(db(e)),
+        }
     }
 }

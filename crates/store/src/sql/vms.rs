@@ -1,7 +1,7 @@
 //! VMs: creation with their addresses, listing, migration, deletion.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use serde_json::json;
@@ -26,6 +26,7 @@ struct VmRow {
 
 impl SqlStore {
     /// The error for a request no block could serve.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn exhausted(
         &self,
         tx: &mut Tx,
@@ -34,13 +35,16 @@ impl SqlStore {
         family: Family,
         blocks: &[Block],
         ids: &[i64],
+        pending: &BTreeMap<i64, (i64, i64)>,
     ) -> Result<Error> {
         let now = self.now().0;
         let (mut used, mut usable, mut cooling) = (0u128, 0u128, 0u128);
         for id in ids {
             let b = find_block(blocks, *id)?;
             let (u, r, _) = self.block_counts(tx, b.id).await?;
-            used += u128::try_from(u + r).unwrap_or(0);
+            // What earlier VMs of the same batch took is not stored yet.
+            let taken = pending.get(id).map_or(0, |p| p.0);
+            used += u128::try_from(u + r + taken).unwrap_or(0);
             usable += b.range.len() - self.excluded_count(tx, b).await?;
             let n = sqlx::query(
                 "SELECT COUNT(*) AS n FROM released WHERE block_id = $1 AND usable_at > $2",
@@ -188,7 +192,25 @@ impl SqlStore {
         .await
     }
 
+    /// Hold the blocks of a VM's addresses, in id order like every other
+    /// writer (so no two deadlock), before reading the VM: on PostgreSQL a
+    /// concurrent delete, migration or release of it then finishes first
+    /// and this transaction sees its result. SQLite has one writer.
+    async fn lock_blocks_of_vm(&self, tx: &mut Tx, name: &str) -> Result<()> {
+        if self.dialect == super::Dialect::Postgres {
+            sqlx::query(
+                "SELECT b.id FROM blocks b WHERE b.id IN (SELECT a.block_id FROM allocations a JOIN nics ni ON ni.id = a.nic_id JOIN vms v ON v.id = ni.vm_id WHERE a.until IS NULL AND v.name = $1) ORDER BY b.id FOR UPDATE OF b",
+            )
+            .bind(name)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db)?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn migrate_vm_tx(&self, tx: &mut Tx, name: &str, to: &str) -> Result<Vm> {
+        self.lock_blocks_of_vm(tx, name).await?;
         let vm = self.vm_tx(tx, name).await?;
         let (_, c) = self.load_cluster(tx, &vm.cluster).await?;
         let (_, from) = self.load_node(tx, &vm.node).await?;
@@ -240,6 +262,7 @@ impl SqlStore {
         counters: &mut Counters,
         name: &str,
     ) -> Result<Vm> {
+        self.lock_blocks_of_vm(tx, name).await?;
         let vm = self.vm_tx(tx, name).await?;
         let (_, c) = self.load_cluster(tx, &vm.cluster).await?;
         let now = self.now().0;
