@@ -298,6 +298,19 @@ impl NodeInput {
                 None
             }
         };
+        // A routing VM's IPv6 gateway is its node's IPv6 address: without
+        // one, VMs would get IPv6 addresses and no route.
+        if ipv6.is_none()
+            && let Some(b) = blocks
+                .iter()
+                .find(|b| key::family(b.range.first) == Family::V6)
+        {
+            return Err(Error::invalid(
+                b.role_field(),
+                b.text(),
+                "VMs of a routing node use the node's IPv6 address as their IPv6 gateway, so an IPv6 subnet or range needs --ipv6 ADDR/64 too",
+            ));
+        }
         if let Some(six) = &ipv6 {
             blocks.push(NodeBlock {
                 role: BlockRole::NodeIpv6,
@@ -374,6 +387,13 @@ impl NodeInput {
             None => Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1),
         };
         check_unicast("ipv6-gateway", IpAddr::V6(gateway))?;
+        if gateway == address {
+            return Err(Error::invalid(
+                "ipv6-gateway",
+                gateway,
+                "the IPv6 gateway is the provider's router, not the node's own address",
+            ));
+        }
         Ok(NodeIpv6 {
             address,
             network,

@@ -189,3 +189,91 @@ async fn exhaustion_inside_a_batch_counts_the_batch() {
         assert_consistent(s).await;
     }
 }
+
+#[tokio::test]
+async fn held_back_addresses_stay_held_back() {
+    for t in stores().await {
+        held_back(t).await;
+    }
+}
+
+async fn held_back(t: TestStore) {
+    let s = &t.store;
+    let b = t.backend;
+    // Node addresses that are also the network address or an operator
+    // exclusion: removing the nodes must not free them.
+    s.create_cluster(&cluster("s", "switching")).await.unwrap();
+    s.add_node("s", &node("nx", "192.0.2.16")).await.unwrap();
+    s.add_node("s", &node("ny", "192.0.2.20")).await.unwrap();
+    let net = vmfabric_model::NetworkInput {
+        exclude: vec!["192.0.2.20".into()],
+        ..network("192.0.2.16/29")
+    };
+    s.add_network("s", &net).await.unwrap();
+    s.add_node("s", &node("nz", "192.0.2.30")).await.unwrap();
+    s.remove_node("nx").await.unwrap();
+    s.remove_node("ny").await.unwrap();
+    let mut got = Vec::new();
+    for i in 0..8 {
+        match s.create_vm("s", &vm(&format!("v{i}"), "nz")).await {
+            Ok(v) => got.push(v.nics[0].addresses[0].address.to_string()),
+            Err(Error::Exhausted { used, usable, .. }) => {
+                assert_eq!(used, usable, "{b}");
+                break;
+            }
+            Err(e) => panic!("{b}: {e}"),
+        }
+    }
+    // .16 network, .17 gateway, .20 excluded, .23 broadcast; .16 was nx's.
+    assert_eq!(
+        got,
+        ["192.0.2.18", "192.0.2.19", "192.0.2.21", "192.0.2.22"],
+        "{b}"
+    );
+    assert_consistent(s).await;
+
+    // Another cluster's node address is not a pool address.
+    s.create_cluster(&cluster("s2", "switching")).await.unwrap();
+    let e = s
+        .add_network("s2", &network("192.0.2.24/29"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("192.0.2.30, the address of node nz of cluster s"),
+        "{b}: {e}"
+    );
+
+    // The ip-fabric IPv6 VM gateway is never a pool address.
+    let f = vmfabric_model::ClusterInput {
+        vm_gateway6: Some("2001:db8:7::1".into()),
+        ..cluster("f", "ip-fabric")
+    };
+    s.create_cluster(&f).await.unwrap();
+    let e = s
+        .add_network("f", &network("2001:db8:7::/126"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("2001:db8:7::1, the VM gateway"), "{b}: {e}");
+
+    // A routing node's IPv6 gateway inside its /64 is never a VM's.
+    s.create_cluster(&cluster("hz", "routing")).await.unwrap();
+    let hz = NodeInput {
+        ipv6: Some("2a01:4f8:1::2/64".into()),
+        ipv6_gateway: Some("2a01:4f8:1::3".into()),
+        subnets: vec!["203.0.113.40/29".into()],
+        ..node("h1", "123.45.12.48")
+    };
+    s.add_node("hz", &hz).await.unwrap();
+    let mut six = vm("r1", "h1");
+    six.ipv6 = true;
+    let v = s.create_vm("hz", &six).await.unwrap();
+    let addrs: Vec<String> = v.nics[0]
+        .addresses
+        .iter()
+        .map(|a| a.address.to_string())
+        .collect();
+    assert_eq!(addrs, ["203.0.113.40", "2a01:4f8:1::4"], "{b}");
+    assert_consistent(s).await;
+}

@@ -178,7 +178,7 @@ impl SqlStore {
         range: Range,
         cidr: Option<Cidr>,
         gateway: Option<IpAddr>,
-        exclusions: &[Range],
+        exclusions: &[(Range, &str)],
         field: &str,
     ) -> Result<i64> {
         let text = cidr.map_or_else(|| range.to_string(), |c| c.to_string());
@@ -192,15 +192,40 @@ impl SqlStore {
                 ),
             ));
         }
-        if let (Some(f), NetworkType::IpFabric) = (&cluster.fabric, cluster.network_type)
-            && range.contains(key::key(IpAddr::V4(f.vm_gateway)))
+        if let (Some(f), NetworkType::IpFabric) = (&cluster.fabric, cluster.network_type) {
+            for gw in [IpAddr::V4(f.vm_gateway), IpAddr::V6(f.vm_gateway6)] {
+                if range.contains(key::key(gw)) {
+                    return Err(Error::conflict(
+                        field,
+                        &text,
+                        format!(
+                            "contains {gw}, the VM gateway of cluster {}, which must not be handed to a VM",
+                            cluster.name
+                        ),
+                    ));
+                }
+            }
+        }
+        // Node addresses are unique in the installation; a block may
+        // carve out its own cluster's nodes (below), never another's.
+        if let Some(other) = sqlx::query(
+            "SELECT n.name, c.name AS cluster, na.address FROM node_addresses na JOIN nodes n ON n.id = na.node_id JOIN clusters c ON c.id = n.cluster_id WHERE n.cluster_id <> $1 AND na.address >= $2 AND na.address <= $3 ORDER BY na.address LIMIT 1",
+        )
+        .bind(cluster_id)
+        .bind(kb(range.first))
+        .bind(kb(range.last))
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db)?
         {
             return Err(Error::conflict(
                 field,
                 &text,
                 format!(
-                    "contains {}, the VM gateway of cluster {}, which must not be handed to a VM",
-                    f.vm_gateway, cluster.name
+                    "contains {}, the address of node {} of cluster {}",
+                    other.ip("address")?,
+                    other.text("name")?,
+                    other.text("cluster")?
                 ),
             ));
         }
@@ -225,8 +250,8 @@ impl SqlStore {
                 .into_iter()
                 .map(|(r, why)| (r, why.to_string(), None))
                 .collect();
-        for x in exclusions {
-            holes.push((*x, "excluded by the operator".to_string(), None));
+        for (x, why) in exclusions {
+            holes.push((*x, why.to_string(), None));
         }
         // Addresses of the cluster's nodes inside the new block.
         let nodes = sqlx::query(
@@ -490,7 +515,11 @@ impl SqlStore {
                 r,
                 Some(spec.cidr),
                 spec.gateway,
-                &spec.exclusions,
+                &spec
+                    .exclusions
+                    .iter()
+                    .map(|x| (*x, "excluded by the operator"))
+                    .collect::<Vec<_>>(),
                 "cidr",
             )
             .await?;

@@ -4,9 +4,9 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use serde_json::json;
 use sqlx::any::AnyRow;
-use vmfabric_ipam::{Cidr, key};
+use vmfabric_ipam::{Cidr, Range, key};
 use vmfabric_model::node::{NodeIpv6, RoutingNode};
-use vmfabric_model::{Cluster, Error, IfName, Node, NodeInput, Result};
+use vmfabric_model::{BlockRole, Cluster, Error, IfName, Node, NodeInput, Result};
 
 use super::alloc;
 use super::clusters::{BLOCK_COLS, BLOCK_FROM, block_from_row};
@@ -130,7 +130,7 @@ impl SqlStore {
             ));
         }
         if let Some(f) = &cluster.fabric
-            && ip == IpAddr::V4(f.vm_gateway)
+            && (ip == IpAddr::V4(f.vm_gateway) || ip == IpAddr::V6(f.vm_gateway6))
         {
             return Err(Error::conflict(
                 field,
@@ -241,11 +241,27 @@ impl SqlStore {
             self.claim_node_address(tx, &c, id, &node.name, field, ip)
                 .await?;
         }
+        // The provider's router inside the node's /64 (other than ::1,
+        // which is always held back) is never a VM's.
+        let gateway_hole = |role: BlockRole| -> Vec<(Range, &str)> {
+            match r.and_then(|r| r.ipv6.as_ref()) {
+                Some(six)
+                    if role == BlockRole::NodeIpv6
+                        && six.network.contains(IpAddr::V6(six.gateway)) =>
+                {
+                    vec![(
+                        Range::single(key::key(IpAddr::V6(six.gateway))),
+                        "the node's IPv6 gateway (the provider's router)",
+                    )]
+                }
+                _ => Vec::new(),
+            }
+        };
         // Blocks after the addresses: insert_block carves out node addresses.
         for b in &blocks {
             let field = match b.role {
-                vmfabric_model::BlockRole::NodeRange => "range",
-                vmfabric_model::BlockRole::NodeIpv6 => "ipv6",
+                BlockRole::NodeRange => "range",
+                BlockRole::NodeIpv6 => "ipv6",
                 _ => "subnet",
             };
             self.insert_block(
@@ -257,7 +273,7 @@ impl SqlStore {
                 b.range,
                 b.cidr,
                 None,
-                &[],
+                &gateway_hole(b.role),
                 field,
             )
             .await?;
@@ -324,7 +340,22 @@ impl SqlStore {
             .await
             .map_err(db)?;
         for row in carved {
-            alloc::free_one(tx, row.int("block_id")?, row.key("first")?).await?;
+            let (block, k) = (row.int("block_id")?, row.key("first")?);
+            // Held back for another reason too (network address, gateway,
+            // operator exclusion, route reflector): it stays held back.
+            let other = sqlx::query(
+                "SELECT COUNT(*) AS n FROM exclusions WHERE block_id = $1 AND first <= $2 AND last >= $2 AND (node_id IS NULL OR node_id <> $3)",
+            )
+            .bind(block)
+            .bind(kb(k))
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db)?
+            .int("n")?;
+            if other == 0 {
+                alloc::free_one(tx, block, k).await?;
+            }
         }
         for sql in [
             "DELETE FROM exclusions WHERE node_id = $1",
