@@ -142,7 +142,11 @@ impl FromStr for Cidr {
         let addr: IpAddr = a.parse().map_err(|_| ParseError::BadAddress)?;
         let family = Family::of(addr);
         // Reject signs and leading zeros' friends: only plain decimal digits.
-        if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
+        if l.is_empty()
+            || l.len() > 3
+            || !l.bytes().all(|b| b.is_ascii_digit())
+            || (l.len() > 1 && l.starts_with('0'))
+        {
             return Err(ParseError::BadPrefix { family });
         }
         let len: u8 = l.parse().map_err(|_| ParseError::BadPrefix { family })?;
@@ -298,6 +302,8 @@ mod tests {
             "192.0.2.0/+8",
             "300.0.0.0/8",
             "2001:db8::/129",
+            "192.0.2.0/024",
+            "192.0.2.0/00",
             "a/b",
         ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad} parsed");

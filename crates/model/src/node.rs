@@ -197,6 +197,17 @@ impl NodeInput {
         let (address, address_prefix) = parse_ip_prefix("address", &self.address)?;
         let uplink = IfName::new("uplink", self.uplink.as_deref().unwrap_or(DEFAULT_UPLINK))?;
         let bridge = IfName::new("bridge", self.bridge.as_deref().unwrap_or(DEFAULT_BRIDGE))?;
+        for (field, name) in [("uplink", &uplink), ("bridge", &bridge)] {
+            // lo exists in every namespace; all and default name the
+            // kernel's per-protocol settings (/proc/sys/net/*/conf/).
+            if matches!(name.as_str(), "lo" | "all" | "default") {
+                return Err(Error::invalid(
+                    field,
+                    name,
+                    "lo, all and default are reserved by the kernel; name the node's real interface",
+                ));
+            }
+        }
         if uplink == bridge {
             return Err(Error::invalid(
                 "bridge",
