@@ -206,28 +206,29 @@ impl SqlStore {
                 }
             }
         }
-        // Node addresses are unique in the installation; a block may
-        // carve out its own cluster's nodes (below), never another's.
-        if let Some(other) = sqlx::query(
-            "SELECT n.name, c.name AS cluster, na.address FROM node_addresses na JOIN nodes n ON n.id = na.node_id JOIN clusters c ON c.id = n.cluster_id WHERE n.cluster_id <> $1 AND na.address >= $2 AND na.address <= $3 ORDER BY na.address LIMIT 1",
+        // Node addresses are unique in the installation; a block carves out
+        // its own cluster's nodes (below), and may not contain another's.
+        let nodes = sqlx::query(
+            "SELECT na.address, n.id, n.name, n.cluster_id, c.name AS cluster FROM node_addresses na JOIN nodes n ON n.id = na.node_id JOIN clusters c ON c.id = n.cluster_id WHERE na.address >= $1 AND na.address <= $2 ORDER BY na.address",
         )
-        .bind(cluster_id)
         .bind(kb(range.first))
         .bind(kb(range.last))
-        .fetch_optional(&mut **tx)
+        .fetch_all(&mut **tx)
         .await
-        .map_err(db)?
-        {
-            return Err(Error::conflict(
-                field,
-                &text,
-                format!(
-                    "contains {}, the address of node {} of cluster {}",
-                    other.ip("address")?,
-                    other.text("name")?,
-                    other.text("cluster")?
-                ),
-            ));
+        .map_err(db)?;
+        for n in &nodes {
+            if n.int("cluster_id")? != cluster_id {
+                return Err(Error::conflict(
+                    field,
+                    &text,
+                    format!(
+                        "contains {}, the address of node {} of cluster {}",
+                        n.ip("address")?,
+                        n.text("name")?,
+                        n.text("cluster")?
+                    ),
+                ));
+            }
         }
         let now = self.now().0;
         let row = sqlx::query(
@@ -254,15 +255,6 @@ impl SqlStore {
             holes.push((*x, why.to_string(), None));
         }
         // Addresses of the cluster's nodes inside the new block.
-        let nodes = sqlx::query(
-            "SELECT na.address, n.id, n.name FROM node_addresses na JOIN nodes n ON n.id = na.node_id WHERE n.cluster_id = $1 AND na.address >= $2 AND na.address <= $3",
-        )
-        .bind(cluster_id)
-        .bind(kb(range.first))
-        .bind(kb(range.last))
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db)?;
         for n in nodes {
             let k = n.key("address")?;
             holes.push((
