@@ -232,20 +232,31 @@ impl SqlStore {
     ) -> Result<ReleaseResult> {
         let addr = parse_addr(ip)?;
         let k = key::key(addr);
+        let not_held = || {
+            Error::conflict(
+                "address",
+                addr,
+                "the address is not held by anyone: nothing to release",
+            )
+        };
         // Hold the block before reading the holding: two releases of one
         // address (or a release and a VM delete) on PostgreSQL would
-        // otherwise both see it held and both give it back.
-        if let Some(b) = self.block_containing(tx, k).await? {
-            self.lock_block(tx, b.id).await?;
-        }
+        // otherwise both see it held and both give it back. Blocks are
+        // disjoint, so a holding lives in the block containing its address.
+        let b = self.block_containing(tx, k).await?.ok_or_else(not_held)?;
+        self.lock_block(tx, b.id).await?;
         let row = sqlx::query("SELECT id, block_id, kind, vm, nic_idx, mac, note FROM allocations WHERE address = $1 AND until IS NULL")
             .bind(kb(k))
             .fetch_optional(&mut **tx)
             .await
             .map_err(db)?
-            .ok_or_else(|| Error::conflict("address", addr, "the address is not held by anyone: nothing to release"))?;
+            .ok_or_else(not_held)?;
+        if row.int("block_id")? != b.id {
+            return Err(super::corrupt(format!(
+                "holding of {addr} outside its block"
+            )));
+        }
         let holder = holder_from_row(&row)?;
-        let b = self.block_by_id(tx, row.int("block_id")?).await?;
         let (_, c) = self.load_cluster(tx, &b.cluster).await?;
         let now = self.now().0;
         let ended =

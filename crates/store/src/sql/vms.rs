@@ -14,6 +14,13 @@ use super::alloc;
 use super::{Counters, RowExt, SqlStore, Tx, USED, db};
 use crate::AddressFilter;
 
+/// The active holdings of VM `$2`'s NICs (a WHERE clause on allocations).
+macro_rules! active_of_vm {
+    () => {
+        "until IS NULL AND nic_id IN (SELECT ni.id FROM nics ni JOIN vms v ON v.id = ni.vm_id WHERE v.name = $2)"
+    };
+}
+
 /// One row of the VM listing query.
 struct VmRow {
     name: String,
@@ -220,20 +227,21 @@ impl SqlStore {
         // holding on the old node ends now (kept as a closed copy), the
         // active one continues on the new node from now.
         let now = self.now().0;
-        sqlx::query(
+        sqlx::query(concat!(
             "INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, note, cluster, node, since, until) \
              SELECT address, block_id, kind, nic_id, vm, nic_idx, mac, note, cluster, node, since, $1 FROM allocations \
-             WHERE until IS NULL AND nic_id IN (SELECT ni.id FROM nics ni JOIN vms v ON v.id = ni.vm_id WHERE v.name = $2)",
+             WHERE ", active_of_vm!()),
         )
         .bind(now)
         .bind(name)
         .execute(&mut **tx)
         .await
         .map_err(db)?;
-        sqlx::query(
+        sqlx::query(concat!(
             "UPDATE allocations SET since = $1, node = $3 \
-             WHERE until IS NULL AND nic_id IN (SELECT ni.id FROM nics ni JOIN vms v ON v.id = ni.vm_id WHERE v.name = $2)",
-        )
+             WHERE ",
+            active_of_vm!()
+        ))
         .bind(now)
         .bind(name)
         .bind(&to_node.name)
@@ -266,9 +274,11 @@ impl SqlStore {
         let vm = self.vm_tx(tx, name).await?;
         let (_, c) = self.load_cluster(tx, &vm.cluster).await?;
         let now = self.now().0;
-        let ended = sqlx::query(
-            "UPDATE allocations SET until = $1 WHERE until IS NULL AND nic_id IN (SELECT ni.id FROM nics ni JOIN vms v ON v.id = ni.vm_id WHERE v.name = $2) RETURNING address, block_id",
-        )
+        let ended = sqlx::query(concat!(
+            "UPDATE allocations SET until = $1 WHERE ",
+            active_of_vm!(),
+            " RETURNING address, block_id"
+        ))
         .bind(now)
         .bind(name)
         .fetch_all(&mut **tx)
