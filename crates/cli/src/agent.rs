@@ -112,8 +112,17 @@ pub async fn run(cli: &Cli, a: AgentArgs, json: bool) -> Result<Out> {
     let db = cli.db.as_deref();
     if let Some(AgentCmd::Reports) = a.status {
         let store = crate::commands::open_store(cli).await?;
-        let all = store.agent_statuses().await?;
-        return Out::new(&all, crate::render::agent_reports(&all, store.now()));
+        let now = store.now();
+        let rows =
+            move |a: &[vmfabric_model::AgentStatus]| crate::render::agent_reports_rows(a, now);
+        let text = crate::listing::Text {
+            headers: crate::render::AGENT_REPORTS_HEADERS,
+            rows: &rows,
+            empty: None,
+        };
+        let s = store.as_ref();
+        return crate::listing::stream(json, text, |p| async move { s.agent_statuses(&p).await })
+            .await;
     }
     if let Some(AgentCmd::Status { daemons }) = a.status {
         let settings = settings(&daemons);

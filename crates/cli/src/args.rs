@@ -68,6 +68,8 @@ pub enum Command {
     Pool(PoolCmd),
     /// Verify every invariant of the stored state (like fsck)
     Check,
+    /// The change log, newest first: what changed, when, and whose plans it reached
+    Log,
     /// The node agent: make this node's kernel match its plan, and keep it so
     Agent(AgentArgs),
     /// Network-namespace labs of the three scenarios (root; FRR, BIRD, nftables)
@@ -435,8 +437,11 @@ pub enum IpCmd {
         #[arg(long)]
         node: Option<String>,
         /// List free ranges and released addresses instead
-        #[arg(long)]
+        #[arg(long, conflicts_with = "reserved")]
         free: bool,
+        /// Only reservations
+        #[arg(long)]
+        reserved: bool,
         /// At most this many ranges per block with --free
         #[arg(long, default_value_t = 100)]
         limit: usize,

@@ -203,5 +203,5 @@ pub async fn store(count: usize, batch: usize, dir: Option<PathBuf>) -> Result<O
         ));
     }
     let json = serde_json::json!({"rows": rows, "reference_p50_us": reference});
-    Ok(Out { json, text })
+    Out::new(&json, text)
 }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use vmfabric_lab::{Lab, worlds};
 use vmfabric_model::{ClusterInput, Error, NetworkInput, NodeInput, Result, VmInput};
 use vmfabric_plan::{NodePlan, build, synthetic};
+use vmfabric_store::ListAll;
 use vmfabric_store::{SqlStore, Store};
 
 use crate::Out;
@@ -191,7 +192,7 @@ pub async fn agent(vms: u32, runs: usize) -> Result<Out> {
         "ratio_whole": a / b, "ratio_kernel": k / b,
         "noop_ms": n, "noop_writes": writes,
     });
-    Ok(Out { json, text })
+    Out::new(&json, text)
 }
 
 const CORE: &str = "frr defaults datacenter\nhostname core\nip forwarding\nno ipv6 forwarding\n!\nrouter bgp 65000\n bgp router-id 172.16.0.3\n no bgp default ipv4-unicast\n neighbor 172.16.0.2 remote-as 65000\n neighbor 172.16.0.2 timers 3 9\n neighbor 172.16.0.2 timers connect 5\n address-family ipv4 unicast\n  neighbor 172.16.0.2 activate\n exit-address-family\nexit\n!\n";
@@ -260,7 +261,7 @@ pub async fn fabric(vms: usize) -> Result<Out> {
     }
     let c = s.cluster("fab").await?.cluster;
     let nodes: Vec<_> = s
-        .nodes(Some("fab"))
+        .all_nodes(Some("fab"))
         .await?
         .into_iter()
         .map(|v| v.node)
@@ -416,5 +417,5 @@ pub async fn fabric(vms: usize) -> Result<Out> {
     );
     let json = json!({"vms": vms, "median_ms": m, "p99_ms": p, "migration_lost_packets": count - received, "migration_loss_ms": lost_ms});
     lab.cleanup();
-    Ok(Out { json, text })
+    Out::new(&json, text)
 }

@@ -12,6 +12,7 @@ use crate::args::{
     BenchCmd, Cli, ClusterCmd, Command, IpCmd, NetworkCmd, NodeCmd, PoolCmd, ServeArgs, TokenCmd,
     VmCmd,
 };
+use crate::listing::{Text, stream};
 use crate::{Out, render};
 
 /// Where commands go: the controller (`--server`), else the database.
@@ -97,14 +98,27 @@ pub async fn run(mut cli: Cli) -> Result<Out> {
     let store = open_store(&cli).await?;
     let s = store.as_ref();
     match command {
-        Command::Cluster(c) => cluster(s, c).await,
-        Command::Network(c) => network(s, c).await,
+        Command::Cluster(c) => cluster(s, c, json).await,
+        Command::Network(c) => network(s, c, json).await,
         Command::Node(c) => node(s, c, json).await,
         Command::Vm(c) => vm(s, c, json).await,
-        Command::Ip(c) => ip(s, c).await,
+        Command::Ip(c) => ip(s, c, json).await,
         Command::Pool(PoolCmd::Usage { cluster }) => {
-            let u = s.usage(cluster.as_deref()).await?;
-            Out::new(&u, render::usage(&u))
+            let text = Text {
+                headers: render::USAGE_HEADERS,
+                rows: &render::usage_rows,
+                empty: None,
+            };
+            let c = cluster.as_deref();
+            stream(json, text, |p| async move { s.usage(c, &p).await }).await
+        }
+        Command::Log => {
+            let text = Text {
+                headers: render::CHANGES_HEADERS,
+                rows: &render::changes_rows,
+                empty: None,
+            };
+            stream(json, text, |p| async move { s.changes(&p).await }).await
         }
         Command::Check => {
             let r = s.check().await?;
@@ -116,7 +130,7 @@ pub async fn run(mut cli: Cli) -> Result<Out> {
             }
             Out::new(&r, render::check(&r))
         }
-        Command::Token(c) => token(s, c).await,
+        Command::Token(c) => token(s, c, json).await,
         Command::Tour(_)
         | Command::Bench(_)
         | Command::Agent(_)
@@ -125,7 +139,7 @@ pub async fn run(mut cli: Cli) -> Result<Out> {
     }
 }
 
-async fn cluster(s: &dyn Store, c: ClusterCmd) -> Result<Out> {
+async fn cluster(s: &dyn Store, c: ClusterCmd, json: bool) -> Result<Out> {
     match c {
         ClusterCmd::Create(a) => {
             let input = ClusterInput {
@@ -144,8 +158,12 @@ async fn cluster(s: &dyn Store, c: ClusterCmd) -> Result<Out> {
             Out::new(&c, render::cluster(&c))
         }
         ClusterCmd::List => {
-            let cs = s.clusters().await?;
-            Out::new(&cs, render::clusters(&cs))
+            let text = Text {
+                headers: render::CLUSTERS_HEADERS,
+                rows: &render::clusters_rows,
+                empty: None,
+            };
+            stream(json, text, |p| async move { s.clusters(&p).await }).await
         }
         ClusterCmd::Show { name } => {
             let c = s.cluster(&name).await?;
@@ -164,7 +182,7 @@ async fn cluster(s: &dyn Store, c: ClusterCmd) -> Result<Out> {
     }
 }
 
-async fn network(s: &dyn Store, c: NetworkCmd) -> Result<Out> {
+async fn network(s: &dyn Store, c: NetworkCmd, json: bool) -> Result<Out> {
     match c {
         NetworkCmd::Add {
             cluster,
@@ -181,8 +199,13 @@ async fn network(s: &dyn Store, c: NetworkCmd) -> Result<Out> {
             Out::new(&n, render::networks(std::slice::from_ref(&n)))
         }
         NetworkCmd::List { cluster } => {
-            let ns = s.networks(cluster.as_deref()).await?;
-            Out::new(&ns, render::networks(&ns))
+            let text = Text {
+                headers: render::NETWORKS_HEADERS,
+                rows: &render::networks_rows,
+                empty: None,
+            };
+            let c = cluster.as_deref();
+            stream(json, text, |p| async move { s.networks(c, &p).await }).await
         }
         NetworkCmd::Remove { cluster, cidr } => {
             let n = s.remove_network(&cluster, &cidr).await?;
@@ -218,8 +241,13 @@ async fn node(s: &dyn Store, c: NodeCmd, json: bool) -> Result<Out> {
             Out::new(&n, render::node(&n))
         }
         NodeCmd::List { cluster } => {
-            let ns = s.nodes(cluster.as_deref()).await?;
-            Out::new(&ns, render::nodes(&ns))
+            let text = Text {
+                headers: render::NODES_HEADERS,
+                rows: &render::nodes_rows,
+                empty: None,
+            };
+            let c = cluster.as_deref();
+            stream(json, text, |p| async move { s.nodes(c, &p).await }).await
         }
         NodeCmd::Show { name } => {
             let n = s.node(&name).await?;
@@ -270,8 +298,18 @@ async fn vm(s: &dyn Store, c: VmCmd, json: bool) -> Result<Out> {
             Out::new(&v, render::vm(&v))
         }
         VmCmd::List { cluster, node } => {
-            let vs = s.vms(&AddressFilter { cluster, node }).await?;
-            Out::new(&vs, render::vms(&vs))
+            let f = AddressFilter {
+                cluster,
+                node,
+                reserved: false,
+            };
+            let text = Text {
+                headers: render::VMS_HEADERS,
+                rows: &render::vms_rows,
+                empty: None,
+            };
+            let f = &f;
+            stream(json, text, |p| async move { s.vms(f, &p).await }).await
         }
         VmCmd::Migrate { name, to } => {
             let v = s.migrate_vm(&name, &to).await?;
@@ -360,27 +398,43 @@ async fn import(s: &dyn Store, batch: usize, json: bool) -> Result<Out> {
         let _ = out.flush();
     }
     let summary = serde_json::json!({"created": created, "failed": failed});
-    Ok(Out {
-        json: summary,
-        text: format!("{created} created, {failed} failed\n"),
-    })
+    Out::new(&summary, format!("{created} created, {failed} failed\n"))
 }
 
-async fn ip(s: &dyn Store, c: IpCmd) -> Result<Out> {
+async fn ip(s: &dyn Store, c: IpCmd, json: bool) -> Result<Out> {
     match c {
         IpCmd::List {
             cluster,
             node,
             free,
+            reserved,
             limit,
         } => {
-            let f = AddressFilter { cluster, node };
+            let f = AddressFilter {
+                cluster,
+                node,
+                reserved,
+            };
+            let f = &f;
             if free {
-                let fs = s.free_space(&f, limit).await?;
-                Out::new(&fs, render::free(&fs))
+                let text = Text {
+                    headers: render::FREE_HEADERS,
+                    rows: &render::free_rows,
+                    empty: None,
+                };
+                stream(
+                    json,
+                    text,
+                    |p| async move { s.free_space(f, limit, &p).await },
+                )
+                .await
             } else {
-                let a = s.allocations(&f).await?;
-                Out::new(&a, render::allocations(&a))
+                let text = Text {
+                    headers: render::ALLOCATIONS_HEADERS,
+                    rows: &render::allocations_rows,
+                    empty: None,
+                };
+                stream(json, text, |p| async move { s.allocations(f, &p).await }).await
             }
         }
         IpCmd::Reserve { address, note } => {
@@ -393,13 +447,23 @@ async fn ip(s: &dyn Store, c: IpCmd) -> Result<Out> {
         }
         IpCmd::History { address, at } => {
             let at = at.map(|t| Timestamp::parse("at", &t)).transpose()?;
-            let h = s.history(&address, at).await?;
-            Out::new(&h, render::history(&h))
+            let text = Text {
+                headers: render::HISTORY_HEADERS,
+                rows: &render::history_rows,
+                empty: Some("nobody\n"),
+            };
+            let address = &address;
+            stream(
+                json,
+                text,
+                |p| async move { s.history(address, at, &p).await },
+            )
+            .await
         }
     }
 }
 
-async fn token(s: &dyn Store, c: TokenCmd) -> Result<Out> {
+async fn token(s: &dyn Store, c: TokenCmd, json: bool) -> Result<Out> {
     match c {
         TokenCmd::Create { role, node, name } => {
             let t = s
@@ -419,8 +483,12 @@ async fn token(s: &dyn Store, c: TokenCmd) -> Result<Out> {
             Out::new(&t, text)
         }
         TokenCmd::List => {
-            let all = s.tokens().await?;
-            Out::new(&all, render::tokens(&all))
+            let text = Text {
+                headers: render::TOKENS_HEADERS,
+                rows: &render::tokens_rows,
+                empty: None,
+            };
+            stream(json, text, |p| async move { s.tokens(&p).await }).await
         }
         TokenCmd::Revoke { id } => {
             let n: i64 = id.trim().parse().map_err(|_| {

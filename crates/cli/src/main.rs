@@ -7,6 +7,7 @@ mod bench_agent;
 mod bench_serve;
 mod commands;
 mod lab;
+mod listing;
 mod plans;
 mod render;
 mod tour;
@@ -24,13 +25,28 @@ use args::{Cli, Format};
 pub struct Out {
     pub json: serde_json::Value,
     pub text: String,
+    /// Already printed, as it arrived (listings).
+    pub streamed: bool,
 }
 
 impl Out {
     pub fn new<T: serde::Serialize>(value: &T, text: String) -> Result<Out, Error> {
         let json = serde_json::to_value(value)
             .map_err(|e| Error::storage(format!("cannot encode the result: {e}")))?;
-        Ok(Out { json, text })
+        Ok(Out {
+            json,
+            text,
+            streamed: false,
+        })
+    }
+
+    /// Output the command printed itself.
+    pub fn streamed() -> Out {
+        Out {
+            json: serde_json::Value::Null,
+            text: String::new(),
+            streamed: true,
+        }
     }
 }
 
@@ -95,6 +111,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(commands::run(cli)) {
+        Ok(out) if out.streamed => ExitCode::SUCCESS,
         Ok(out) => {
             let mut stdout = std::io::stdout().lock();
             let written = match format {

@@ -7,6 +7,7 @@ use std::path::Path;
 use vmfabric_model::{Error, Result};
 use vmfabric_plan::files::{self, File};
 use vmfabric_plan::{NodePlan, build, diff};
+use vmfabric_store::ListAll;
 use vmfabric_store::Store;
 
 use crate::Out;
@@ -14,10 +15,10 @@ use crate::args::{GuestFormat, PlanFormat, RrFormat};
 
 /// A rendered file: the text itself, or `{"format", "text"}` in JSON.
 fn out(f: File) -> Result<Out> {
-    Ok(Out {
-        json: serde_json::json!({"format": f.format, "text": f.text}),
-        text: f.text,
-    })
+    Out::new(
+        &serde_json::json!({"format": f.format, "text": f.text}),
+        f.text,
+    )
 }
 
 pub async fn node_plan(
@@ -96,7 +97,7 @@ pub async fn rr_config(
 ) -> Result<Out> {
     let c = s.cluster(name).await?.cluster;
     let nodes: Vec<_> = s
-        .nodes(Some(name))
+        .all_nodes(Some(name))
         .await?
         .into_iter()
         .map(|v| v.node)

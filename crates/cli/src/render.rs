@@ -11,31 +11,59 @@ use vmfabric_store::{CheckReport, NodeView};
 
 /// Columns padded to their widest cell; the last column is not padded.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(c.chars().count());
-            }
+    Table::new(headers).page(rows)
+}
+
+/// A table printed page by page as a listing arrives: the header once,
+/// each column as wide as its widest cell so far (a later page with a
+/// wider cell widens the column from there on).
+#[derive(Debug)]
+pub struct Table {
+    headers: Vec<String>,
+    widths: Vec<usize>,
+    started: bool,
+}
+
+impl Table {
+    pub fn new(headers: &[&str]) -> Table {
+        Table {
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            widths: headers.iter().map(|h| h.len()).collect(),
+            started: false,
         }
     }
-    let mut out = String::new();
-    let line = |cells: Vec<&str>, out: &mut String| {
-        let n = cells.len();
-        for (i, c) in cells.into_iter().enumerate() {
-            if i + 1 == n {
-                out.push_str(c);
-            } else {
-                let _ = write!(out, "{c:<w$}  ", w = widths[i]);
+
+    /// The text of one page of rows (with the header, the first time).
+    pub fn page(&mut self, rows: &[Vec<String>]) -> String {
+        for r in rows {
+            for (i, c) in r.iter().enumerate() {
+                if i < self.widths.len() {
+                    self.widths[i] = self.widths[i].max(c.chars().count());
+                }
             }
         }
-        out.push('\n');
-    };
-    line(headers.to_vec(), &mut out);
-    for r in rows {
-        line(r.iter().map(String::as_str).collect(), &mut out);
+        let mut out = String::new();
+        let widths = &self.widths;
+        let line = |cells: Vec<&str>, out: &mut String| {
+            let n = cells.len();
+            for (i, c) in cells.into_iter().enumerate() {
+                if i + 1 == n {
+                    out.push_str(c);
+                } else {
+                    let _ = write!(out, "{c:<w$}  ", w = widths[i]);
+                }
+            }
+            out.push('\n');
+        };
+        if !self.started {
+            self.started = true;
+            line(self.headers.iter().map(String::as_str).collect(), &mut out);
+        }
+        for r in rows {
+            line(r.iter().map(String::as_str).collect(), &mut out);
+        }
+        out
     }
-    out
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
@@ -77,7 +105,9 @@ pub fn cluster_summary(c: &ClusterSummary) -> String {
     s
 }
 
-pub fn clusters(cs: &[ClusterSummary]) -> String {
+pub const CLUSTERS_HEADERS: &[&str] = &["NAME", "TYPE", "ASSIGNMENT", "NETWORKS", "NODES", "VMS"];
+
+pub fn clusters_rows(cs: &[ClusterSummary]) -> Vec<Vec<String>> {
     let rows: Vec<Vec<String>> = cs
         .iter()
         .map(|c| {
@@ -91,13 +121,12 @@ pub fn clusters(cs: &[ClusterSummary]) -> String {
             ]
         })
         .collect();
-    table(
-        &["NAME", "TYPE", "ASSIGNMENT", "NETWORKS", "NODES", "VMS"],
-        &rows,
-    )
+    rows
 }
 
-pub fn networks(ns: &[NetworkView]) -> String {
+pub const NETWORKS_HEADERS: &[&str] = &["CLUSTER", "NETWORK", "GATEWAY", "NEVER HANDED OUT"];
+
+pub fn networks_rows(ns: &[NetworkView]) -> Vec<Vec<String>> {
     let rows: Vec<Vec<String>> = ns
         .iter()
         .map(|n| {
@@ -114,10 +143,11 @@ pub fn networks(ns: &[NetworkView]) -> String {
             ]
         })
         .collect();
-    table(
-        &["CLUSTER", "NETWORK", "GATEWAY", "NEVER HANDED OUT"],
-        &rows,
-    )
+    rows
+}
+
+pub fn networks(ns: &[NetworkView]) -> String {
+    table(NETWORKS_HEADERS, &networks_rows(ns))
 }
 
 pub fn node(n: &NodeView) -> String {
@@ -150,7 +180,11 @@ pub fn node(n: &NodeView) -> String {
     s
 }
 
-pub fn nodes(ns: &[NodeView]) -> String {
+pub const NODES_HEADERS: &[&str] = &[
+    "NAME", "CLUSTER", "ADDRESS", "UPLINK", "BRIDGE", "VMS", "RANGES",
+];
+
+pub fn nodes_rows(ns: &[NodeView]) -> Vec<Vec<String>> {
     let rows: Vec<Vec<String>> = ns
         .iter()
         .map(|n| {
@@ -166,12 +200,7 @@ pub fn nodes(ns: &[NodeView]) -> String {
             ]
         })
         .collect();
-    table(
-        &[
-            "NAME", "CLUSTER", "ADDRESS", "UPLINK", "BRIDGE", "VMS", "RANGES",
-        ],
-        &rows,
-    )
+    rows
 }
 
 pub fn vm(v: &Vm) -> String {
@@ -195,7 +224,9 @@ pub fn vm(v: &Vm) -> String {
     s
 }
 
-pub fn vms(vs: &[Vm]) -> String {
+pub const VMS_HEADERS: &[&str] = &["NAME", "CLUSTER", "NODE", "INTERFACE", "MAC", "ADDRESSES"];
+
+pub fn vms_rows(vs: &[Vm]) -> Vec<Vec<String>> {
     let rows: Vec<Vec<String>> = vs
         .iter()
         .map(|v| {
@@ -219,10 +250,7 @@ pub fn vms(vs: &[Vm]) -> String {
             ]
         })
         .collect();
-    table(
-        &["NAME", "CLUSTER", "NODE", "INTERFACE", "MAC", "ADDRESSES"],
-        &rows,
-    )
+    rows
 }
 
 fn holder(h: &Holder) -> String {
@@ -235,7 +263,10 @@ fn holder(h: &Holder) -> String {
     }
 }
 
-pub fn allocations(a: &[Allocation]) -> String {
+pub const ALLOCATIONS_HEADERS: &[&str] =
+    &["ADDRESS", "HELD BY", "CLUSTER", "NODE", "BLOCK", "SINCE"];
+
+pub fn allocations_rows(a: &[Allocation]) -> Vec<Vec<String>> {
     let rows: Vec<Vec<String>> = a
         .iter()
         .map(|a| {
@@ -249,13 +280,12 @@ pub fn allocations(a: &[Allocation]) -> String {
             ]
         })
         .collect();
-    table(
-        &["ADDRESS", "HELD BY", "CLUSTER", "NODE", "BLOCK", "SINCE"],
-        &rows,
-    )
+    rows
 }
 
-pub fn free(f: &[FreeSpace]) -> String {
+pub const FREE_HEADERS: &[&str] = &["CLUSTER", "NODE", "BLOCK", "FREE", "COUNT", "STATE"];
+
+pub fn free_rows(f: &[FreeSpace]) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     for b in f {
         for r in &b.ranges {
@@ -294,16 +324,14 @@ pub fn free(f: &[FreeSpace]) -> String {
             ]);
         }
     }
-    table(
-        &["CLUSTER", "NODE", "BLOCK", "FREE", "COUNT", "STATE"],
-        &rows,
-    )
+    rows
 }
 
-pub fn history(h: &[HistoryEntry]) -> String {
-    if h.is_empty() {
-        return "nobody\n".into();
-    }
+pub const HISTORY_HEADERS: &[&str] = &[
+    "ADDRESS", "HELD BY", "MAC", "CLUSTER", "NODE", "FROM", "UNTIL",
+];
+
+pub fn history_rows(h: &[HistoryEntry]) -> Vec<Vec<String>> {
     let rows: Vec<Vec<String>> = h
         .iter()
         .map(|e| {
@@ -322,15 +350,21 @@ pub fn history(h: &[HistoryEntry]) -> String {
             ]
         })
         .collect();
-    table(
-        &[
-            "ADDRESS", "HELD BY", "MAC", "CLUSTER", "NODE", "FROM", "UNTIL",
-        ],
-        &rows,
-    )
+    rows
 }
 
-pub fn usage(u: &[Usage]) -> String {
+pub fn history(h: &[HistoryEntry]) -> String {
+    if h.is_empty() {
+        return "nobody\n".into();
+    }
+    table(HISTORY_HEADERS, &history_rows(h))
+}
+
+pub const USAGE_HEADERS: &[&str] = &[
+    "CLUSTER", "NODE", "BLOCK", "USED", "RESERVED", "COOLING", "FREE", "SYSTEM", "TOTAL", "FULL",
+];
+
+pub fn usage_rows(u: &[Usage]) -> Vec<Vec<String>> {
     let rows: Vec<Vec<String>> = u
         .iter()
         .map(|u| {
@@ -357,13 +391,11 @@ pub fn usage(u: &[Usage]) -> String {
             ]
         })
         .collect();
-    table(
-        &[
-            "CLUSTER", "NODE", "BLOCK", "USED", "RESERVED", "COOLING", "FREE", "SYSTEM", "TOTAL",
-            "FULL",
-        ],
-        &rows,
-    )
+    rows
+}
+
+pub fn usage(u: &[Usage]) -> String {
+    table(USAGE_HEADERS, &usage_rows(u))
 }
 
 pub fn released(r: &ReleaseResult) -> String {
@@ -392,7 +424,9 @@ pub fn check(r: &CheckReport) -> String {
     s
 }
 
-pub fn tokens(all: &[vmfabric_model::TokenInfo]) -> String {
+pub const TOKENS_HEADERS: &[&str] = &["ID", "ROLE", "NODE", "CREATED", "REVOKED", "NAME"];
+
+pub fn tokens_rows(all: &[vmfabric_model::TokenInfo]) -> Vec<Vec<String>> {
     let rows: Vec<Vec<String>> = all
         .iter()
         .map(|t| {
@@ -407,13 +441,16 @@ pub fn tokens(all: &[vmfabric_model::TokenInfo]) -> String {
             ]
         })
         .collect();
-    table(&["ID", "ROLE", "NODE", "CREATED", "REVOKED", "NAME"], &rows)
+    rows
 }
 
-pub fn agent_reports(
+pub const AGENT_REPORTS_HEADERS: &[&str] =
+    &["NODE", "REPORTED", "REVISION", "CHANGES", "ERRORS", "BGP"];
+
+pub fn agent_reports_rows(
     all: &[vmfabric_model::AgentStatus],
     now: vmfabric_model::Timestamp,
-) -> String {
+) -> Vec<Vec<String>> {
     let rows: Vec<Vec<String>> = all
         .iter()
         .map(|a| {
@@ -448,8 +485,30 @@ pub fn agent_reports(
             ]
         })
         .collect();
-    table(
-        &["NODE", "REPORTED", "REVISION", "CHANGES", "ERRORS", "BGP"],
-        &rows,
-    )
+    rows
+}
+
+pub const CHANGES_HEADERS: &[&str] = &[
+    "REVISION", "AT", "KIND", "SUBJECT", "CLUSTER", "REACHES", "DETAIL",
+];
+
+pub fn changes_rows(all: &[vmfabric_store::Change]) -> Vec<Vec<String>> {
+    all.iter()
+        .map(|c| {
+            let reach = match &c.reach {
+                vmfabric_store::Reach::None => "-".to_string(),
+                vmfabric_store::Reach::Cluster => "every node".to_string(),
+                vmfabric_store::Reach::Nodes(n) => n.join(", "),
+            };
+            vec![
+                format!("{}.{}", c.revision, c.seq),
+                c.at.to_string(),
+                c.kind.clone(),
+                c.subject.clone(),
+                opt(&c.cluster),
+                reach,
+                c.detail.to_string(),
+            ]
+        })
+        .collect()
 }

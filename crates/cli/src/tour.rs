@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::path::PathBuf;
 
 use vmfabric_model::{ClusterInput, Error, NetworkInput, NodeInput, Result, VmInput};
+use vmfabric_store::ListAll;
 use vmfabric_store::{AddressFilter, SqlStore, Store};
 
 use crate::args::TourArgs;
@@ -223,18 +224,18 @@ pub async fn run(a: TourArgs) -> Result<Out> {
         .map(|a| a.address.to_string())
         .unwrap_or_default();
     let _ = writeln!(t, "$ vmfabric ip history {addr}");
-    t.push_str(&render::history(&s.history(&addr, None).await?));
+    t.push_str(&render::history(&s.all_history(&addr, None).await?));
 
     step(&mut t, "Pool usage", "pool usage");
-    let usage = s.usage(None).await?;
+    let usage = s.all_usage(None).await?;
     t.push_str(&render::usage(&usage));
     let report = s.check().await?;
     step(&mut t, "Every invariant holds", "check");
     t.push_str(&render::check(&report));
-    let all = s.allocations(&AddressFilter::default()).await?;
+    let all = s.all_allocations(&AddressFilter::default()).await?;
     let json = serde_json::json!({"database": path.display().to_string(), "allocations": all, "usage": usage});
     if let Some(dir) = tmp {
         let _ = std::fs::remove_dir_all(dir);
     }
-    Ok(Out { json, text: t })
+    Out::new(&json, t)
 }

@@ -18,7 +18,10 @@ use vmfabric_model::{
     Timestamp, TokenInfo, TokenInput, Vm, VmInput,
 };
 use vmfabric_plan::PlanInput;
-use vmfabric_store::{AddressFilter, CheckReport, Clock, NodeView, Store, SystemClock, VmRequest};
+use vmfabric_store::{
+    AddressFilter, Change, CheckReport, Clock, NodeView, Page, PageRequest, Store, SystemClock,
+    VmRequest,
+};
 
 /// A node's plan as the controller sends it to agents.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -54,7 +57,8 @@ fn enc(s: &str) -> String {
     o
 }
 
-fn filter_query(f: &AddressFilter) -> String {
+/// The query string of a listing: its filters and its page.
+fn list_query(f: &AddressFilter, page: &PageRequest) -> String {
     let mut q = Vec::new();
     if let Some(c) = &f.cluster {
         q.push(format!("cluster={}", enc(c)));
@@ -62,7 +66,23 @@ fn filter_query(f: &AddressFilter) -> String {
     if let Some(n) = &f.node {
         q.push(format!("node={}", enc(n)));
     }
+    if f.reserved {
+        q.push("reserved=true".to_string());
+    }
+    if let Some(a) = &page.after {
+        q.push(format!("after={}", enc(a)));
+    }
+    if let Some(l) = page.limit {
+        q.push(format!("limit={l}"));
+    }
     q.join("&")
+}
+
+fn cluster_filter(cluster: Option<&str>) -> AddressFilter {
+    AddressFilter {
+        cluster: cluster.map(String::from),
+        ..AddressFilter::default()
+    }
 }
 
 impl RemoteStore {
@@ -243,8 +263,12 @@ impl Store for RemoteStore {
     async fn create_cluster(&self, input: &ClusterInput) -> Result<Cluster> {
         self.post("/clusters", input).await
     }
-    async fn clusters(&self) -> Result<Vec<ClusterSummary>> {
-        self.get("/clusters").await
+    async fn clusters(&self, page: &PageRequest) -> Result<Page<ClusterSummary>> {
+        self.get(&format!(
+            "/clusters?{}",
+            list_query(&AddressFilter::default(), page)
+        ))
+        .await
     }
     async fn cluster(&self, name: &str) -> Result<ClusterSummary> {
         self.get(&format!("/clusters/{}", enc(name))).await
@@ -257,11 +281,16 @@ impl Store for RemoteStore {
         self.post(&format!("/clusters/{}/networks", enc(cluster)), input)
             .await
     }
-    async fn networks(&self, cluster: Option<&str>) -> Result<Vec<NetworkView>> {
-        match cluster {
-            Some(c) => self.get(&format!("/networks?cluster={}", enc(c))).await,
-            None => self.get("/networks").await,
-        }
+    async fn networks(
+        &self,
+        cluster: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<NetworkView>> {
+        self.get(&format!(
+            "/networks?{}",
+            list_query(&cluster_filter(cluster), page)
+        ))
+        .await
     }
     async fn remove_network(&self, cluster: &str, cidr: &str) -> Result<NetworkView> {
         self.delete(&format!(
@@ -276,11 +305,12 @@ impl Store for RemoteStore {
         self.post(&format!("/clusters/{}/nodes", enc(cluster)), input)
             .await
     }
-    async fn nodes(&self, cluster: Option<&str>) -> Result<Vec<NodeView>> {
-        match cluster {
-            Some(c) => self.get(&format!("/nodes?cluster={}", enc(c))).await,
-            None => self.get("/nodes").await,
-        }
+    async fn nodes(&self, cluster: Option<&str>, page: &PageRequest) -> Result<Page<NodeView>> {
+        self.get(&format!(
+            "/nodes?{}",
+            list_query(&cluster_filter(cluster), page)
+        ))
+        .await
     }
     async fn node(&self, name: &str) -> Result<NodeView> {
         self.get(&format!("/nodes/{}", enc(name))).await
@@ -307,8 +337,9 @@ impl Store for RemoteStore {
     async fn vm(&self, name: &str) -> Result<Vm> {
         self.get(&format!("/vms/{}", enc(name))).await
     }
-    async fn vms(&self, filter: &AddressFilter) -> Result<Vec<Vm>> {
-        self.get(&format!("/vms?{}", filter_query(filter))).await
+    async fn vms(&self, filter: &AddressFilter, page: &PageRequest) -> Result<Page<Vm>> {
+        self.get(&format!("/vms?{}", list_query(filter, page)))
+            .await
     }
     async fn migrate_vm(&self, name: &str, to: &str) -> Result<Vm> {
         self.post(
@@ -321,14 +352,23 @@ impl Store for RemoteStore {
         self.delete(&format!("/vms/{}", enc(name))).await
     }
 
-    async fn allocations(&self, filter: &AddressFilter) -> Result<Vec<Allocation>> {
-        self.get(&format!("/addresses?{}", filter_query(filter)))
+    async fn allocations(
+        &self,
+        filter: &AddressFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Allocation>> {
+        self.get(&format!("/addresses?{}", list_query(filter, page)))
             .await
     }
-    async fn free_space(&self, filter: &AddressFilter, limit: usize) -> Result<Vec<FreeSpace>> {
+    async fn free_space(
+        &self,
+        filter: &AddressFilter,
+        limit: usize,
+        page: &PageRequest,
+    ) -> Result<Page<FreeSpace>> {
         self.get(&format!(
-            "/addresses/free?{}&limit={limit}",
-            filter_query(filter)
+            "/addresses/free?{}&ranges={limit}",
+            list_query(filter, page)
         ))
         .await
     }
@@ -343,18 +383,28 @@ impl Store for RemoteStore {
         self.post("/addresses/release", &serde_json::json!({ "ip": ip }))
             .await
     }
-    async fn history(&self, ip: &str, at: Option<Timestamp>) -> Result<Vec<HistoryEntry>> {
-        let mut path = format!("/addresses/{}/history", enc(ip));
+    async fn history(
+        &self,
+        ip: &str,
+        at: Option<Timestamp>,
+        page: &PageRequest,
+    ) -> Result<Page<HistoryEntry>> {
+        let mut path = format!(
+            "/addresses/{}/history?{}",
+            enc(ip),
+            list_query(&AddressFilter::default(), page)
+        );
         if let Some(at) = at {
-            path.push_str(&format!("?at={}", at.0));
+            path.push_str(&format!("&at={}", at.0));
         }
         self.get(&path).await
     }
-    async fn usage(&self, cluster: Option<&str>) -> Result<Vec<Usage>> {
-        match cluster {
-            Some(c) => self.get(&format!("/usage?cluster={}", enc(c))).await,
-            None => self.get("/usage").await,
-        }
+    async fn usage(&self, cluster: Option<&str>, page: &PageRequest) -> Result<Page<Usage>> {
+        self.get(&format!(
+            "/usage?{}",
+            list_query(&cluster_filter(cluster), page)
+        ))
+        .await
     }
 
     async fn plan_input(&self, node: &str) -> Result<PlanInput> {
@@ -369,11 +419,31 @@ impl Store for RemoteStore {
         Ok(self.get::<Revision>("/revision").await?.revision)
     }
 
+    async fn changes(&self, page: &PageRequest) -> Result<Page<Change>> {
+        self.get(&format!(
+            "/changes?{}",
+            list_query(&AddressFilter::default(), page)
+        ))
+        .await
+    }
+
+    async fn changes_after(&self, _after: (i64, i64), _limit: usize) -> Result<Vec<Change>> {
+        Err(Error::Forbidden {
+            detail:
+                "the change log is followed by the controller itself; read it with `vmfabric log`"
+                    .into(),
+        })
+    }
+
     async fn create_token(&self, input: &TokenInput) -> Result<NewToken> {
         self.post("/tokens", input).await
     }
-    async fn tokens(&self) -> Result<Vec<TokenInfo>> {
-        self.get("/tokens").await
+    async fn tokens(&self, page: &PageRequest) -> Result<Page<TokenInfo>> {
+        self.get(&format!(
+            "/tokens?{}",
+            list_query(&AddressFilter::default(), page)
+        ))
+        .await
     }
     async fn revoke_token(&self, id: i64) -> Result<TokenInfo> {
         self.delete(&format!("/tokens/{id}")).await
@@ -394,7 +464,11 @@ impl Store for RemoteStore {
         self.post(&format!("/nodes/{}/status", enc(node)), report)
             .await
     }
-    async fn agent_statuses(&self) -> Result<Vec<AgentStatus>> {
-        self.get("/agents").await
+    async fn agent_statuses(&self, page: &PageRequest) -> Result<Page<AgentStatus>> {
+        self.get(&format!(
+            "/agents?{}",
+            list_query(&AddressFilter::default(), page)
+        ))
+        .await
     }
 }

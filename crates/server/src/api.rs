@@ -18,7 +18,7 @@ use vmfabric_model::{
     Access, ClusterInput, Error, NetworkInput, NodeInput, Timestamp, TokenInfo, TokenInput, VmInput,
 };
 use vmfabric_plan::{NodePlan, build, files};
-use vmfabric_store::{AddressFilter, VmRequest};
+use vmfabric_store::{AddressFilter, Change, ListAll, Page, PageRequest, VmRequest};
 
 use utoipa::ToSchema;
 use vmfabric_model::view::{
@@ -35,6 +35,7 @@ pub fn routes() -> Router<Ctl> {
     Router::new()
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/revision", get(revision))
+        .route("/api/v1/changes", get(changes))
         .route("/api/v1/clusters", get(clusters).post(create_cluster))
         .route(
             "/api/v1/clusters/{name}",
@@ -174,10 +175,15 @@ async fn revision(State(c): State<Ctl>, Extension(t): Tok) -> ApiResult<Json<Rev
 
 // --- clusters, networks, nodes (admin writes) ---
 
-#[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", description = "List clusters.",  responses((status = 200, body = [ClusterSummary])))]
-async fn clusters(State(c): State<Ctl>, Extension(t): Tok) -> ApiResult<Response> {
+#[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", description = "List clusters, by name.", params(("after" = Option<String>, Query, description = "the `next` of the page before"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")), responses((status = 200, body = Page<ClusterSummary>)))]
+async fn clusters(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
     require(&t, Access::Read)?;
-    Ok(Json(c.store.clusters().await?).into_response())
+    let q: PageQuery = query(&q)?;
+    Ok(Json(c.store.clusters(&q.page()).await?).into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/clusters", tag = "clusters", description = "Create a cluster (admin).", request_body = ClusterInput, responses((status = 201, body = Cluster)))]
@@ -227,9 +233,11 @@ async fn rr_config(
     let q: RrQuery = query(&q)?;
     let format: files::RrFormat = q.format.as_deref().unwrap_or("frr").parse()?;
     let cluster = c.store.cluster(&name).await?.cluster;
+    // Every node of the cluster is a client of its reflectors: the file is
+    // as long as the cluster is large, read page by page.
     let nodes: Vec<_> = c
         .store
-        .nodes(Some(&name))
+        .all_nodes(Some(&name))
         .await?
         .into_iter()
         .map(|v| v.node)
@@ -252,9 +260,37 @@ async fn rr_config(
 #[serde(default)]
 struct ClusterQuery {
     cluster: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
 }
 
-#[utoipa::path(get, path = "/api/v1/networks", tag = "networks", description = "List networks.", params(("cluster" = Option<String>, Query)), responses((status = 200, body = [NetworkView])))]
+impl ClusterQuery {
+    fn page(&self) -> PageRequest {
+        PageRequest {
+            after: self.after.clone(),
+            limit: self.limit,
+        }
+    }
+}
+
+/// A page of a listing that has no filter.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PageQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+impl PageQuery {
+    fn page(&self) -> PageRequest {
+        PageRequest {
+            after: self.after.clone(),
+            limit: self.limit,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/networks", tag = "networks", description = "List networks, in address order.", params(("cluster" = Option<String>, Query), ("after" = Option<String>, Query, description = "the `next` of the page before"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")), responses((status = 200, body = Page<NetworkView>)))]
 async fn networks(
     State(c): State<Ctl>,
     Extension(t): Tok,
@@ -262,7 +298,7 @@ async fn networks(
 ) -> ApiResult<Response> {
     require(&t, Access::Read)?;
     let q: ClusterQuery = query(&q)?;
-    Ok(Json(c.store.networks(q.cluster.as_deref()).await?).into_response())
+    Ok(Json(c.store.networks(q.cluster.as_deref(), &q.page()).await?).into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/networks", tag = "networks", description = "Add a network to a cluster's pool (admin).", request_body = NetworkInput, params(("name" = String, Path)), responses((status = 201, body = NetworkView)))]
@@ -295,7 +331,7 @@ async fn remove_network(
     Ok(Json(c.store.remove_network(&name, &q.cidr).await?).into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", description = "List nodes.", params(("cluster" = Option<String>, Query)), responses((status = 200, body = [NodeView])))]
+#[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", description = "List nodes, by name.", params(("cluster" = Option<String>, Query), ("after" = Option<String>, Query, description = "the `next` of the page before"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")), responses((status = 200, body = Page<NodeView>)))]
 async fn nodes(
     State(c): State<Ctl>,
     Extension(t): Tok,
@@ -303,7 +339,7 @@ async fn nodes(
 ) -> ApiResult<Response> {
     require(&t, Access::Read)?;
     let q: ClusterQuery = query(&q)?;
-    Ok(Json(c.store.nodes(q.cluster.as_deref()).await?).into_response())
+    Ok(Json(c.store.nodes(q.cluster.as_deref(), &q.page()).await?).into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/clusters/{name}/nodes", tag = "nodes", description = "Add a node (admin).", request_body = NodeInput, params(("name" = String, Path)), responses((status = 201, body = NodeView)))]
@@ -384,19 +420,23 @@ async fn plan(
     if wait > MAX_WAIT {
         return Err(Error::invalid("wait", wait, format!("at most {MAX_WAIT} seconds")).into());
     }
+    c.metrics.plan_requests.fetch_add(1, Ordering::Relaxed);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
-    let mut rx = c.revision.clone();
     let mut stopping = c.stopping.clone();
-    c.metrics.wait_begin(&name);
+    // In the watch before the first read: a change committed after the
+    // read wakes this poll. Only changes that reach this node do.
+    let mut waiter = c.watch.wait(&name);
+    let mut woken = false;
     let out = async {
         loop {
-            rx.borrow_and_update();
             // A stopping controller answers at once; the agent asks again
             // (another controller, or this one restarted).
             let stop = *stopping.borrow_and_update();
             // The revision first: the plan read after it is at least as new.
             let revision = c.store.revision().await?;
-            let plan = build(&c.store.plan_input(&name).await?);
+            let input = c.store.plan_input(&name).await?;
+            waiter.placed(&input.cluster.name);
+            let plan = build(&input);
             let hash = plan_hash(&plan);
             if stop
                 || q.have.as_deref() != Some(hash.as_str())
@@ -408,19 +448,21 @@ async fn plan(
                     plan,
                 });
             }
+            if woken {
+                // A change reached the node but left its plan as it was.
+                c.metrics
+                    .plan_wakeups_unchanged
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             tokio::select! {
-                changed = rx.changed() => {
-                    if changed.is_err() {
-                        return Err(Error::storage("the controller is shutting down"));
-                    }
-                }
-                () = tokio::time::sleep_until(deadline) => {}
-                _ = stopping.changed() => {}
+                () = waiter.changed() => woken = true,
+                () = tokio::time::sleep_until(deadline) => woken = false,
+                _ = stopping.changed() => woken = false,
             }
         }
     }
     .await;
-    c.metrics.wait_end(&name);
+    drop(waiter);
     Ok(Json(out?).into_response())
 }
 
@@ -461,10 +503,15 @@ async fn report_status(
     Ok(Json(c.store.report_status(&name, &report).await?).into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/agents", tag = "plans", description = "What every agent last reported.",  responses((status = 200, body = [AgentStatus])))]
-async fn agents(State(c): State<Ctl>, Extension(t): Tok) -> ApiResult<Response> {
+#[utoipa::path(get, path = "/api/v1/agents", tag = "plans", description = "What every agent last reported, by node.", params(("after" = Option<String>, Query, description = "the `next` of the page before"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")), responses((status = 200, body = Page<AgentStatus>)))]
+async fn agents(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
     require(&t, Access::Read)?;
-    Ok(Json(c.store.agent_statuses().await?).into_response())
+    let q: PageQuery = query(&q)?;
+    Ok(Json(c.store.agent_statuses(&q.page()).await?).into_response())
 }
 
 // --- VMs (operator) ---
@@ -474,6 +521,10 @@ async fn agents(State(c): State<Ctl>, Extension(t): Tok) -> ApiResult<Response> 
 struct VmQuery {
     cluster: Option<String>,
     node: Option<String>,
+    reserved: Option<bool>,
+    /// Free space: ranges and released addresses per block.
+    ranges: Option<usize>,
+    after: Option<String>,
     limit: Option<usize>,
 }
 
@@ -482,11 +533,19 @@ impl VmQuery {
         AddressFilter {
             cluster: self.cluster.clone(),
             node: self.node.clone(),
+            reserved: self.reserved.unwrap_or(false),
+        }
+    }
+
+    fn page(&self) -> PageRequest {
+        PageRequest {
+            after: self.after.clone(),
+            limit: self.limit,
         }
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/vms", tag = "vms", description = "List VMs.", params(("cluster" = Option<String>, Query), ("node" = Option<String>, Query)), responses((status = 200, body = [Vm])))]
+#[utoipa::path(get, path = "/api/v1/vms", tag = "vms", description = "List VMs: by name; of a cluster, node by node.", params(("cluster" = Option<String>, Query), ("node" = Option<String>, Query), ("after" = Option<String>, Query, description = "the `next` of the page before"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")), responses((status = 200, body = Page<Vm>)))]
 async fn vms(
     State(c): State<Ctl>,
     Extension(t): Tok,
@@ -494,7 +553,7 @@ async fn vms(
 ) -> ApiResult<Response> {
     require(&t, Access::Read)?;
     let q: VmQuery = query(&q)?;
-    Ok(Json(c.store.vms(&q.filter()).await?).into_response())
+    Ok(Json(c.store.vms(&q.filter(), &q.page()).await?).into_response())
 }
 
 fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, Problem> {
@@ -618,7 +677,7 @@ async fn guest_config(
 
 // --- addresses ---
 
-#[utoipa::path(get, path = "/api/v1/addresses", tag = "addresses", description = "Addresses held now.", params(("cluster" = Option<String>, Query), ("node" = Option<String>, Query)), responses((status = 200, body = [Allocation])))]
+#[utoipa::path(get, path = "/api/v1/addresses", tag = "addresses", description = "Addresses held now, in address order; with `reserved=true`, only reservations.", params(("cluster" = Option<String>, Query), ("node" = Option<String>, Query), ("reserved" = Option<bool>, Query), ("after" = Option<String>, Query, description = "the `next` of the page before"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")), responses((status = 200, body = Page<Allocation>)))]
 async fn addresses(
     State(c): State<Ctl>,
     Extension(t): Tok,
@@ -626,10 +685,10 @@ async fn addresses(
 ) -> ApiResult<Response> {
     require(&t, Access::Read)?;
     let q: VmQuery = query(&q)?;
-    Ok(Json(c.store.allocations(&q.filter()).await?).into_response())
+    Ok(Json(c.store.allocations(&q.filter(), &q.page()).await?).into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/addresses/free", tag = "addresses", description = "Free space per block.", params(("cluster" = Option<String>, Query), ("node" = Option<String>, Query), ("limit" = Option<usize>, Query)), responses((status = 200, body = [FreeSpace])))]
+#[utoipa::path(get, path = "/api/v1/addresses/free", tag = "addresses", description = "Free space per block, in address order.", params(("cluster" = Option<String>, Query), ("node" = Option<String>, Query), ("ranges" = Option<usize>, Query, maximum = 10000, description = "free ranges and released addresses per block (default 100)"), ("after" = Option<String>, Query, description = "the `next` of the page before"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")), responses((status = 200, body = Page<FreeSpace>)))]
 async fn free_space(
     State(c): State<Ctl>,
     Extension(t): Tok,
@@ -637,8 +696,8 @@ async fn free_space(
 ) -> ApiResult<Response> {
     require(&t, Access::Read)?;
     let q: VmQuery = query(&q)?;
-    let limit = q.limit.unwrap_or(100).min(10_000);
-    Ok(Json(c.store.free_space(&q.filter(), limit).await?).into_response())
+    let ranges = q.ranges.unwrap_or(100).min(10_000);
+    Ok(Json(c.store.free_space(&q.filter(), ranges, &q.page()).await?).into_response())
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -668,9 +727,11 @@ async fn release(State(c): State<Ctl>, Extension(t): Tok, b: Bytes) -> ApiResult
 struct AtQuery {
     /// RFC 3339 time or microseconds since the epoch.
     at: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
 }
 
-#[utoipa::path(get, path = "/api/v1/addresses/{ip}/history", tag = "addresses", description = "Who held an address, and when; with `at`, who held it then.", params(("ip" = String, Path), ("at" = Option<String>, Query, description = "RFC 3339 time or microseconds since the epoch")), responses((status = 200, body = [HistoryEntry])))]
+#[utoipa::path(get, path = "/api/v1/addresses/{ip}/history", tag = "addresses", description = "Who held an address, and when, oldest first; with `at`, who held it then.", params(("ip" = String, Path), ("at" = Option<String>, Query, description = "RFC 3339 time or microseconds since the epoch"), ("after" = Option<String>, Query, description = "the `next` of the page before"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")), responses((status = 200, body = Page<HistoryEntry>)))]
 async fn history(
     State(c): State<Ctl>,
     Extension(t): Tok,
@@ -686,10 +747,14 @@ async fn history(
             Err(_) => Timestamp::parse("at", text)?,
         }),
     };
-    Ok(Json(c.store.history(&ip, at).await?).into_response())
+    let page = PageRequest {
+        after: q.after,
+        limit: q.limit,
+    };
+    Ok(Json(c.store.history(&ip, at, &page).await?).into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/usage", tag = "addresses", description = "Used, free and total per network and node range.", params(("cluster" = Option<String>, Query)), responses((status = 200, body = [Usage])))]
+#[utoipa::path(get, path = "/api/v1/usage", tag = "addresses", description = "Used, free and total per network and node range, in address order.", params(("cluster" = Option<String>, Query), ("after" = Option<String>, Query, description = "the `next` of the page before"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")), responses((status = 200, body = Page<Usage>)))]
 async fn usage(
     State(c): State<Ctl>,
     Extension(t): Tok,
@@ -697,7 +762,7 @@ async fn usage(
 ) -> ApiResult<Response> {
     require(&t, Access::Read)?;
     let q: ClusterQuery = query(&q)?;
-    Ok(Json(c.store.usage(q.cluster.as_deref()).await?).into_response())
+    Ok(Json(c.store.usage(q.cluster.as_deref(), &q.page()).await?).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/check", tag = "meta", description = "Verify every invariant of the stored state.",  responses((status = 200, body = CheckReport)))]
@@ -708,10 +773,26 @@ async fn check(State(c): State<Ctl>, Extension(t): Tok) -> ApiResult<Response> {
 
 // --- tokens (admin) ---
 
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", description = "List tokens (admin).",  responses((status = 200, body = [TokenInfo])))]
-async fn tokens(State(c): State<Ctl>, Extension(t): Tok) -> ApiResult<Response> {
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", description = "List tokens, by id (admin).", params(("after" = Option<String>, Query, description = "the `next` of the page before"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")), responses((status = 200, body = Page<TokenInfo>)))]
+async fn tokens(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
     require(&t, Access::Admin)?;
-    Ok(Json(c.store.tokens().await?).into_response())
+    let q: PageQuery = query(&q)?;
+    Ok(Json(c.store.tokens(&q.page()).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/changes", tag = "meta", description = "The change log, newest first: what changed, when, and whose plans it reached.", params(("after" = Option<String>, Query, description = "the `next` of the page before"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")), responses((status = 200, body = Page<Change>)))]
+async fn changes(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    let q: PageQuery = query(&q)?;
+    Ok(Json(c.store.changes(&q.page()).await?).into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", description = "Create a token (admin); the secret is in this answer only.", request_body = TokenInput, responses((status = 201, body = NewToken)))]
@@ -739,9 +820,11 @@ async fn revoke_token(
 #[utoipa::path(get, path = "/metrics", tag = "meta", description = "Prometheus metrics (text).",  responses((status = 200, body = String, content_type = "text/plain")))]
 async fn metrics(State(c): State<Ctl>, Extension(t): Tok) -> ApiResult<Response> {
     require(&t, Access::Read)?;
-    let usage = c.store.usage(None).await?;
-    let agents = c.store.agent_statuses().await?;
-    let text = c.metrics.render(&usage, &agents, c.store.now().0);
+    // One sample per block and per agent: as long as the installation is
+    // large, read page by page.
+    let usage = c.store.all_usage(None).await?;
+    let agents = c.store.all_agent_statuses().await?;
+    let text = c.metrics.render(&usage, &agents, &c.watch, c.store.now().0);
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -25,11 +25,13 @@ pub mod auth;
 pub mod batch;
 pub mod metrics;
 pub mod openapi;
+pub mod plan_watch;
 pub mod problem;
 
 use auth::TokenCache;
 use batch::Batcher;
 use metrics::Metrics;
+use plan_watch::PlanWatch;
 use problem::Problem;
 
 /// How the controller runs.
@@ -43,7 +45,8 @@ pub struct Settings {
     /// Most VMs in one commit.
     pub max_batch: usize,
     /// How often the store's revision is read, for agents waiting on their
-    /// plan (changes made through other controllers are seen this late).
+    /// plan: a change reaches its agent this late at most, whichever
+    /// controller committed it.
     pub revision_poll: Duration,
     /// How long a VM creation's idempotency key is remembered.
     pub idempotency_ttl: Duration,
@@ -69,8 +72,9 @@ pub struct Controller {
     pub tokens: TokenCache,
     pub metrics: Arc<Metrics>,
     pub batcher: Batcher,
-    /// The store's revision, as last read.
-    pub revision: watch::Receiver<i64>,
+    /// The long polls waiting for their plan, woken by the changes that
+    /// reach their node.
+    pub watch: Arc<PlanWatch>,
     /// Becomes true when the controller is asked to stop: long polls
     /// answer at once, so a graceful shutdown does not wait for them.
     pub stopping: watch::Receiver<bool>,
@@ -109,28 +113,15 @@ impl Controller {
             settings.commit_workers,
             settings.max_batch,
         );
-        let first = store.revision().await?;
-        let (tx, rx) = watch::channel(first);
-        let poll_store = store.clone();
-        let every = settings.revision_poll;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if tx.is_closed() {
-                    return;
-                }
-                // A failed read is retried next tick; readiness reports it.
-                if let Ok(r) = poll_store.revision().await {
-                    tx.send_if_modified(|old| {
-                        let changed = *old != r;
-                        *old = r;
-                        changed
-                    });
-                }
-            }
-        });
+        // Fail now, not in the first long poll, if the store does not answer.
+        store.revision().await?;
+        let (stop, stopping) = watch::channel(false);
+        let plan_watch = Arc::new(PlanWatch::default());
+        tokio::spawn(plan_watch.clone().follow(
+            store.clone(),
+            settings.revision_poll,
+            stopping.clone(),
+        ));
         // Forget old idempotency keys now and then (a retry comes within
         // minutes, not days).
         let prune_store = store.clone();
@@ -145,13 +136,12 @@ impl Controller {
                 let _ = prune_store.forget_idempotency(before).await;
             }
         });
-        let (stop, stopping) = watch::channel(false);
         Ok(Arc::new(Controller {
             store,
             tokens: TokenCache::default(),
             metrics,
             batcher,
-            revision: rx,
+            watch: plan_watch,
             stopping,
             stop,
         }))

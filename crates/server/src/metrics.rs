@@ -11,6 +11,8 @@ use std::time::Duration;
 use vmfabric_model::AgentStatus;
 use vmfabric_model::view::Usage;
 
+use crate::plan_watch::PlanWatch;
+
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -30,8 +32,10 @@ pub struct Metrics {
     pub vms_created: AtomicU64,
     pub vms_deleted: AtomicU64,
     pub batches: AtomicU64,
-    /// Agents waiting on a long-poll right now, by node.
-    waiting: Mutex<BTreeMap<String, u64>>,
+    /// Requests for a node's plan (each long poll counts once).
+    pub plan_requests: AtomicU64,
+    /// Long polls woken by a change that left their plan as it was.
+    pub plan_wakeups_unchanged: AtomicU64,
 }
 
 impl Metrics {
@@ -50,23 +54,14 @@ impl Metrics {
         h.sum += s;
     }
 
-    pub fn wait_begin(&self, node: &str) {
-        let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        *w.entry(node.to_string()).or_default() += 1;
-    }
-
-    pub fn wait_end(&self, node: &str) {
-        let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = w.get_mut(node) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                w.remove(node);
-            }
-        }
-    }
-
     /// The exposition text, with the store's usage and agents' reports.
-    pub fn render(&self, usage: &[Usage], agents: &[AgentStatus], now_us: i64) -> String {
+    pub fn render(
+        &self,
+        usage: &[Usage],
+        agents: &[AgentStatus],
+        watch: &PlanWatch,
+        now_us: i64,
+    ) -> String {
         let mut o = String::new();
         o.push_str("# HELP vmfabric_api_request_duration_seconds API request latency.\n");
         o.push_str("# TYPE vmfabric_api_request_duration_seconds histogram\n");
@@ -152,22 +147,45 @@ impl Metrics {
             }
         }
 
-        let waiting = self
-            .waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let waiting = watch.waiting_nodes();
         o.push_str(
             "# HELP vmfabric_agents_connected Agents waiting on this controller for their plan.\n",
         );
         o.push_str("# TYPE vmfabric_agents_connected gauge\n");
         let _ = writeln!(o, "vmfabric_agents_connected {}", waiting.len());
+        o.push_str("# HELP vmfabric_plan_waiters Long polls of plans waiting now.\n");
+        o.push_str("# TYPE vmfabric_plan_waiters gauge\n");
+        let _ = writeln!(o, "vmfabric_plan_waiters {}", watch.waiters());
+        counter(
+            &mut o,
+            "vmfabric_plan_requests_total",
+            "Requests for a node's plan (a long poll counts once).",
+            self.plan_requests.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "vmfabric_plan_wakeups_total",
+            "Long polls woken because a change reached their node.",
+            watch.wakeups.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "vmfabric_plan_wakeups_unchanged_total",
+            "Long polls woken by a change that left their plan as it was.",
+            self.plan_wakeups_unchanged.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut o,
+            "vmfabric_changes_read_total",
+            "Changes read from the store's change log.",
+            watch.changes_read.load(Ordering::Relaxed),
+        );
         per_agent(
             &mut o,
             agents,
             "vmfabric_agent_connected",
             "Whether the node's agent waits on this controller now.",
-            |a| u8::from(waiting.contains_key(&a.node)).to_string(),
+            |a| u8::from(waiting.contains(&a.node)).to_string(),
         );
         per_agent(
             &mut o,

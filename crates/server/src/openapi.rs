@@ -23,7 +23,7 @@ use crate::api;
         api::create_vm, api::create_vms, api::vm, api::delete_vm, api::migrate_vm,
         api::guest_config, api::addresses, api::free_space, api::reserve, api::release,
         api::history, api::usage, api::check, api::tokens, api::create_token,
-        api::revoke_token, api::metrics
+        api::revoke_token, api::changes, api::metrics
     ),
     components(schemas(
         crate::problem::ProblemDoc,

@@ -78,13 +78,155 @@ pub struct NodeView {
     pub vms: u64,
 }
 
-/// Which addresses a listing covers.
+/// Which addresses (or VMs) a listing covers.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct AddressFilter {
     pub cluster: Option<String>,
     pub node: Option<String>,
+    /// Only reservations (address listings).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reserved: bool,
+}
+
+impl AddressFilter {
+    pub fn cluster(name: &str) -> AddressFilter {
+        AddressFilter {
+            cluster: Some(name.to_string()),
+            ..AddressFilter::default()
+        }
+    }
+
+    pub fn node(name: &str) -> AddressFilter {
+        AddressFilter {
+            node: Some(name.to_string()),
+            ..AddressFilter::default()
+        }
+    }
+}
+
+/// Items of a page when the caller does not say.
+pub const DEFAULT_PAGE: usize = 1000;
+/// The most items of one page: no answer is unbounded.
+pub const MAX_PAGE: usize = 10_000;
+
+/// Which page of a listing: the items after the cursor `after` (the
+/// `next` of the previous page; none for the first), at most `limit`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PageRequest {
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl PageRequest {
+    /// The first page, of `limit` items.
+    pub fn first(limit: usize) -> PageRequest {
+        PageRequest {
+            after: None,
+            limit: Some(limit),
+        }
+    }
+
+    /// The page after cursor `after`, as long as this one.
+    pub fn next(&self, after: String) -> PageRequest {
+        PageRequest {
+            after: Some(after),
+            limit: self.limit,
+        }
+    }
+
+    /// The number of items asked for: the default when none, refused above
+    /// [`MAX_PAGE`] or at 0.
+    pub fn size(&self) -> Result<usize> {
+        match self.limit {
+            None => Ok(DEFAULT_PAGE),
+            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            Some(n) => Err(vmfabric_model::Error::invalid(
+                "limit",
+                n,
+                format!("a page holds 1 to {MAX_PAGE} items"),
+            )),
+        }
+    }
+}
+
+/// One page of a listing, in the listing's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The cursor of the next page (`after`); none when this is the last.
+    pub next: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// The page of `items` fetched with one more than `size` asked for:
+    /// the extra one only tells that there is a next page, whose cursor
+    /// `cursor` makes from the last item kept.
+    pub fn from_probe(mut items: Vec<T>, size: usize, cursor: impl Fn(&T) -> String) -> Page<T> {
+        let more = items.len() > size;
+        items.truncate(size);
+        let next = if more { items.last().map(cursor) } else { None };
+        Page { items, next }
+    }
+}
+
+/// Every item of a paged listing, following the cursor: for tests and for
+/// callers that need all of a bounded set (a cluster's nodes for its route
+/// reflector's configuration).
+pub async fn all_pages<T, F, Fut>(mut fetch: F) -> Result<Vec<T>>
+where
+    F: FnMut(PageRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<Page<T>>>,
+{
+    let mut out = Vec::new();
+    let mut req = PageRequest::first(MAX_PAGE);
+    loop {
+        let page = fetch(req.clone()).await?;
+        out.extend(page.items);
+        match page.next {
+            Some(n) => req = req.next(n),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// One entry of the change log: what changed, when, in which cluster, and
+/// whose plans it may have changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Change {
+    /// The revision of the commit that made it (several changes of one
+    /// commit share it).
+    pub revision: i64,
+    /// Its place within the commit.
+    pub seq: i64,
+    pub at: Timestamp,
+    /// What happened: `vm.create`, `vm.migrate`, `network.add`, ...
+    pub kind: String,
+    /// What it happened to: a VM, a node, an address, a block.
+    pub subject: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub detail: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// Whose plans it may have changed.
+    pub reach: Reach,
+}
+
+/// The nodes whose plans a change may have changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "kebab-case", tag = "scope", content = "nodes")]
+pub enum Reach {
+    /// No node's plan.
+    None,
+    /// These nodes' plans.
+    Nodes(Vec<String>),
+    /// Every node of the change's cluster.
+    Cluster,
 }
 
 /// A VM to create, in a batch.
@@ -127,19 +269,26 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn now(&self) -> Timestamp;
 
     async fn create_cluster(&self, input: &ClusterInput) -> Result<Cluster>;
-    async fn clusters(&self) -> Result<Vec<ClusterSummary>>;
+    /// Clusters in name order.
+    async fn clusters(&self, page: &PageRequest) -> Result<Page<ClusterSummary>>;
     async fn cluster(&self, name: &str) -> Result<ClusterSummary>;
     /// Delete a cluster that has no VMs and no reservations, with its
     /// networks and nodes.
     async fn delete_cluster(&self, name: &str) -> Result<Cluster>;
 
     async fn add_network(&self, cluster: &str, input: &NetworkInput) -> Result<NetworkView>;
-    async fn networks(&self, cluster: Option<&str>) -> Result<Vec<NetworkView>>;
+    /// Networks (pool blocks) in address order.
+    async fn networks(
+        &self,
+        cluster: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<NetworkView>>;
     /// Remove a network that holds no allocations or reservations.
     async fn remove_network(&self, cluster: &str, cidr: &str) -> Result<NetworkView>;
 
     async fn add_node(&self, cluster: &str, input: &NodeInput) -> Result<NodeView>;
-    async fn nodes(&self, cluster: Option<&str>) -> Result<Vec<NodeView>>;
+    /// Nodes in name order.
+    async fn nodes(&self, cluster: Option<&str>, page: &PageRequest) -> Result<Page<NodeView>>;
     async fn node(&self, name: &str) -> Result<NodeView>;
     /// Remove a node that has no VMs and no reservations in its ranges.
     async fn remove_node(&self, name: &str) -> Result<NodeView>;
@@ -149,20 +298,38 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// or fails on its own; a failed one leaves no trace.
     async fn create_vms(&self, requests: &[VmRequest]) -> Result<Vec<Result<Vm>>>;
     async fn vm(&self, name: &str) -> Result<Vm>;
-    async fn vms(&self, filter: &AddressFilter) -> Result<Vec<Vm>>;
+    /// VMs in name order; of a cluster, node by node.
+    async fn vms(&self, filter: &AddressFilter, page: &PageRequest) -> Result<Page<Vm>>;
     async fn migrate_vm(&self, name: &str, to: &str) -> Result<Vm>;
     /// Delete a VM and release its addresses; returns it as it was.
     async fn delete_vm(&self, name: &str) -> Result<Vm>;
 
-    async fn allocations(&self, filter: &AddressFilter) -> Result<Vec<Allocation>>;
-    /// Free space per block, at most `limit` ranges and released addresses each.
-    async fn free_space(&self, filter: &AddressFilter, limit: usize) -> Result<Vec<FreeSpace>>;
+    /// Addresses held now, in address order.
+    async fn allocations(
+        &self,
+        filter: &AddressFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Allocation>>;
+    /// Free space per block in address order, at most `limit` ranges and
+    /// released addresses each.
+    async fn free_space(
+        &self,
+        filter: &AddressFilter,
+        limit: usize,
+        page: &PageRequest,
+    ) -> Result<Page<FreeSpace>>;
     async fn reserve(&self, ip: &str, note: Option<&str>) -> Result<Allocation>;
     /// End whatever holds `ip` now: a reservation, or a VM's claim on it.
     async fn release(&self, ip: &str) -> Result<ReleaseResult>;
     /// Every holding of `ip`, oldest first; with `at`, only the one active then.
-    async fn history(&self, ip: &str, at: Option<Timestamp>) -> Result<Vec<HistoryEntry>>;
-    async fn usage(&self, cluster: Option<&str>) -> Result<Vec<Usage>>;
+    async fn history(
+        &self,
+        ip: &str,
+        at: Option<Timestamp>,
+        page: &PageRequest,
+    ) -> Result<Page<HistoryEntry>>;
+    /// Usage per block, in address order.
+    async fn usage(&self, cluster: Option<&str>, page: &PageRequest) -> Result<Page<Usage>>;
 
     /// Everything the plan of `node` depends on.
     async fn plan_input(&self, node: &str) -> Result<vmfabric_plan::PlanInput>;
@@ -174,9 +341,18 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// after it moved; they cannot have changed while it did not).
     async fn revision(&self) -> Result<i64>;
 
+    /// The change log, newest first.
+    async fn changes(&self, page: &PageRequest) -> Result<Page<Change>>;
+
+    /// The changes after the one numbered `after` (revision, seq), oldest
+    /// first, at most `limit`: the controller wakes the agents whose plans
+    /// they reach.
+    async fn changes_after(&self, after: (i64, i64), limit: usize) -> Result<Vec<Change>>;
+
     /// Create an API token; the secret is returned once and not stored.
     async fn create_token(&self, input: &TokenInput) -> Result<NewToken>;
-    async fn tokens(&self) -> Result<Vec<TokenInfo>>;
+    /// Tokens by id.
+    async fn tokens(&self, page: &PageRequest) -> Result<Page<TokenInfo>>;
     async fn revoke_token(&self, id: i64) -> Result<TokenInfo>;
     /// The token whose secret this is, if any (revoked ones included, so
     /// that the caller can say why it is refused).
@@ -188,5 +364,45 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Record what `node`'s agent reports (replacing its last report).
     async fn report_status(&self, node: &str, report: &serde_json::Value) -> Result<AgentStatus>;
-    async fn agent_statuses(&self) -> Result<Vec<AgentStatus>>;
+    /// Agents' last reports, by node name.
+    async fn agent_statuses(&self, page: &PageRequest) -> Result<Page<AgentStatus>>;
 }
+
+/// Whole listings, page after page: for tests, and for the few callers
+/// that need every item of a set bounded by its nature (a cluster's nodes
+/// for its reflectors' configuration, metrics over every block).
+#[allow(async_fn_in_trait)]
+pub trait ListAll: Store {
+    async fn all_clusters(&self) -> Result<Vec<ClusterSummary>> {
+        all_pages(|p| async move { self.clusters(&p).await }).await
+    }
+    async fn all_networks(&self, cluster: Option<&str>) -> Result<Vec<NetworkView>> {
+        all_pages(|p| async move { self.networks(cluster, &p).await }).await
+    }
+    async fn all_nodes(&self, cluster: Option<&str>) -> Result<Vec<NodeView>> {
+        all_pages(|p| async move { self.nodes(cluster, &p).await }).await
+    }
+    async fn all_vms(&self, filter: &AddressFilter) -> Result<Vec<Vm>> {
+        all_pages(|p| async move { self.vms(filter, &p).await }).await
+    }
+    async fn all_allocations(&self, filter: &AddressFilter) -> Result<Vec<Allocation>> {
+        all_pages(|p| async move { self.allocations(filter, &p).await }).await
+    }
+    async fn all_free_space(&self, filter: &AddressFilter, limit: usize) -> Result<Vec<FreeSpace>> {
+        all_pages(|p| async move { self.free_space(filter, limit, &p).await }).await
+    }
+    async fn all_history(&self, ip: &str, at: Option<Timestamp>) -> Result<Vec<HistoryEntry>> {
+        all_pages(|p| async move { self.history(ip, at, &p).await }).await
+    }
+    async fn all_usage(&self, cluster: Option<&str>) -> Result<Vec<Usage>> {
+        all_pages(|p| async move { self.usage(cluster, &p).await }).await
+    }
+    async fn all_tokens(&self) -> Result<Vec<TokenInfo>> {
+        all_pages(|p| async move { self.tokens(&p).await }).await
+    }
+    async fn all_agent_statuses(&self) -> Result<Vec<AgentStatus>> {
+        all_pages(|p| async move { self.agent_statuses(&p).await }).await
+    }
+}
+
+impl<S: Store + ?Sized> ListAll for S {}

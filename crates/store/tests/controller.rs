@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use vmfabric_model::{Access, Role, TokenInput};
+use vmfabric_store::ListAll;
 use vmfabric_store::{AddressFilter, Store, VmRequest};
 
 #[tokio::test]
@@ -62,7 +63,7 @@ async fn tokens(t: &TestStore) {
     );
 
     // Bad input changes nothing.
-    let before = s.tokens().await.unwrap();
+    let before = s.all_tokens().await.unwrap();
     for bad in [
         TokenInput {
             role: "root".into(),
@@ -89,7 +90,7 @@ async fn tokens(t: &TestStore) {
         s.create_token(&missing).await.unwrap_err().kind(),
         "not-found"
     );
-    assert_eq!(s.tokens().await.unwrap(), before, "{b}");
+    assert_eq!(s.all_tokens().await.unwrap(), before, "{b}");
 
     let revoked = s.revoke_token(agent.info.id).await.unwrap();
     assert!(revoked.revoked_at.is_some(), "{b}");
@@ -119,7 +120,7 @@ async fn idempotency(t: &TestStore) {
         .map(|r| r.unwrap())
         .collect::<Vec<_>>();
     assert_eq!(again, vec![first.clone(), first.clone()], "{b}");
-    let allocs = s.allocations(&AddressFilter::default()).await.unwrap();
+    let allocs = s.all_allocations(&AddressFilter::default()).await.unwrap();
     assert_eq!(allocs.len(), 1, "{b}: {allocs:?}");
 
     // The same key for another request is refused and changes nothing.
@@ -137,7 +138,7 @@ async fn idempotency(t: &TestStore) {
     assert!(got[0].is_ok() && got[1].is_err(), "{b}: {got:?}");
     assert_eq!(got[0], got[2], "{b}");
     assert_eq!(
-        s.allocations(&AddressFilter::default())
+        s.all_allocations(&AddressFilter::default())
             .await
             .unwrap()
             .len(),
@@ -167,7 +168,7 @@ async fn revision_and_reports(t: &TestStore) {
     let r1 = s.revision().await.unwrap();
     assert!(r1 > r0, "{b}: a commit moves the revision");
     // Reads, refusals and reports leave it alone.
-    s.vms(&AddressFilter::default()).await.unwrap();
+    s.all_vms(&AddressFilter::default()).await.unwrap();
     s.create_vm("fab", &vm("db1", "n1")).await.unwrap_err();
     let report = serde_json::json!({"revision": r1, "changes": 3, "failures": []});
     let st = s.report_status("n1", &report).await.unwrap();
@@ -176,7 +177,7 @@ async fn revision_and_reports(t: &TestStore) {
     s.report_status("n1", &serde_json::json!({"changes": 0}))
         .await
         .unwrap();
-    let all = s.agent_statuses().await.unwrap();
+    let all = s.all_agent_statuses().await.unwrap();
     assert_eq!(all.len(), 1, "{b}");
     assert_eq!(all[0].report["changes"], 0, "{b}");
     assert_eq!(

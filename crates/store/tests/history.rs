@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use vmfabric_model::view::Holder;
 use vmfabric_model::{Timestamp, VmInput};
+use vmfabric_store::ListAll;
 use vmfabric_store::Store;
 
 #[tokio::test]
@@ -45,7 +46,7 @@ async fn who_held_an_address_at_each_moment_on(t: TestStore) {
     s.release("198.51.100.2").await.unwrap();
     s.create_vm("f", &ask("bob")).await.unwrap();
 
-    let all = s.history("198.51.100.2", None).await.unwrap();
+    let all = s.all_history("198.51.100.2", None).await.unwrap();
     assert_eq!(all.len(), 4);
     // The migration splits alice's holding at the moment she moved, so
     // each entry names the node that really carried the address.
@@ -61,7 +62,7 @@ async fn who_held_an_address_at_each_moment_on(t: TestStore) {
     assert!(matches!(&all[3].holder, Holder::Vm { vm, .. } if vm == "bob"));
     assert_eq!(all[3].until, None);
 
-    let at = |ts: Timestamp| async move { s.history("198.51.100.2", Some(ts)).await.unwrap() };
+    let at = |ts: Timestamp| async move { s.all_history("198.51.100.2", Some(ts)).await.unwrap() };
     assert!(at(Timestamp(t0.0 - 1)).await.is_empty());
     let h = at(t0).await;
     assert!(matches!(&h[..], [e] if matches!(&e.holder, Holder::Vm { vm, .. } if vm == "alice")));

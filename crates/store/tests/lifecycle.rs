@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use vmfabric_model::{Error, NodeInput};
+use vmfabric_store::ListAll;
 use vmfabric_store::{AddressFilter, Store};
 
 #[tokio::test]
@@ -35,28 +36,32 @@ async fn lifecycle(t: TestStore) {
     s.reserve("192.0.2.10", Some("router")).await.unwrap();
     assert_consistent(s).await;
 
-    assert_eq!(s.clusters().await.unwrap().len(), 2, "{b}");
+    assert_eq!(s.all_clusters().await.unwrap().len(), 2, "{b}");
     assert_eq!(s.cluster("sw").await.unwrap().vms, 1, "{b}");
-    assert_eq!(s.networks(Some("sw")).await.unwrap().len(), 1, "{b}");
-    assert_eq!(s.nodes(None).await.unwrap().len(), 2, "{b}");
+    assert_eq!(s.all_networks(Some("sw")).await.unwrap().len(), 1, "{b}");
+    assert_eq!(s.all_nodes(None).await.unwrap().len(), 2, "{b}");
     assert_eq!(s.node("h1").await.unwrap().ranges.len(), 2, "{b}");
     assert_eq!(
-        s.vms(&AddressFilter::default()).await.unwrap().len(),
+        s.all_vms(&AddressFilter::default()).await.unwrap().len(),
         2,
         "{b}"
     );
-    let all = s.allocations(&AddressFilter::default()).await.unwrap();
+    let all = s.all_allocations(&AddressFilter::default()).await.unwrap();
     assert_eq!(all.len(), 4, "{b}: {all:?}");
     let h1 = AddressFilter {
         node: Some("h1".into()),
         ..AddressFilter::default()
     };
-    assert_eq!(s.allocations(&h1).await.unwrap().len(), 2, "{b}");
-    let free = s.free_space(&h1, 10).await.unwrap();
+    assert_eq!(s.all_allocations(&h1).await.unwrap().len(), 2, "{b}");
+    let free = s.all_free_space(&h1, 10).await.unwrap();
     assert_eq!(free.len(), 2, "{b}");
-    let usage = s.usage(Some("hz")).await.unwrap();
+    let usage = s.all_usage(Some("hz")).await.unwrap();
     assert_eq!(usage.iter().map(|u| u.used).sum::<u128>(), 2, "{b}");
-    assert_eq!(s.history("192.0.2.10", None).await.unwrap().len(), 1, "{b}");
+    assert_eq!(
+        s.all_history("192.0.2.10", None).await.unwrap().len(),
+        1,
+        "{b}"
+    );
 
     // Removals refuse while something is held, then succeed.
     assert!(
@@ -86,9 +91,13 @@ async fn lifecycle(t: TestStore) {
     s.remove_node("n1").await.unwrap();
     s.remove_network("sw", "192.0.2.0/27").await.unwrap();
     s.delete_cluster("sw").await.unwrap();
-    assert!(s.clusters().await.unwrap().is_empty(), "{b}");
+    assert!(s.all_clusters().await.unwrap().is_empty(), "{b}");
     // History outlives everything.
-    assert_eq!(s.history("192.0.2.10", None).await.unwrap().len(), 1, "{b}");
+    assert_eq!(
+        s.all_history("192.0.2.10", None).await.unwrap().len(),
+        1,
+        "{b}"
+    );
     assert_consistent(s).await;
 }
 

@@ -13,6 +13,7 @@ use proptest::prelude::*;
 use vmfabric_model::NodeInput;
 use vmfabric_model::view::Holder;
 use vmfabric_plan::build;
+use vmfabric_store::ListAll;
 use vmfabric_store::{AddressFilter, Store};
 
 const NODES: [(&str, &str); 6] = [
@@ -67,7 +68,7 @@ async fn world(s: &vmfabric_store::SqlStore) {
 async fn check_plans(s: &vmfabric_store::SqlStore) -> Result<(), TestCaseError> {
     // Where the store says each VM address is.
     let mut want: BTreeMap<IpAddr, String> = BTreeMap::new();
-    for a in s.allocations(&AddressFilter::default()).await.unwrap() {
+    for a in s.all_allocations(&AddressFilter::default()).await.unwrap() {
         if let Holder::Vm { .. } = a.holder {
             want.insert(a.address, a.node.clone().unwrap());
         }

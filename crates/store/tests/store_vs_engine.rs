@@ -10,6 +10,7 @@ use common::*;
 use proptest::prelude::*;
 use vmfabric_ipam::{Cidr, Pool, PoolError, Reuse, key};
 use vmfabric_model::{ClusterInput, Error};
+use vmfabric_store::ListAll;
 use vmfabric_store::Store;
 
 #[derive(Debug, Clone)]
@@ -148,7 +149,7 @@ async fn run(t: TestStore, reuse: Reuse, cooldown: u64, ops: Vec<Op>) -> Result<
             Op::Wait(secs) => t.clock.advance_secs(i64::from(secs)),
         }
         let now = s.now().0 as u64;
-        let u = &s.usage(Some("c")).await.unwrap()[0];
+        let u = &s.all_usage(Some("c")).await.unwrap()[0];
         let e = pool.usage(now);
         prop_assert_eq!(u.used + u.reserved, e.held);
         prop_assert_eq!(u.cooling, e.cooling);

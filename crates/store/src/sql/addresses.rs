@@ -9,10 +9,12 @@ use vmfabric_model::view::{
 use vmfabric_model::{Block, Error, Result, Timestamp};
 
 use super::alloc;
-use super::clusters::{BLOCK_COLS, BLOCK_FROM, block_from_row};
+use super::clusters::{
+    BLOCK_COLS, BLOCK_FROM, address_cursor, address_next, block_cursor, block_from_row, block_next,
+};
 use super::vms::parse_addr;
-use super::{Counters, RESERVED, RowExt, SqlStore, Tx, USED, db, kb};
-use crate::AddressFilter;
+use super::{Counters, RESERVED, Reach, RowExt, SqlStore, Tx, USED, db, kb};
+use crate::{AddressFilter, Page, PageRequest};
 
 fn holder_from_row(row: &AnyRow) -> Result<Holder> {
     Ok(match row.text("kind")?.as_str() {
@@ -41,9 +43,11 @@ fn block_text(row: &AnyRow) -> Result<String> {
     })
 }
 
-const ALLOCATION_SELECT: &str = "SELECT a.address, a.kind, a.vm, a.nic_idx, a.mac, a.note, a.cluster, a.since, COALESCE(vn.name, bn.name) AS node_name, b.first AS bfirst, b.last AS blast, b.prefix_len \
-     FROM allocations a JOIN blocks b ON b.id = a.block_id LEFT JOIN nodes bn ON bn.id = b.node_id \
-     LEFT JOIN nics ni ON ni.id = a.nic_id LEFT JOIN vms v ON v.id = ni.vm_id LEFT JOIN nodes vn ON vn.id = v.node_id";
+/// Columns of an address listing. `a.node` is the node that carries the
+/// address now: a VM's node (moved with it on migration), or the node
+/// whose range holds a reservation.
+const ALLOCATION_SELECT: &str = "SELECT a.address, a.kind, a.vm, a.nic_idx, a.mac, a.note, a.cluster, a.since, a.node AS node_name, b.first AS bfirst, b.last AS blast, b.prefix_len \
+     FROM allocations a JOIN blocks b ON b.id = a.block_id";
 
 fn allocation_from_row(row: &AnyRow) -> Result<Allocation> {
     Ok(Allocation {
@@ -67,53 +71,266 @@ impl SqlStore {
         row.as_ref().map(holder_from_row).transpose()
     }
 
-    async fn check_filter(&self, tx: &mut Tx, f: &AddressFilter) -> Result<()> {
-        if let Some(c) = &f.cluster {
-            self.load_cluster(tx, c).await?;
-        }
-        if let Some(n) = &f.node {
-            self.load_node(tx, n).await?;
-        }
-        Ok(())
-    }
-
     pub(crate) async fn allocations_tx(
         &self,
         tx: &mut Tx,
         f: &AddressFilter,
-    ) -> Result<Vec<Allocation>> {
-        self.check_filter(tx, f).await?;
-        let sql = format!(
-            "{ALLOCATION_SELECT} WHERE a.until IS NULL AND (CAST($1 AS TEXT) IS NULL OR a.cluster = $1) AND (CAST($2 AS TEXT) IS NULL OR COALESCE(vn.name, bn.name) = $2) ORDER BY a.address"
-        );
-        let rows = sqlx::query(SqlStore::dynamic(sql))
-            .bind(f.cluster.as_deref())
-            .bind(f.node.as_deref())
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db)?;
-        rows.iter().map(allocation_from_row).collect()
-    }
-
-    /// Blocks matching a filter: a cluster's networks and node ranges, a
-    /// node's ranges (and, for to-cluster types, its cluster's networks).
-    async fn filtered_blocks(&self, tx: &mut Tx, f: &AddressFilter) -> Result<Vec<Block>> {
-        self.check_filter(tx, f).await?;
-        let node_cluster = match &f.node {
-            Some(n) => Some(self.load_node(tx, n).await?.1.cluster),
+        page: &PageRequest,
+    ) -> Result<Page<Allocation>> {
+        let size = page.size()?;
+        let from = address_cursor(page)?;
+        let cluster = match &f.cluster {
+            Some(c) => Some(self.load_cluster(tx, c).await?),
             None => None,
         };
-        let sql = format!(
-            "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE (CAST($1 AS TEXT) IS NULL OR c.name = $1) AND (CAST($2 AS TEXT) IS NULL OR n.name = $2 OR (b.node_id IS NULL AND c.name = $3)) ORDER BY c.name, b.first"
-        );
-        let rows = sqlx::query(SqlStore::dynamic(sql))
-            .bind(f.cluster.as_deref())
-            .bind(f.node.as_deref())
-            .bind(node_cluster.as_deref())
+        let node = match &f.node {
+            Some(n) => Some(self.load_node(tx, n).await?),
+            None => None,
+        };
+        if let (Some((_, c)), Some((_, n))) = (&cluster, &node)
+            && c.name != n.cluster
+        {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        }
+        let probe = i64::try_from(size + 1).unwrap_or(i64::MAX);
+        let rows = if f.reserved {
+            // Reservations have an index of their own; they are few, so
+            // the cluster and node conditions only filter it.
+            let sql = format!(
+                "{ALLOCATION_SELECT} WHERE a.until IS NULL AND a.kind = 'reserved' AND a.address >= $1 AND (a.cluster = $2 OR $3 = 0) AND (a.node = $4 OR $5 = 0) ORDER BY a.address LIMIT $6"
+            );
+            sqlx::query(SqlStore::dynamic(sql))
+                .bind(kb(from))
+                .bind(f.cluster.as_deref().unwrap_or_default())
+                .bind(i64::from(f.cluster.is_some()))
+                .bind(f.node.as_deref().unwrap_or_default())
+                .bind(i64::from(f.node.is_some()))
+                .bind(probe)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(db)?
+        } else if let Some((nid, n)) = &node {
+            // A node's addresses: its VMs' (through their NICs) and the
+            // reservations in its own ranges. Bounded by the node's size.
+            let vm_sql = format!(
+                "{ALLOCATION_SELECT} JOIN nics ni ON ni.id = a.nic_id JOIN vms v ON v.id = ni.vm_id WHERE v.node_id = $1 AND a.until IS NULL AND a.address >= $2 ORDER BY a.address LIMIT $3"
+            );
+            let mut rows = sqlx::query(SqlStore::dynamic(vm_sql))
+                .bind(*nid)
+                .bind(kb(from))
+                .bind(probe)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(db)?;
+            let blocks = sqlx::query(
+                "SELECT first, last FROM blocks WHERE node_id = $1 AND last >= $2 ORDER BY first",
+            )
+            .bind(*nid)
+            .bind(kb(from))
             .fetch_all(&mut **tx)
             .await
             .map_err(db)?;
-        rows.iter().map(block_from_row).collect()
+            for b in blocks {
+                let sql = format!(
+                    "{ALLOCATION_SELECT} WHERE a.until IS NULL AND a.address >= $1 AND a.address <= $2 AND a.kind = 'reserved' ORDER BY a.address LIMIT $3"
+                );
+                let first = b.key("first")?.max(from);
+                rows.extend(
+                    sqlx::query(SqlStore::dynamic(sql))
+                        .bind(kb(first))
+                        .bind(kb(b.key("last")?))
+                        .bind(probe)
+                        .fetch_all(&mut **tx)
+                        .await
+                        .map_err(db)?,
+                );
+            }
+            let mut items = rows
+                .iter()
+                .map(allocation_from_row)
+                .collect::<Result<Vec<_>>>()?;
+            items.retain(|a| a.cluster == n.cluster);
+            items.sort_by_key(|a| key::key(a.address));
+            items.truncate(size + 1);
+            return Ok(Page::from_probe(items, size, |a| {
+                address_next(key::key(a.address))
+            }));
+        } else if let Some((cid, _)) = &cluster {
+            return self.cluster_allocations(tx, *cid, from, size).await;
+        } else {
+            let sql = format!(
+                "{ALLOCATION_SELECT} WHERE a.until IS NULL AND a.address >= $1 ORDER BY a.address LIMIT $2"
+            );
+            sqlx::query(SqlStore::dynamic(sql))
+                .bind(kb(from))
+                .bind(probe)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(db)?
+        };
+        let items = rows
+            .iter()
+            .map(allocation_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_probe(items, size, |a| {
+            address_next(key::key(a.address))
+        }))
+    }
+
+    /// A cluster's addresses in address order: its blocks in order, each
+    /// read through the index of active holdings from where the page
+    /// starts, skipping blocks that hold nothing. Every statement finds its
+    /// rows by key, and no page sorts more than its own rows.
+    async fn cluster_allocations(
+        &self,
+        tx: &mut Tx,
+        cid: i64,
+        from: Key,
+        size: usize,
+    ) -> Result<Page<Allocation>> {
+        let mut items: Vec<Allocation> = Vec::new();
+        // The block holding `from`, then those after it.
+        let mut start = sqlx::query(
+            "SELECT first FROM blocks WHERE cluster_id = $1 AND first <= $2 ORDER BY first DESC LIMIT 1",
+        )
+        .bind(cid)
+        .bind(kb(from))
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db)?
+        .map(|r| r.key("first"))
+        .transpose()?
+        .unwrap_or(from);
+        const BLOCKS_AT_ONCE: i64 = 64;
+        'blocks: loop {
+            let blocks = sqlx::query(
+                "SELECT first, last, used + reserved AS held FROM blocks WHERE cluster_id = $1 AND first >= $2 ORDER BY first LIMIT $3",
+            )
+            .bind(cid)
+            .bind(kb(start))
+            .bind(BLOCKS_AT_ONCE)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db)?;
+            let last_batch = blocks.len() < usize::try_from(BLOCKS_AT_ONCE).unwrap_or(usize::MAX);
+            for b in &blocks {
+                let (first, last) = (b.key("first")?, b.key("last")?);
+                start = first.saturating_add(1);
+                if b.int("held")? == 0 || last < from {
+                    continue;
+                }
+                let want = size + 1 - items.len();
+                let sql = format!(
+                    "{ALLOCATION_SELECT} WHERE a.until IS NULL AND a.address >= $1 AND a.address <= $2 ORDER BY a.address LIMIT $3"
+                );
+                let rows = sqlx::query(SqlStore::dynamic(sql))
+                    .bind(kb(first.max(from)))
+                    .bind(kb(last))
+                    .bind(i64::try_from(want).unwrap_or(i64::MAX))
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(db)?;
+                for r in &rows {
+                    items.push(allocation_from_row(r)?);
+                }
+                if items.len() > size {
+                    break 'blocks;
+                }
+            }
+            if last_batch {
+                break;
+            }
+        }
+        Ok(Page::from_probe(items, size, |a| {
+            address_next(key::key(a.address))
+        }))
+    }
+
+    /// Blocks matching a filter, a page of them in address order: a
+    /// cluster's networks and node ranges, a node's ranges (and, for
+    /// to-cluster types, its cluster's networks), or all.
+    async fn filtered_blocks(
+        &self,
+        tx: &mut Tx,
+        f: &AddressFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Block>> {
+        let size = page.size()?;
+        let from = block_cursor(page)?;
+        let probe = i64::try_from(size + 1).unwrap_or(i64::MAX);
+        let cluster = match &f.cluster {
+            Some(c) => Some(self.load_cluster(tx, c).await?),
+            None => None,
+        };
+        let rows = match (&f.node, &cluster) {
+            (Some(n), _) => {
+                let (nid, node) = self.load_node(tx, n).await?;
+                if cluster
+                    .as_ref()
+                    .is_some_and(|(_, c)| c.name != node.cluster)
+                {
+                    Vec::new()
+                } else {
+                    let (cid, _) = self.load_cluster(tx, &node.cluster).await?;
+                    let sql = format!(
+                        "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.cluster_id = $1 AND b.node_id IS NULL AND b.first >= $2 ORDER BY b.first LIMIT $3"
+                    );
+                    let mut rows = sqlx::query(SqlStore::dynamic(sql))
+                        .bind(cid)
+                        .bind(from.clone())
+                        .bind(probe)
+                        .fetch_all(&mut **tx)
+                        .await
+                        .map_err(db)?;
+                    let sql = format!(
+                        "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.node_id = $1 AND b.first >= $2 ORDER BY b.first LIMIT $3"
+                    );
+                    rows.extend(
+                        sqlx::query(SqlStore::dynamic(sql))
+                            .bind(nid)
+                            .bind(from)
+                            .bind(probe)
+                            .fetch_all(&mut **tx)
+                            .await
+                            .map_err(db)?,
+                    );
+                    rows
+                }
+            }
+            (None, Some((cid, _))) => {
+                let sql = format!(
+                    "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.cluster_id = $1 AND b.first >= $2 ORDER BY b.first LIMIT $3"
+                );
+                sqlx::query(SqlStore::dynamic(sql))
+                    .bind(*cid)
+                    .bind(from)
+                    .bind(probe)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(db)?
+            }
+            (None, None) => {
+                let sql = format!(
+                    "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.first >= $1 ORDER BY b.first LIMIT $2"
+                );
+                sqlx::query(SqlStore::dynamic(sql))
+                    .bind(from)
+                    .bind(probe)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(db)?
+            }
+        };
+        let mut blocks = rows
+            .iter()
+            .map(block_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        blocks.sort_by_key(|b| b.range.first);
+        blocks.truncate(size + 1);
+        Ok(Page::from_probe(blocks, size, block_next))
     }
 
     pub(crate) async fn free_space_tx(
@@ -121,10 +338,12 @@ impl SqlStore {
         tx: &mut Tx,
         f: &AddressFilter,
         limit: usize,
-    ) -> Result<Vec<FreeSpace>> {
+        page: &PageRequest,
+    ) -> Result<Page<FreeSpace>> {
         let limit_i = i64::try_from(limit).unwrap_or(i64::MAX - 1);
-        let mut out = Vec::new();
-        for b in self.filtered_blocks(tx, f).await? {
+        let blocks = self.filtered_blocks(tx, f, page).await?;
+        let mut out = Vec::with_capacity(blocks.items.len());
+        for b in blocks.items {
             let rows = sqlx::query(
                 "SELECT first, last FROM free_ranges WHERE block_id = $1 ORDER BY first LIMIT $2",
             )
@@ -169,7 +388,10 @@ impl SqlStore {
                 more,
             });
         }
-        Ok(out)
+        Ok(Page {
+            items: out,
+            next: blocks.next,
+        })
     }
 
     pub(crate) async fn reserve_tx(
@@ -210,8 +432,14 @@ impl SqlStore {
             .await
             .map_err(db)?;
         counters.add(b.id, RESERVED, 1);
-        self.log_change(tx, "ip.reserve", &addr.to_string(), &json!({"note": note}))
-            .await?;
+        self.log_change(
+            tx,
+            "ip.reserve",
+            &addr.to_string(),
+            Some(&b.cluster),
+            Reach::None,
+            &json!({"note": note}),
+        );
         Ok(Allocation {
             address: addr,
             holder: Holder::Reserved {
@@ -245,7 +473,7 @@ impl SqlStore {
         // disjoint, so a holding lives in the block containing its address.
         let b = self.block_containing(tx, k).await?.ok_or_else(not_held)?;
         self.lock_block(tx, b.id).await?;
-        let row = sqlx::query("SELECT id, block_id, kind, vm, nic_idx, mac, note FROM allocations WHERE address = $1 AND until IS NULL")
+        let row = sqlx::query("SELECT id, block_id, kind, vm, nic_idx, mac, note, node FROM allocations WHERE address = $1 AND until IS NULL")
             .bind(kb(k))
             .fetch_optional(&mut **tx)
             .await
@@ -285,13 +513,20 @@ impl SqlStore {
             },
             -1,
         );
+        // A VM's address leaves its node's plan; a reservation is in none.
+        let node = row.opt_text("node")?;
+        let reach = match (&holder, node.as_deref()) {
+            (Holder::Vm { .. }, Some(n)) => Reach::Nodes(&[n]),
+            _ => Reach::None,
+        };
         self.log_change(
             tx,
             "ip.release",
             &addr.to_string(),
+            Some(&b.cluster),
+            reach,
             &json!({"holder": holder.describe()}),
-        )
-        .await?;
+        );
         Ok(ReleaseResult {
             address: addr,
             holder,
@@ -305,38 +540,78 @@ impl SqlStore {
         tx: &mut Tx,
         ip: &str,
         at: Option<Timestamp>,
-    ) -> Result<Vec<HistoryEntry>> {
+        page: &PageRequest,
+    ) -> Result<Page<HistoryEntry>> {
         let addr = parse_addr(ip)?;
-        let rows = sqlx::query(
-            "SELECT kind, vm, nic_idx, mac, note, cluster, node, since, until FROM allocations WHERE address = $1 AND (CAST($2 AS BIGINT) IS NULL OR (since <= $2 AND (until IS NULL OR until > $2))) ORDER BY since, id",
-        )
-        .bind(kb(key::key(addr)))
-        .bind(at.map(|t| t.0))
+        let size = page.size()?;
+        let probe = i64::try_from(size + 1).unwrap_or(i64::MAX);
+        // Oldest first: (since, id) orders holdings that began together.
+        let (since, id) = match &page.after {
+            None => (i64::MIN, i64::MIN),
+            Some(a) => a
+                .split_once(':')
+                .and_then(|(s, i)| Some((s.parse().ok()?, i.parse().ok()?)))
+                .ok_or_else(|| super::bad_cursor(a))?,
+        };
+        const COLS: &str =
+            "SELECT id, kind, vm, nic_idx, mac, note, cluster, node, since, until FROM allocations";
+        let rows = match at {
+            None => sqlx::query(SqlStore::dynamic(format!(
+                "{COLS} WHERE address = $1 AND (since, id) > ($2, $3) ORDER BY since, id LIMIT $4"
+            )))
+            .bind(kb(key::key(addr)))
+            .bind(since)
+            .bind(id)
+            .bind(probe),
+            Some(t) => sqlx::query(SqlStore::dynamic(format!(
+                "{COLS} WHERE address = $1 AND (since, id) > ($2, $3) AND since <= $4 AND (until IS NULL OR until > $4) ORDER BY since, id LIMIT $5"
+            )))
+            .bind(kb(key::key(addr)))
+            .bind(since)
+            .bind(id)
+            .bind(t.0)
+            .bind(probe),
+        }
         .fetch_all(&mut **tx)
         .await
         .map_err(db)?;
-        rows.iter()
+        let entries = rows
+            .iter()
             .map(|r| {
-                Ok(HistoryEntry {
-                    address: addr,
-                    holder: holder_from_row(r)?,
-                    cluster: r.text("cluster")?,
-                    node: r.opt_text("node")?,
-                    since: Timestamp(r.int("since")?),
-                    until: r.opt_int("until")?.map(Timestamp),
-                })
+                Ok((
+                    r.int("id")?,
+                    HistoryEntry {
+                        address: addr,
+                        holder: holder_from_row(r)?,
+                        cluster: r.text("cluster")?,
+                        node: r.opt_text("node")?,
+                        since: Timestamp(r.int("since")?),
+                        until: r.opt_int("until")?.map(Timestamp),
+                    },
+                ))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let page = Page::from_probe(entries, size, |(id, e)| format!("{}:{id}", e.since.0));
+        Ok(Page {
+            items: page.items.into_iter().map(|(_, e)| e).collect(),
+            next: page.next,
+        })
     }
 
-    pub(crate) async fn usage_tx(&self, tx: &mut Tx, cluster: Option<&str>) -> Result<Vec<Usage>> {
+    pub(crate) async fn usage_tx(
+        &self,
+        tx: &mut Tx,
+        cluster: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<Usage>> {
         let f = AddressFilter {
             cluster: cluster.map(String::from),
-            node: None,
+            ..AddressFilter::default()
         };
         let now = self.now().0;
-        let mut out = Vec::new();
-        for b in self.filtered_blocks(tx, &f).await? {
+        let blocks = self.filtered_blocks(tx, &f, page).await?;
+        let mut out = Vec::with_capacity(blocks.items.len());
+        for b in blocks.items {
             let (used, reserved, _) = self.block_counts(tx, b.id).await?;
             let cooling = sqlx::query(
                 "SELECT COUNT(*) AS n FROM released WHERE block_id = $1 AND usable_at > $2",
@@ -370,6 +645,9 @@ impl SqlStore {
                 free,
             });
         }
-        Ok(out)
+        Ok(Page {
+            items: out,
+            next: blocks.next,
+        })
     }
 }

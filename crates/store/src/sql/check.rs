@@ -62,14 +62,18 @@ impl SqlStore {
                 fresh_set.insert(cur);
             }
             // Counters against the rows they count.
+            // Holdings are found by address (the block's range), so the
+            // check reads each holding once: linear in the installation.
             let counts = sqlx::query(
                 "SELECT used, reserved, released, \
-                 (SELECT COUNT(*) FROM allocations WHERE block_id = $1 AND until IS NULL AND kind = 'vm') AS n_used, \
-                 (SELECT COUNT(*) FROM allocations WHERE block_id = $1 AND until IS NULL AND kind = 'reserved') AS n_reserved, \
+                 (SELECT COUNT(*) FROM allocations WHERE until IS NULL AND address >= $2 AND address <= $3 AND block_id = $1 AND kind = 'vm') AS n_used, \
+                 (SELECT COUNT(*) FROM allocations WHERE until IS NULL AND address >= $2 AND address <= $3 AND block_id = $1 AND kind = 'reserved') AS n_reserved, \
                  (SELECT COUNT(*) FROM released WHERE block_id = $1) AS n_released \
                  FROM blocks WHERE id = $1",
             )
             .bind(b.id)
+            .bind(super::kb(b.range.first))
+            .bind(super::kb(b.range.last))
             .fetch_one(&mut **tx)
             .await
             .map_err(db)?;
@@ -108,16 +112,18 @@ impl SqlStore {
             }
             // Nothing both held and free.
             let both = sqlx::query(
-                "SELECT COUNT(*) AS n FROM allocations a WHERE a.block_id = $1 AND a.until IS NULL AND (a.address < (SELECT first FROM blocks WHERE id = $1) OR a.address > (SELECT last FROM blocks WHERE id = $1) OR EXISTS (SELECT 1 FROM released r WHERE r.address = a.address) OR EXISTS (SELECT 1 FROM free_ranges f WHERE f.block_id = $1 AND f.first <= a.address AND f.last >= a.address))",
+                "SELECT COUNT(*) AS n FROM allocations a WHERE a.until IS NULL AND a.address >= $2 AND a.address <= $3 AND (a.block_id <> $1 OR EXISTS (SELECT 1 FROM released r WHERE r.address = a.address) OR EXISTS (SELECT 1 FROM free_ranges f WHERE f.block_id = $1 AND f.first <= a.address AND f.last >= a.address))",
             )
             .bind(b.id)
+            .bind(super::kb(b.range.first))
+            .bind(super::kb(b.range.last))
             .fetch_one(&mut **tx)
             .await
             .map_err(db)?
             .int("n")?;
             if both > 0 {
                 p.push(format!(
-                    "{label}: {both} held addresses are also free, released or outside the block"
+                    "{label}: {both} held addresses are also free, released or counted in another block"
                 ));
             }
         }
@@ -126,7 +132,8 @@ impl SqlStore {
              (SELECT COUNT(*) FROM allocations WHERE until IS NULL) AS active, \
              (SELECT COUNT(*) FROM vms) AS vms, \
              (SELECT COUNT(*) FROM allocations a WHERE a.until IS NULL AND a.kind = 'vm' AND NOT EXISTS (SELECT 1 FROM nics n WHERE n.id = a.nic_id)) AS orphans, \
-             (SELECT COUNT(*) FROM allocations a WHERE a.until IS NULL AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.id = a.block_id)) AS blockless, \
+             (SELECT COUNT(*) FROM allocations a WHERE a.until IS NULL AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.id = a.block_id AND a.address >= b.first AND a.address <= b.last)) AS blockless, \
+             (SELECT COUNT(*) FROM allocations a JOIN nics ni ON ni.id = a.nic_id JOIN vms v ON v.id = ni.vm_id JOIN nodes n ON n.id = v.node_id WHERE a.until IS NULL AND (a.node IS NULL OR a.node <> n.name)) AS misplaced, \
              (SELECT COUNT(*) FROM vms v WHERE NOT EXISTS (SELECT 1 FROM nics n WHERE n.vm_id = v.id AND n.idx = 0)) AS nicless",
         )
         .fetch_one(&mut **tx)
@@ -136,7 +143,11 @@ impl SqlStore {
         report.vms = u64::try_from(rows.int("vms")?).unwrap_or(0);
         for (col, what) in [
             ("orphans", "active VM allocations whose NIC does not exist"),
-            ("blockless", "active allocations outside any block"),
+            ("blockless", "active allocations outside their block"),
+            (
+                "misplaced",
+                "active VM allocations that name another node than their VM's",
+            ),
             ("nicless", "VMs without a first NIC"),
         ] {
             let n = rows.int(col)?;

@@ -13,7 +13,8 @@ use vmfabric_model::{
 };
 
 use super::alloc::{self, BlockAlloc};
-use super::{RowExt, SqlStore, Tx, db, kb};
+use super::{Reach, RowExt, SqlStore, Tx, db, kb};
+use crate::{Page, PageRequest};
 
 /// Columns of a cluster row, in `cluster_from_row` order.
 pub(crate) const CLUSTER_COLS: &str = "c.id AS cluster_id, c.name AS cluster_name, c.network_type, c.virtualization, c.vm_gateway, c.vm_gateway6, c.community, c.asn, c.route_reflectors, c.cooldown_s, c.reuse";
@@ -99,6 +100,33 @@ pub(crate) fn block_from_row(row: &AnyRow) -> Result<Block> {
         cidr,
         gateway: row.opt_parsed("gateway")?,
     })
+}
+
+/// The cursor of a listing in address order after `k`: the next address
+/// (pages start at their cursor).
+pub(crate) fn address_next(k: vmfabric_ipam::Key) -> String {
+    key::addr(k.saturating_add(1)).to_string()
+}
+
+/// The cursor of a listing of blocks after `b`.
+pub(crate) fn block_next(b: &Block) -> String {
+    address_next(b.range.first)
+}
+
+/// The stored key a page in address order starts at (the lowest for the
+/// first page).
+pub(crate) fn address_cursor(page: &PageRequest) -> Result<vmfabric_ipam::Key> {
+    match &page.after {
+        None => Ok(0),
+        Some(a) => {
+            let ip: IpAddr = a.parse().map_err(|_| super::bad_cursor(a))?;
+            Ok(key::key(ip))
+        }
+    }
+}
+
+pub(crate) fn block_cursor(page: &PageRequest) -> Result<Vec<u8>> {
+    Ok(kb(address_cursor(page)?))
 }
 
 impl SqlStore {
@@ -344,7 +372,7 @@ impl SqlStore {
 
     async fn summary(&self, tx: &mut Tx, id: i64, cluster: Cluster) -> Result<ClusterSummary> {
         let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM blocks WHERE cluster_id = $1 AND role = 'network') AS networks, (SELECT COUNT(*) FROM nodes WHERE cluster_id = $1) AS nodes, (SELECT COUNT(*) FROM vms WHERE cluster_id = $1) AS vms",
+            "SELECT (SELECT COUNT(*) FROM blocks WHERE cluster_id = $1 AND role = 'network') AS networks, (SELECT COUNT(*) FROM nodes WHERE cluster_id = $1) AS nodes, (SELECT COUNT(*) FROM vms WHERE node_id IN (SELECT id FROM nodes WHERE cluster_id = $1)) AS vms",
         )
         .bind(id)
         .fetch_one(&mut **tx)
@@ -403,24 +431,41 @@ impl SqlStore {
             tx,
             "cluster.create",
             &c.name,
+            Some(&c.name),
+            Reach::None,
             &json!({"type": c.network_type.as_str()}),
-        )
-        .await?;
+        );
         Ok(c)
     }
 
-    pub(crate) async fn clusters_tx(&self, tx: &mut Tx) -> Result<Vec<ClusterSummary>> {
-        let sql = format!("SELECT {CLUSTER_COLS} FROM clusters c ORDER BY c.name");
+    pub(crate) async fn clusters_tx(
+        &self,
+        tx: &mut Tx,
+        page: &PageRequest,
+    ) -> Result<Page<ClusterSummary>> {
+        let size = page.size()?;
+        let sql = format!(
+            "SELECT {CLUSTER_COLS} FROM clusters c WHERE c.name > $1 ORDER BY c.name LIMIT $2"
+        );
         let rows = sqlx::query(SqlStore::dynamic(sql))
+            .bind(page.after.clone().unwrap_or_default())
+            .bind(i64::try_from(size + 1).unwrap_or(i64::MAX))
             .fetch_all(&mut **tx)
             .await
             .map_err(db)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, c) = cluster_from_row(&row)?;
-            out.push(self.summary(tx, id, c).await?);
+        let clusters = rows
+            .iter()
+            .map(cluster_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let page = Page::from_probe(clusters, size, |(_, c)| c.name.clone());
+        let mut items = Vec::with_capacity(page.items.len());
+        for (id, c) in page.items {
+            items.push(self.summary(tx, id, c).await?);
         }
-        Ok(out)
+        Ok(Page {
+            items,
+            next: page.next,
+        })
     }
 
     pub(crate) async fn cluster_tx(&self, tx: &mut Tx, name: &str) -> Result<ClusterSummary> {
@@ -465,8 +510,14 @@ impl SqlStore {
                 .await
                 .map_err(db)?;
         }
-        self.log_change(tx, "cluster.delete", name, &json!({}))
-            .await?;
+        self.log_change(
+            tx,
+            "cluster.delete",
+            name,
+            Some(name),
+            Reach::Cluster,
+            &json!({}),
+        );
         Ok(c)
     }
 
@@ -515,13 +566,16 @@ impl SqlStore {
                 "cidr",
             )
             .await?;
+        // The pool is in every node's plan (on-link prefixes, announced
+        // prefixes).
         self.log_change(
             tx,
             "network.add",
             &spec.cidr.to_string(),
+            Some(cluster),
+            Reach::Cluster,
             &json!({"cluster": cluster}),
-        )
-        .await?;
+        );
         let b = self.block_by_id(tx, id).await?;
         self.network_view(tx, b).await
     }
@@ -540,24 +594,49 @@ impl SqlStore {
         &self,
         tx: &mut Tx,
         cluster: Option<&str>,
-    ) -> Result<Vec<NetworkView>> {
-        if let Some(c) = cluster {
-            self.load_cluster(tx, c).await?;
+        page: &PageRequest,
+    ) -> Result<Page<NetworkView>> {
+        let size = page.size()?;
+        let probe = i64::try_from(size + 1).unwrap_or(i64::MAX);
+        let after = block_cursor(page)?;
+        let rows = match cluster {
+            Some(c) => {
+                let (cid, _) = self.load_cluster(tx, c).await?;
+                let sql = format!(
+                    "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.cluster_id = $1 AND b.node_id IS NULL AND b.first >= $2 ORDER BY b.first LIMIT $3"
+                );
+                sqlx::query(SqlStore::dynamic(sql))
+                    .bind(cid)
+                    .bind(after)
+                    .bind(probe)
+                    .fetch_all(&mut **tx)
+                    .await
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.first >= $1 AND b.node_id IS NULL ORDER BY b.first LIMIT $2"
+                );
+                sqlx::query(SqlStore::dynamic(sql))
+                    .bind(after)
+                    .bind(probe)
+                    .fetch_all(&mut **tx)
+                    .await
+            }
         }
-        let sql = format!(
-            "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.role = 'network' AND (CAST($1 AS TEXT) IS NULL OR c.name = $1) ORDER BY c.name, b.first"
-        );
-        let rows = sqlx::query(SqlStore::dynamic(sql))
-            .bind(cluster)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let b = block_from_row(&row)?;
-            out.push(self.network_view(tx, b).await?);
+        .map_err(db)?;
+        let blocks = rows
+            .iter()
+            .map(block_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let page = Page::from_probe(blocks, size, block_next);
+        let mut items = Vec::with_capacity(page.items.len());
+        for b in page.items {
+            items.push(self.network_view(tx, b).await?);
         }
-        Ok(out)
+        Ok(Page {
+            items,
+            next: page.next,
+        })
     }
 
     /// Refuse to drop a block that still holds allocations or reservations.
@@ -621,9 +700,10 @@ impl SqlStore {
             tx,
             "network.remove",
             &c.to_string(),
+            Some(cluster),
+            Reach::Cluster,
             &json!({"cluster": cluster}),
-        )
-        .await?;
+        );
         Ok(view)
     }
 

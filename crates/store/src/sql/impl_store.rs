@@ -10,7 +10,7 @@ use vmfabric_model::{
 };
 
 use super::{Counters, SqlStore};
-use crate::{AddressFilter, CheckReport, NodeView, Store, VmRequest};
+use crate::{AddressFilter, Change, CheckReport, NodeView, Page, PageRequest, Store, VmRequest};
 
 /// Run `$body` in a write transaction with block counters, commit, return.
 /// Any error drops the transaction, which rolls it back.
@@ -60,8 +60,8 @@ impl Store for SqlStore {
         write!(self, |tx, _c| self.create_cluster_tx(tx, input))
     }
 
-    async fn clusters(&self) -> Result<Vec<ClusterSummary>> {
-        read!(self, |tx| self.clusters_tx(tx))
+    async fn clusters(&self, page: &PageRequest) -> Result<Page<ClusterSummary>> {
+        read!(self, |tx| self.clusters_tx(tx, page))
     }
 
     async fn cluster(&self, name: &str) -> Result<ClusterSummary> {
@@ -76,8 +76,12 @@ impl Store for SqlStore {
         write!(self, |tx, _c| self.add_network_tx(tx, cluster, input))
     }
 
-    async fn networks(&self, cluster: Option<&str>) -> Result<Vec<NetworkView>> {
-        read!(self, |tx| self.networks_tx(tx, cluster))
+    async fn networks(
+        &self,
+        cluster: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<NetworkView>> {
+        read!(self, |tx| self.networks_tx(tx, cluster, page))
     }
 
     async fn remove_network(&self, cluster: &str, cidr: &str) -> Result<NetworkView> {
@@ -88,8 +92,8 @@ impl Store for SqlStore {
         write!(self, |tx, _c| self.add_node_tx(tx, cluster, input))
     }
 
-    async fn nodes(&self, cluster: Option<&str>) -> Result<Vec<NodeView>> {
-        read!(self, |tx| self.nodes_tx(tx, cluster))
+    async fn nodes(&self, cluster: Option<&str>, page: &PageRequest) -> Result<Page<NodeView>> {
+        read!(self, |tx| self.nodes_tx(tx, cluster, page))
     }
 
     async fn node(&self, name: &str) -> Result<NodeView> {
@@ -116,8 +120,8 @@ impl Store for SqlStore {
         read!(self, |tx| self.vm_tx(tx, name))
     }
 
-    async fn vms(&self, filter: &AddressFilter) -> Result<Vec<Vm>> {
-        read!(self, |tx| self.vms_tx(tx, filter))
+    async fn vms(&self, filter: &AddressFilter, page: &PageRequest) -> Result<Page<Vm>> {
+        read!(self, |tx| self.vms_tx(tx, filter, page))
     }
 
     async fn migrate_vm(&self, name: &str, to: &str) -> Result<Vm> {
@@ -128,12 +132,21 @@ impl Store for SqlStore {
         write!(self, |tx, c| self.delete_vm_tx(tx, c, name))
     }
 
-    async fn allocations(&self, filter: &AddressFilter) -> Result<Vec<Allocation>> {
-        read!(self, |tx| self.allocations_tx(tx, filter))
+    async fn allocations(
+        &self,
+        filter: &AddressFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Allocation>> {
+        read!(self, |tx| self.allocations_tx(tx, filter, page))
     }
 
-    async fn free_space(&self, filter: &AddressFilter, limit: usize) -> Result<Vec<FreeSpace>> {
-        read!(self, |tx| self.free_space_tx(tx, filter, limit))
+    async fn free_space(
+        &self,
+        filter: &AddressFilter,
+        limit: usize,
+        page: &PageRequest,
+    ) -> Result<Page<FreeSpace>> {
+        read!(self, |tx| self.free_space_tx(tx, filter, limit, page))
     }
 
     async fn reserve(&self, ip: &str, note: Option<&str>) -> Result<Allocation> {
@@ -144,12 +157,17 @@ impl Store for SqlStore {
         write!(self, |tx, c| self.release_tx(tx, c, ip))
     }
 
-    async fn history(&self, ip: &str, at: Option<Timestamp>) -> Result<Vec<HistoryEntry>> {
-        read!(self, |tx| self.history_tx(tx, ip, at))
+    async fn history(
+        &self,
+        ip: &str,
+        at: Option<Timestamp>,
+        page: &PageRequest,
+    ) -> Result<Page<HistoryEntry>> {
+        read!(self, |tx| self.history_tx(tx, ip, at, page))
     }
 
-    async fn usage(&self, cluster: Option<&str>) -> Result<Vec<Usage>> {
-        read!(self, |tx| self.usage_tx(tx, cluster))
+    async fn usage(&self, cluster: Option<&str>, page: &PageRequest) -> Result<Page<Usage>> {
+        read!(self, |tx| self.usage_tx(tx, cluster, page))
     }
 
     async fn plan_input(&self, node: &str) -> Result<vmfabric_plan::PlanInput> {
@@ -164,12 +182,20 @@ impl Store for SqlStore {
         self.revision_now().await
     }
 
+    async fn changes(&self, page: &PageRequest) -> Result<Page<Change>> {
+        self.changes_now(page).await
+    }
+
+    async fn changes_after(&self, after: (i64, i64), limit: usize) -> Result<Vec<Change>> {
+        self.changes_after_now(after, limit).await
+    }
+
     async fn create_token(&self, input: &TokenInput) -> Result<NewToken> {
         self.create_token_now(input).await
     }
 
-    async fn tokens(&self) -> Result<Vec<TokenInfo>> {
-        self.tokens_now().await
+    async fn tokens(&self, page: &PageRequest) -> Result<Page<TokenInfo>> {
+        self.tokens_now(page).await
     }
 
     async fn revoke_token(&self, id: i64) -> Result<TokenInfo> {
@@ -188,7 +214,7 @@ impl Store for SqlStore {
         self.report_status_now(node, report).await
     }
 
-    async fn agent_statuses(&self) -> Result<Vec<AgentStatus>> {
-        self.agent_statuses_now().await
+    async fn agent_statuses(&self, page: &PageRequest) -> Result<Page<AgentStatus>> {
+        self.agent_statuses_now(page).await
     }
 }

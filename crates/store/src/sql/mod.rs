@@ -44,7 +44,7 @@ pub struct SqlStore {
     seed: u64,
 }
 
-pub(crate) use tx::Tx;
+pub(crate) use tx::{Reach, Tx};
 
 /// A database error as the user sees it.
 pub(crate) fn db(e: sqlx::Error) -> Error {
@@ -54,6 +54,15 @@ pub(crate) fn db(e: sqlx::Error) -> Error {
 /// Stored data that does not decode: only a damaged database does this.
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::storage(format!("damaged database: {what}"))
+}
+
+/// A page cursor this listing did not hand out.
+pub(crate) fn bad_cursor(after: &str) -> Error {
+    Error::invalid(
+        "after",
+        after,
+        "not a cursor of this listing: pass the `next` of the page before",
+    )
 }
 
 /// Key as stored.
@@ -140,54 +149,83 @@ impl Counters {
 }
 
 fn migrator(dialect: Dialect) -> Migrator {
-    let files: [(&str, &str); 4] = match dialect {
+    // (description, SQL, whether it runs in its own transaction)
+    let files: [(&str, &str, bool); 6] = match dialect {
         Dialect::Sqlite => [
             (
                 "init",
                 include_str!("../../migrations/sqlite/0001_init.sql"),
+                false,
             ),
             (
                 "virtualization and uplink mac",
                 include_str!("../../migrations/sqlite/0002_virtualization_uplink_mac.sql"),
+                false,
             ),
             (
                 "controller",
                 include_str!("../../migrations/sqlite/0003_controller.sql"),
+                false,
             ),
             (
                 "vm create path",
                 include_str!("../../migrations/sqlite/0004_vm_create_path.sql"),
+                false,
+            ),
+            (
+                "reads at scale",
+                include_str!("../../migrations/sqlite/0005_reads_at_scale.sql"),
+                false,
+            ),
+            (
+                "vm cluster from node",
+                include_str!("../../migrations/sqlite/0006_vm_cluster_from_node.sql"),
+                true,
             ),
         ],
         Dialect::Postgres => [
             (
                 "init",
                 include_str!("../../migrations/postgres/0001_init.sql"),
+                false,
             ),
             (
                 "virtualization and uplink mac",
                 include_str!("../../migrations/postgres/0002_virtualization_uplink_mac.sql"),
+                false,
             ),
             (
                 "controller",
                 include_str!("../../migrations/postgres/0003_controller.sql"),
+                false,
             ),
             (
                 "vm create path",
                 include_str!("../../migrations/postgres/0004_vm_create_path.sql"),
+                false,
+            ),
+            (
+                "reads at scale",
+                include_str!("../../migrations/postgres/0005_reads_at_scale.sql"),
+                false,
+            ),
+            (
+                "vm cluster from node",
+                include_str!("../../migrations/postgres/0006_vm_cluster_from_node.sql"),
+                false,
             ),
         ],
     };
     let migrations = files
         .iter()
         .zip(1i64..)
-        .map(|((description, sql), version)| {
+        .map(|((description, sql, own_tx), version)| {
             Migration::new(
                 version,
                 Cow::Borrowed(*description),
                 MigrationType::Simple,
                 AssertSqlSafe(*sql).into_sql_str(),
-                false,
+                *own_tx,
             )
         })
         .collect();
@@ -276,6 +314,13 @@ impl SqlStore {
                         // VM create cost grew with the number of VMs
                         // (14 ms at 20,000, measured).
                         conn.execute("SET enable_seqscan = off").await?;
+                        // For the same reason, no join reads a whole table
+                        // to hash or sort it: a batch's writes probe the
+                        // few rows they change by key. A generic plan made
+                        // while the table was small hashed all of
+                        // free_ranges for each batch (tests/query_plans.rs).
+                        conn.execute("SET enable_hashjoin = off").await?;
+                        conn.execute("SET enable_mergejoin = off").await?;
                     }
                     Ok(())
                 })
@@ -349,23 +394,18 @@ impl SqlStore {
         row.parsed("value")
     }
 
-    /// Append to the change log.
-    pub(crate) async fn log_change(
+    /// Append to the change log (written with the commit, see `Tx::log`):
+    /// what changed, in which cluster, and whose plans it may change.
+    pub(crate) fn log_change(
         &self,
         tx: &mut Tx,
         kind: &str,
         subject: &str,
+        cluster: Option<&str>,
+        reach: Reach<'_>,
         detail: &serde_json::Value,
-    ) -> Result<()> {
-        sqlx::query("INSERT INTO changes (at, kind, subject, detail) VALUES ($1, $2, $3, $4)")
-            .bind(self.now().0)
-            .bind(kind)
-            .bind(subject)
-            .bind(detail.to_string())
-            .execute(&mut **tx)
-            .await
-            .map_err(db)?;
-        Ok(())
+    ) {
+        tx.log(self.now().0, kind, subject, cluster, reach, detail);
     }
 
     /// Run a query that is not a static string (a few listings build their

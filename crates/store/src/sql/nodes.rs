@@ -10,8 +10,8 @@ use vmfabric_model::{BlockRole, Cluster, Error, IfName, Node, NodeInput, Result}
 
 use super::alloc;
 use super::clusters::{BLOCK_COLS, BLOCK_FROM, block_from_row};
-use super::{Counters, RowExt, SqlStore, Tx, db, kb};
-use crate::NodeView;
+use super::{Counters, Reach, RowExt, SqlStore, Tx, db, kb};
+use crate::{NodeView, Page, PageRequest};
 
 pub(crate) const NODE_COLS: &str = "n.id AS node_id, n.name AS node_name, c.name AS node_cluster, n.address, n.address_prefix, n.uplink, n.uplink_mac, n.bridge, n.primary_ip, n.primary_prefix, n.ipv6_address, n.ipv6_gateway, n.ndp_proxy";
 
@@ -278,8 +278,14 @@ impl SqlStore {
             )
             .await?;
         }
-        self.log_change(tx, "node.add", &node.name, &json!({"cluster": cluster}))
-            .await?;
+        self.log_change(
+            tx,
+            "node.add",
+            &node.name,
+            Some(cluster),
+            Reach::Nodes(&[&node.name]),
+            &json!({"cluster": cluster}),
+        );
         self.node_view(tx, id, node).await
     }
 
@@ -287,24 +293,46 @@ impl SqlStore {
         &self,
         tx: &mut Tx,
         cluster: Option<&str>,
-    ) -> Result<Vec<NodeView>> {
-        if let Some(c) = cluster {
-            self.load_cluster(tx, c).await?;
+        page: &PageRequest,
+    ) -> Result<Page<NodeView>> {
+        let size = page.size()?;
+        let probe = i64::try_from(size + 1).unwrap_or(i64::MAX);
+        let after = page.after.clone().unwrap_or_default();
+        let rows = match cluster {
+            Some(c) => {
+                let (cid, _) = self.load_cluster(tx, c).await?;
+                let sql = format!(
+                    "SELECT {NODE_COLS} FROM nodes n JOIN clusters c ON c.id = n.cluster_id WHERE n.cluster_id = $1 AND n.name > $2 ORDER BY n.name LIMIT $3"
+                );
+                sqlx::query(SqlStore::dynamic(sql))
+                    .bind(cid)
+                    .bind(after)
+                    .bind(probe)
+                    .fetch_all(&mut **tx)
+                    .await
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {NODE_COLS} FROM nodes n JOIN clusters c ON c.id = n.cluster_id WHERE n.name > $1 ORDER BY n.name LIMIT $2"
+                );
+                sqlx::query(SqlStore::dynamic(sql))
+                    .bind(after)
+                    .bind(probe)
+                    .fetch_all(&mut **tx)
+                    .await
+            }
         }
-        let sql = format!(
-            "SELECT {NODE_COLS} FROM nodes n JOIN clusters c ON c.id = n.cluster_id WHERE CAST($1 AS TEXT) IS NULL OR c.name = $1 ORDER BY c.name, n.name"
-        );
-        let rows = sqlx::query(SqlStore::dynamic(sql))
-            .bind(cluster)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, n) = node_from_row(&row)?;
-            out.push(self.node_view(tx, id, n).await?);
+        .map_err(db)?;
+        let nodes = rows.iter().map(node_from_row).collect::<Result<Vec<_>>>()?;
+        let page = Page::from_probe(nodes, size, |(_, n)| n.name.clone());
+        let mut items = Vec::with_capacity(page.items.len());
+        for (id, n) in page.items {
+            items.push(self.node_view(tx, id, n).await?);
         }
-        Ok(out)
+        Ok(Page {
+            items,
+            next: page.next,
+        })
     }
 
     pub(crate) async fn node_tx(&self, tx: &mut Tx, name: &str) -> Result<NodeView> {
@@ -367,7 +395,14 @@ impl SqlStore {
                 .await
                 .map_err(db)?;
         }
-        self.log_change(tx, "node.remove", name, &json!({})).await?;
+        self.log_change(
+            tx,
+            "node.remove",
+            name,
+            Some(&view.node.cluster),
+            Reach::Nodes(&[name]),
+            &json!({}),
+        );
         Ok(view)
     }
 
@@ -376,7 +411,7 @@ impl SqlStore {
         tx: &mut Tx,
         name: &str,
     ) -> Result<vmfabric_plan::PlanInput> {
-        let (_, node) = self.load_node(tx, name).await?;
+        let (nid, node) = self.load_node(tx, name).await?;
         let (cid, cluster) = self.load_cluster(tx, &node.cluster).await?;
         let sql = format!(
             "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.cluster_id = $1 AND b.node_id IS NULL ORDER BY b.first"
@@ -390,15 +425,7 @@ impl SqlStore {
             .iter()
             .map(block_from_row)
             .collect::<Result<Vec<_>>>()?;
-        let vms = self
-            .vms_tx(
-                tx,
-                &crate::AddressFilter {
-                    cluster: None,
-                    node: Some(name.to_string()),
-                },
-            )
-            .await?;
+        let vms = self.vms_of_node(tx, nid).await?;
         Ok(vmfabric_plan::PlanInput {
             cluster,
             node,

@@ -5,7 +5,9 @@ use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use vmfabric_model::{AgentStatus, Error, NewToken, Result, Timestamp, TokenInfo, TokenInput};
 
+use super::tx::CHANGE_SEQ_BITS;
 use super::{RowExt, SqlStore, db};
+use crate::{Change, Page, PageRequest, Reach};
 
 /// Secrets start with this, so that a leaked one is recognisable (secret
 /// scanners) and a mistyped argument is refused before any lookup.
@@ -73,16 +75,24 @@ impl SqlStore {
         Ok(NewToken { info, secret })
     }
 
-    pub(crate) async fn tokens_now(&self) -> Result<Vec<TokenInfo>> {
-        sqlx::query(SqlStore::dynamic(format!(
-            "SELECT {TOKEN_COLS} FROM tokens ORDER BY id"
+    pub(crate) async fn tokens_now(&self, page: &PageRequest) -> Result<Page<TokenInfo>> {
+        let size = page.size()?;
+        let after: i64 = match &page.after {
+            None => 0,
+            Some(a) => a.parse().map_err(|_| super::bad_cursor(a))?,
+        };
+        let tokens = sqlx::query(SqlStore::dynamic(format!(
+            "SELECT {TOKEN_COLS} FROM tokens WHERE id > $1 ORDER BY id LIMIT $2"
         )))
+        .bind(after)
+        .bind(i64::try_from(size + 1).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?
         .iter()
         .map(token_from_row)
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_probe(tokens, size, |t| t.id.to_string()))
     }
 
     pub(crate) async fn revoke_token_now(&self, id: i64) -> Result<TokenInfo> {
@@ -153,11 +163,17 @@ impl SqlStore {
         })
     }
 
-    pub(crate) async fn agent_statuses_now(&self) -> Result<Vec<AgentStatus>> {
-        sqlx::query("SELECT node, report, at FROM agent_status ORDER BY node")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?
+    pub(crate) async fn agent_statuses_now(&self, page: &PageRequest) -> Result<Page<AgentStatus>> {
+        let size = page.size()?;
+        let rows = sqlx::query(
+            "SELECT node, report, at FROM agent_status WHERE node > $1 ORDER BY node LIMIT $2",
+        )
+        .bind(page.after.clone().unwrap_or_default())
+        .bind(i64::try_from(size + 1).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let items = rows
             .iter()
             .map(|row| {
                 Ok(AgentStatus {
@@ -167,6 +183,87 @@ impl SqlStore {
                         .map_err(|_| super::corrupt("agent report"))?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_probe(items, size, |a| a.node.clone()))
     }
+
+    /// The change log, newest first.
+    pub(crate) async fn changes_now(&self, page: &PageRequest) -> Result<Page<Change>> {
+        let size = page.size()?;
+        let before = match &page.after {
+            None => i64::MAX,
+            Some(a) => change_id(parse_change_cursor(a)?),
+        };
+        let rows = sqlx::query(SqlStore::dynamic(format!(
+            "SELECT {CHANGE_COLS} FROM changes WHERE id < $1 ORDER BY id DESC LIMIT $2"
+        )))
+        .bind(before)
+        .bind(i64::try_from(size + 1).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let items = rows
+            .iter()
+            .map(change_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_probe(items, size, |c| {
+            format!("{}.{}", c.revision, c.seq)
+        }))
+    }
+
+    /// Changes after (revision, seq), oldest first.
+    pub(crate) async fn changes_after_now(
+        &self,
+        after: (i64, i64),
+        limit: usize,
+    ) -> Result<Vec<Change>> {
+        sqlx::query(SqlStore::dynamic(format!(
+            "SELECT {CHANGE_COLS} FROM changes WHERE id > $1 ORDER BY id LIMIT $2"
+        )))
+        .bind(change_id(after))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(change_from_row)
+        .collect()
+    }
+}
+
+/// The key of change (revision, seq); a seq beyond the commit's part of the
+/// key means "after all of that revision".
+fn change_id((revision, seq): (i64, i64)) -> i64 {
+    let places = 1i64 << CHANGE_SEQ_BITS;
+    revision
+        .saturating_mul(places)
+        .saturating_add(seq.clamp(0, places - 1))
+}
+
+const CHANGE_COLS: &str = "id, at, kind, subject, detail, cluster, nodes";
+
+fn parse_change_cursor(a: &str) -> Result<(i64, i64)> {
+    a.split_once('.')
+        .and_then(|(r, s)| Some((r.parse().ok()?, s.parse().ok()?)))
+        .ok_or_else(|| super::bad_cursor(a))
+}
+
+fn change_from_row(row: &AnyRow) -> Result<Change> {
+    let reach = match row.opt_text("nodes")?.as_deref() {
+        None => Reach::None,
+        Some("*") => Reach::Cluster,
+        Some(names) => Reach::Nodes(names.split(' ').map(String::from).collect()),
+    };
+    let id = row.int("id")?;
+    Ok(Change {
+        revision: id >> CHANGE_SEQ_BITS,
+        seq: id & ((1 << CHANGE_SEQ_BITS) - 1),
+        at: Timestamp(row.int("at")?),
+        kind: row.text("kind")?,
+        subject: row.text("subject")?,
+        detail: serde_json::from_str(&row.text("detail")?)
+            .map_err(|_| super::corrupt("change detail"))?,
+        cluster: row.opt_text("cluster")?,
+        reach,
+    })
 }

@@ -24,17 +24,44 @@ pub(crate) struct Tx {
     open: bool,
     /// Whether committing moves the revision (see `Store::revision`).
     bump: bool,
+    /// Change-log entries, written with the commit under its revision.
+    changes: Vec<serde_json::Value>,
+}
+
+/// Whose plans a change may alter: the agents the controller wakes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reach<'a> {
+    /// No node's plan (reservations, tokens, a new cluster).
+    None,
+    /// These nodes' plans (a VM's node; both nodes of a migration).
+    Nodes(&'a [&'a str]),
+    /// Every node of the change's cluster (its pool, route reflectors, ...).
+    Cluster,
 }
 
 /// Moves the revision, last thing before `COMMIT`: the row lock it takes
 /// orders the revisions of concurrent transactions as their commits, and
 /// is held for one round trip only.
-macro_rules! bump {
-    () => {
-        "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key = 'revision'"
-    };
-}
-const BUMP: &str = bump!();
+const BUMP: &str =
+    "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key = 'revision'";
+
+/// Places in one commit's part of the change log (`changes.id` is
+/// revision * 2^20 + place).
+pub(crate) const CHANGE_SEQ_BITS: u32 = 20;
+
+/// The change log's entries of a commit, from a JSON array argument, under
+/// the revision the commit takes (SQLite: after `BUMP`, in the same
+/// script; its single writer holds the lock throughout).
+const SQLITE_CHANGES: &str = "INSERT INTO changes (id, at, kind, subject, detail, cluster, nodes) \
+     SELECT (CAST((SELECT value FROM meta WHERE key = 'revision') AS INTEGER) << 20) + CAST(j.key AS INTEGER), j.value->>'at', j.value->>'kind', j.value->>'subject', j.value->>'detail', j.value->>'cluster', j.value->>'nodes' \
+     FROM json_each($#) AS j";
+
+/// PostgreSQL: the bump and the entries in one statement, so the row lock
+/// that orders revisions as commits is held for it and `COMMIT` only.
+const POSTGRES_CHANGES: &str = "WITH r AS (UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key = 'revision' RETURNING CAST(value AS BIGINT) AS rev) \
+     INSERT INTO changes (id, at, kind, subject, detail, cluster, nodes) \
+     SELECT (r.rev << 20) + x.ord - 1, CAST(x.v->>'at' AS BIGINT), x.v->>'kind', x.v->>'subject', x.v->>'detail', x.v->>'cluster', x.v->>'nodes' \
+     FROM r, json_array_elements(CAST($# AS JSON)) WITH ORDINALITY AS x(v, ord)";
 
 impl Deref for Tx {
     type Target = AnyConnection;
@@ -108,6 +135,7 @@ impl SqlStore {
             dialect: self.dialect,
             open: true,
             bump,
+            changes: Vec::new(),
         })
     }
 
@@ -159,6 +187,7 @@ impl SqlStore {
             dialect: self.dialect,
             open: true,
             bump: true,
+            changes: Vec::new(),
         };
         let rows = run_script(&mut tx, self.dialect, &all, &[arg]).await?;
         Ok((tx, rows))
@@ -166,18 +195,88 @@ impl SqlStore {
 }
 
 impl Tx {
-    pub(crate) async fn commit(mut self) -> Result<()> {
-        let script = if self.bump {
-            concat!(bump!(), "; COMMIT")
-        } else {
-            "COMMIT"
+    /// Record a change-log entry; it is written with the commit.
+    pub(crate) fn log(
+        &mut self,
+        at: i64,
+        kind: &str,
+        subject: &str,
+        cluster: Option<&str>,
+        reach: Reach<'_>,
+        detail: &serde_json::Value,
+    ) {
+        let nodes = match reach {
+            Reach::None => None,
+            Reach::Nodes(names) => {
+                let mut names: Vec<&str> = names.to_vec();
+                names.sort_unstable();
+                names.dedup();
+                Some(names.join(" "))
+            }
+            Reach::Cluster => Some("*".to_string()),
         };
-        sqlx::raw_sql(script)
-            .execute(&mut *self.conn)
-            .await
-            .map_err(db)?;
+        self.changes.push(serde_json::json!({
+            "at": at,
+            "kind": kind,
+            "subject": subject,
+            "detail": detail.to_string(),
+            "cluster": cluster,
+            "nodes": nodes,
+        }));
+    }
+
+    /// Run `statements` with `args` ($1, $2, …), then move the revision,
+    /// write the change log under it and commit. SQLite runs all of it as
+    /// one script (one round trip; the entries come as one more argument).
+    /// PostgreSQL binds arguments to one statement at a time, so each
+    /// statement goes with the arguments it uses: `statements` with `args`,
+    /// the closing statement with the entries alone, `COMMIT` with none.
+    async fn finish(&mut self, statements: &[String], args: &[&str]) -> sqlx::Result<()> {
+        if self.changes.len() >= 1 << CHANGE_SEQ_BITS {
+            return Err(sqlx::Error::Protocol(format!(
+                "{} changes in one commit; at most {} fit its part of the change log",
+                self.changes.len(),
+                (1 << CHANGE_SEQ_BITS) - 1
+            )));
+        }
+        let entries = serde_json::Value::from(std::mem::take(&mut self.changes)).to_string();
+        let logged = entries != "[]";
+        let dialect = self.dialect;
+        match dialect {
+            Dialect::Sqlite => {
+                let mut all = statements.to_vec();
+                let mut args = args.to_vec();
+                if self.bump {
+                    all.push(BUMP.to_string());
+                    if logged {
+                        args.push(&entries);
+                        all.push(SQLITE_CHANGES.replace("$#", &format!("${}", args.len())));
+                    }
+                }
+                all.push("COMMIT".to_string());
+                run_script_sqlx(&mut self.conn, dialect, &all, &args).await?;
+            }
+            Dialect::Postgres => {
+                if !statements.is_empty() {
+                    run_script_sqlx(&mut self.conn, dialect, statements, args).await?;
+                }
+                if self.bump {
+                    if logged {
+                        let sql = [POSTGRES_CHANGES.replace("$#", "$1")];
+                        run_script_sqlx(&mut self.conn, dialect, &sql, &[&entries]).await?;
+                    } else {
+                        self.conn.execute(BUMP).await?;
+                    }
+                }
+                self.conn.execute("COMMIT").await?;
+            }
+        }
         self.open = false;
         Ok(())
+    }
+
+    pub(crate) async fn commit(mut self) -> Result<()> {
+        self.finish(&[], &[]).await.map_err(db)
     }
 
     pub(crate) async fn rollback(mut self) -> Result<()> {
@@ -194,17 +293,8 @@ impl Tx {
         statements: &[String],
         args: &[&str],
     ) -> Result<Written> {
-        let mut all = statements.to_vec();
-        if self.bump {
-            all.push(BUMP.to_string());
-        }
-        all.push("COMMIT".to_string());
-        let dialect = self.dialect;
-        match run_script_sqlx(&mut self, dialect, &all, args).await {
-            Ok(_) => {
-                self.open = false;
-                Ok(Written::Committed)
-            }
+        match self.finish(statements, args).await {
+            Ok(()) => Ok(Written::Committed),
             // Dropping `self` closes the connection, which rolls back.
             Err(sqlx::Error::Database(e))
                 if e.kind() == sqlx::error::ErrorKind::UniqueViolation =>

@@ -2,17 +2,19 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
+
+use sqlx::any::AnyRow;
 use std::net::IpAddr;
 
 use serde_json::json;
-use vmfabric_ipam::{Family, Key, key};
+use vmfabric_ipam::{Family, key};
 use vmfabric_model::names::{MAX_NIC_INDEX, host_ifname};
 use vmfabric_model::vm::{check_migration, nic_address, pool_label};
 use vmfabric_model::{Block, Cluster, Error, Mac, Nic, Node, Result, Vm};
 
 use super::alloc;
-use super::{Counters, RowExt, SqlStore, Tx, USED, db};
-use crate::AddressFilter;
+use super::{Counters, Reach, RowExt, SqlStore, Tx, USED, db};
+use crate::{AddressFilter, Page, PageRequest};
 
 /// The active holdings of VM `$2`'s NICs (a WHERE clause on allocations).
 macro_rules! active_of_vm {
@@ -21,15 +23,45 @@ macro_rules! active_of_vm {
     };
 }
 
-/// One row of the VM listing query.
-struct VmRow {
+/// A VM of a listing before its NICs are read.
+struct VmHead {
+    id: i64,
     name: String,
     cluster: String,
     node: String,
     if_prefix: String,
-    nic: Option<(u8, Mac)>,
-    address: Option<(Key, i64)>,
 }
+
+/// Columns and joins of a VM listing; each caller adds one WHERE clause
+/// that an index serves, its order and its LIMIT.
+const VM_HEAD: &str = "SELECT v.id AS vm_id, v.name AS vm_name, v.if_prefix, c.name AS c_name, n.name AS n_name \
+     FROM vms v JOIN nodes n ON n.id = v.node_id JOIN clusters c ON c.id = n.cluster_id";
+
+fn head_from_row(r: &AnyRow) -> Result<VmHead> {
+    Ok(VmHead {
+        id: r.int("vm_id")?,
+        name: r.text("vm_name")?,
+        cluster: r.text("c_name")?,
+        node: r.text("n_name")?,
+        if_prefix: r.text("if_prefix")?,
+    })
+}
+
+/// The cursor of a cluster's VM listing (node by node, then by name):
+/// `node/vm` (neither name may hold a slash).
+fn cluster_cursor(v: &VmHead) -> String {
+    format!("{}/{}", v.node, v.name)
+}
+
+fn parse_cluster_cursor(after: &str) -> Result<(String, String)> {
+    after
+        .split_once('/')
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .ok_or_else(|| super::bad_cursor(after))
+}
+
+/// Nodes of a cluster with VMs, read at once when a page walks them.
+const NODES_AT_ONCE: i64 = 64;
 
 impl SqlStore {
     /// The error for a request no block could serve.
@@ -73,94 +105,84 @@ impl SqlStore {
         })
     }
 
-    /// VMs matching a WHERE fragment, fully assembled.
-    async fn load_vms(
-        &self,
-        tx: &mut Tx,
-        filter: &str,
-        bind: Option<&str>,
-        bind2: Option<&str>,
-    ) -> Result<Vec<Vm>> {
-        let sql = format!(
-            "SELECT v.name AS vm_name, v.if_prefix, c.name AS c_name, n.name AS n_name, ni.idx, ni.mac, a.address, a.block_id \
-             FROM vms v JOIN clusters c ON c.id = v.cluster_id JOIN nodes n ON n.id = v.node_id \
-             LEFT JOIN nics ni ON ni.vm_id = v.id \
-             LEFT JOIN allocations a ON a.nic_id = ni.id AND a.until IS NULL \
-             WHERE {filter} ORDER BY v.name, ni.idx, a.address"
-        );
-        let rows = sqlx::query(SqlStore::dynamic(sql))
-            .bind(bind)
-            .bind(bind2)
+    /// The NICs and active addresses of `heads`, assembled into VMs (in
+    /// the order of `heads`). One query for the whole page.
+    async fn assemble(&self, tx: &mut Tx, heads: Vec<VmHead>) -> Result<Vec<Vm>> {
+        if heads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = heads.iter().map(|h| h.id.to_string()).collect();
+        // The page's VM ids as one argument: a JSON array for SQLite, an
+        // array literal for PostgreSQL (`= ANY` of it is an index search).
+        let (sql, ids) = match self.dialect {
+            super::Dialect::Sqlite => (
+                "SELECT ni.vm_id, ni.idx, ni.mac, a.address, a.block_id FROM nics ni \
+                 LEFT JOIN allocations a ON a.nic_id = ni.id AND a.until IS NULL \
+                 WHERE ni.vm_id IN (SELECT value FROM json_each($1)) ORDER BY ni.vm_id, ni.idx, a.address",
+                format!("[{}]", ids.join(",")),
+            ),
+            super::Dialect::Postgres => (
+                "SELECT ni.vm_id, ni.idx, ni.mac, a.address, a.block_id FROM nics ni \
+                 LEFT JOIN allocations a ON a.nic_id = ni.id AND a.until IS NULL \
+                 WHERE ni.vm_id = ANY (CAST($1 AS BIGINT[])) ORDER BY ni.vm_id, ni.idx, a.address",
+                format!("{{{}}}", ids.join(",")),
+            ),
+        };
+        let rows = sqlx::query(sql)
+            .bind(ids)
             .fetch_all(&mut **tx)
             .await
             .map_err(db)?;
-        let mut parsed = Vec::with_capacity(rows.len());
-        for r in rows {
-            let nic = match r.opt_int("idx")? {
-                Some(i) => Some((
-                    u8::try_from(i)
-                        .ok()
-                        .filter(|i| *i <= MAX_NIC_INDEX)
-                        .ok_or_else(|| super::corrupt("nic index"))?,
-                    r.parsed::<Mac>("mac")?,
-                )),
-                None => None,
-            };
-            let address = match r.opt_int("block_id")? {
-                Some(b) => Some((r.key("address")?, b)),
-                None => None,
-            };
-            parsed.push(VmRow {
-                name: r.text("vm_name")?,
-                cluster: r.text("c_name")?,
-                node: r.text("n_name")?,
-                if_prefix: r.text("if_prefix")?,
-                nic,
-                address,
-            });
-        }
-        self.assemble(tx, parsed).await
-    }
-
-    async fn assemble(&self, tx: &mut Tx, rows: Vec<VmRow>) -> Result<Vec<Vm>> {
         let mut clusters: HashMap<String, Cluster> = HashMap::new();
         let mut nodes: HashMap<String, Node> = HashMap::new();
         let mut blocks: HashMap<i64, Block> = HashMap::new();
-        let mut out: Vec<Vm> = Vec::new();
+        let mut out: Vec<Vm> = Vec::with_capacity(heads.len());
+        let mut index: HashMap<i64, usize> = HashMap::with_capacity(heads.len());
+        let mut prefixes: Vec<String> = Vec::with_capacity(heads.len());
+        for h in heads {
+            if let Entry::Vacant(slot) = clusters.entry(h.cluster.clone()) {
+                slot.insert(self.load_cluster(tx, &h.cluster).await?.1);
+            }
+            if let Entry::Vacant(slot) = nodes.entry(h.node.clone()) {
+                slot.insert(self.load_node(tx, &h.node).await?.1);
+            }
+            index.insert(h.id, out.len());
+            prefixes.push(h.if_prefix);
+            out.push(Vm {
+                name: h.name,
+                cluster: h.cluster,
+                node: h.node,
+                nics: Vec::new(),
+            });
+        }
         for r in rows {
-            if let Entry::Vacant(slot) = clusters.entry(r.cluster.clone()) {
-                slot.insert(self.load_cluster(tx, &r.cluster).await?.1);
-            }
-            if let Entry::Vacant(slot) = nodes.entry(r.node.clone()) {
-                slot.insert(self.load_node(tx, &r.node).await?.1);
-            }
-            if out.last().is_none_or(|v| v.name != r.name) {
-                out.push(Vm {
-                    name: r.name.clone(),
-                    cluster: r.cluster.clone(),
-                    node: r.node.clone(),
-                    nics: Vec::new(),
-                });
-            }
-            let Some(vm) = out.last_mut() else { continue };
-            let Some((idx, mac)) = r.nic else { continue };
+            let Some(&i) = index.get(&r.int("vm_id")?) else {
+                continue;
+            };
+            let idx = u8::try_from(r.int("idx")?)
+                .ok()
+                .filter(|i| *i <= MAX_NIC_INDEX)
+                .ok_or_else(|| super::corrupt("nic index"))?;
+            let vm = &mut out[i];
             if vm.nics.last().is_none_or(|n| n.index != idx) {
                 vm.nics.push(Nic {
                     index: idx,
-                    mac,
-                    host_interface: host_ifname(&r.if_prefix, idx)?,
+                    mac: r.parsed::<Mac>("mac")?,
+                    host_interface: host_ifname(&prefixes[i], idx)?,
                     addresses: Vec::new(),
                 });
             }
-            let Some((k, block_id)) = r.address else {
+            let Some(block_id) = r.opt_int("block_id")? else {
                 continue;
             };
+            let k = r.key("address")?;
             if let Entry::Vacant(slot) = blocks.entry(block_id) {
                 slot.insert(self.block_by_id(tx, block_id).await?);
             }
+            let vm = &mut out[i];
             let (Some(c), Some(n), Some(b), Some(nic)) = (
-                clusters.get(&r.cluster),
-                nodes.get(&r.node),
+                clusters.get(&vm.cluster),
+                nodes.get(&vm.node),
                 blocks.get(&block_id),
                 vm.nics.last_mut(),
             ) else {
@@ -171,32 +193,163 @@ impl SqlStore {
         Ok(out)
     }
 
-    pub(crate) async fn vm_tx(&self, tx: &mut Tx, name: &str) -> Result<Vm> {
-        self.load_vms(
-            tx,
-            "v.name = $1 AND CAST($2 AS TEXT) IS NULL",
-            Some(name),
-            None,
-        )
-        .await?
-        .pop()
-        .ok_or_else(|| Error::not_found("vm", name))
+    async fn heads(
+        &self,
+        tx: &mut Tx,
+        q: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<Vec<VmHead>> {
+        q.fetch_all(&mut **tx)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(head_from_row)
+            .collect()
     }
 
-    pub(crate) async fn vms_tx(&self, tx: &mut Tx, f: &AddressFilter) -> Result<Vec<Vm>> {
-        if let Some(c) = &f.cluster {
-            self.load_cluster(tx, c).await?;
-        }
-        if let Some(n) = &f.node {
-            self.load_node(tx, n).await?;
-        }
-        self.load_vms(
-            tx,
-            "(CAST($1 AS TEXT) IS NULL OR c.name = $1) AND (CAST($2 AS TEXT) IS NULL OR n.name = $2)",
-            f.cluster.as_deref(),
-            f.node.as_deref(),
-        )
-        .await
+    pub(crate) async fn vm_tx(&self, tx: &mut Tx, name: &str) -> Result<Vm> {
+        let heads = self
+            .heads(
+                tx,
+                sqlx::query(SqlStore::dynamic(format!("{VM_HEAD} WHERE v.name = $1"))).bind(name),
+            )
+            .await?;
+        self.assemble(tx, heads)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::not_found("vm", name))
+    }
+
+    /// Every VM of a node (its plan), in name order.
+    pub(crate) async fn vms_of_node(&self, tx: &mut Tx, node_id: i64) -> Result<Vec<Vm>> {
+        let heads = self
+            .heads(
+                tx,
+                sqlx::query(SqlStore::dynamic(format!(
+                    "{VM_HEAD} WHERE v.node_id = $1 ORDER BY v.name"
+                )))
+                .bind(node_id),
+            )
+            .await?;
+        self.assemble(tx, heads).await
+    }
+
+    pub(crate) async fn vms_tx(
+        &self,
+        tx: &mut Tx,
+        f: &AddressFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Vm>> {
+        let size = page.size()?;
+        let probe = i64::try_from(size + 1).unwrap_or(i64::MAX);
+        let after = page.after.clone().unwrap_or_default();
+        let cluster = match &f.cluster {
+            Some(c) => Some(self.load_cluster(tx, c).await?),
+            None => None,
+        };
+        let heads = match (&f.node, &cluster) {
+            (Some(n), _) => {
+                let (nid, node) = self.load_node(tx, n).await?;
+                if cluster
+                    .as_ref()
+                    .is_some_and(|(_, c)| c.name != node.cluster)
+                {
+                    Vec::new()
+                } else {
+                    let sql = format!(
+                        "{VM_HEAD} WHERE v.node_id = $1 AND v.name > $2 ORDER BY v.name LIMIT $3"
+                    );
+                    self.heads(
+                        tx,
+                        sqlx::query(SqlStore::dynamic(sql))
+                            .bind(nid)
+                            .bind(after)
+                            .bind(probe),
+                    )
+                    .await?
+                }
+            }
+            (None, Some((cid, _))) => {
+                // Node by node in name order, each node's VMs by name: every
+                // statement is an index range, and a page reads only the
+                // nodes it shows (and empty ones it passes).
+                let sql = format!(
+                    "{VM_HEAD} WHERE v.node_id = $1 AND v.name > $2 ORDER BY v.name LIMIT $3"
+                );
+                let mut heads: Vec<VmHead> = Vec::new();
+                let mut node = String::new();
+                if let Some(a) = &page.after {
+                    // The rest of the cursor's node first.
+                    let (n, after_vm) = parse_cluster_cursor(a)?;
+                    let id =
+                        sqlx::query("SELECT id FROM nodes WHERE cluster_id = $1 AND name = $2")
+                            .bind(*cid)
+                            .bind(&n)
+                            .fetch_optional(&mut **tx)
+                            .await
+                            .map_err(db)?;
+                    if let Some(id) = id {
+                        heads.extend(
+                            self.heads(
+                                tx,
+                                sqlx::query(SqlStore::dynamic(sql.clone()))
+                                    .bind(id.int("id")?)
+                                    .bind(after_vm)
+                                    .bind(i64::try_from(size + 1).unwrap_or(i64::MAX)),
+                            )
+                            .await?,
+                        );
+                    }
+                    node = n;
+                }
+                'nodes: while heads.len() <= size {
+                    let rows = sqlx::query(
+                        "SELECT n.id, n.name FROM nodes n WHERE n.cluster_id = $1 AND n.name > $2 AND EXISTS (SELECT 1 FROM vms v WHERE v.node_id = n.id) ORDER BY n.name LIMIT $3",
+                    )
+                    .bind(*cid)
+                    .bind(&node)
+                    .bind(NODES_AT_ONCE)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(db)?;
+                    for r in &rows {
+                        node = r.text("name")?;
+                        let want = size + 1 - heads.len();
+                        heads.extend(
+                            self.heads(
+                                tx,
+                                sqlx::query(SqlStore::dynamic(sql.clone()))
+                                    .bind(r.int("id")?)
+                                    .bind("")
+                                    .bind(i64::try_from(want).unwrap_or(i64::MAX)),
+                            )
+                            .await?,
+                        );
+                        if heads.len() > size {
+                            break 'nodes;
+                        }
+                    }
+                    if rows.len() < usize::try_from(NODES_AT_ONCE).unwrap_or(0) {
+                        break;
+                    }
+                }
+                let page = Page::from_probe(heads, size, cluster_cursor);
+                let next = page.next;
+                let items = self.assemble(tx, page.items).await?;
+                return Ok(Page { items, next });
+            }
+            (None, None) => {
+                let sql = format!("{VM_HEAD} WHERE v.name > $1 ORDER BY v.name LIMIT $2");
+                self.heads(
+                    tx,
+                    sqlx::query(SqlStore::dynamic(sql)).bind(after).bind(probe),
+                )
+                .await?
+            }
+        };
+        let page = Page::from_probe(heads, size, |h| h.name.clone());
+        let next = page.next;
+        let items = self.assemble(tx, page.items).await?;
+        Ok(Page { items, next })
     }
 
     /// Hold the blocks of a VM's addresses, in id order like every other
@@ -258,9 +411,10 @@ impl SqlStore {
             tx,
             "vm.migrate",
             name,
+            Some(&c.name),
+            Reach::Nodes(&[&from.name, &to_node.name]),
             &json!({"from": from.name, "to": to_node.name}),
-        )
-        .await?;
+        );
         self.vm_tx(tx, name).await
     }
 
@@ -300,9 +454,10 @@ impl SqlStore {
             tx,
             "vm.delete",
             name,
+            Some(&vm.cluster),
+            Reach::Nodes(&[&vm.node]),
             &json!({"cluster": vm.cluster, "node": vm.node}),
-        )
-        .await?;
+        );
         Ok(vm)
     }
 }

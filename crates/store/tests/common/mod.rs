@@ -8,6 +8,8 @@ use vmfabric_store::{Clock, ManualClock, SqlStore, Store};
 
 pub struct TestStore {
     pub store: SqlStore,
+    /// The database URL the store was opened with.
+    pub url: String,
     pub clock: Arc<ManualClock>,
     pub backend: &'static str,
     _dir: tempfile::TempDir,
@@ -24,6 +26,23 @@ impl Drop for TestStore {
                 .arg(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
                 .output();
         }
+    }
+}
+
+impl TestStore {
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Close every connection (their server processes end) and open the
+    /// store again.
+    pub async fn reopen(&mut self) {
+        self.store.pool().close().await;
+        // A closed connection's server process ends a moment later.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        self.store = SqlStore::open(&self.url, self.clock.clone() as Arc<dyn Clock>)
+            .await
+            .unwrap();
     }
 }
 
@@ -48,6 +67,7 @@ pub async fn store() -> TestStore {
         .unwrap();
     TestStore {
         store,
+        url,
         clock,
         backend: "sqlite",
         _dir: dir,
@@ -82,6 +102,7 @@ pub async fn pg_store() -> TestStore {
         .unwrap();
     TestStore {
         store,
+        url,
         clock,
         backend: "postgres",
         _dir: tempfile::tempdir().unwrap(),
