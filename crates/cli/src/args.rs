@@ -514,4 +514,85 @@ pub enum BenchCmd {
         #[arg(long, value_name = "URL")]
         postgres: Option<String>,
     },
+    /// A controller with every agent long-polling over an installation of
+    /// 10,000 nodes and 1,000,000 VMs, VMs created at a steady rate
+    Scale(ScaleArgs),
+    /// (part of `bench scale`) one long poll per node, answers recorded
+    #[command(hide = true)]
+    ScaleAgents(ScaleAgentsArgs),
+    /// (part of `bench scale`) VM creates at a steady rate, answers recorded
+    #[command(hide = true)]
+    ScaleLoad(ScaleLoadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    #[arg(long, default_value_t = 10_000)]
+    pub nodes: usize,
+    #[arg(long, default_value_t = 100)]
+    pub vms_per_node: usize,
+    /// Agents long-polling, one per node from the first [default: every node]
+    #[arg(long)]
+    pub agents: Option<usize>,
+    /// VM creates per second during the load
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Seconds of load
+    #[arg(long, default_value_t = 30.0)]
+    pub duration: f64,
+    /// Build the installations in databases on this PostgreSQL server
+    /// (admin URL; databases vmf_scale_* are created) instead of SQLite
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
+    /// Controllers on the database: with 2, the agents wait on the first
+    /// and the load goes through the second (PostgreSQL)
+    #[arg(long, default_value_t = 1)]
+    pub controllers: usize,
+    /// Folder for the SQLite databases and records [default: a temporary folder]
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Use the installations a previous run built there (same --nodes and
+    /// --vms-per-node) instead of building them again
+    #[arg(long)]
+    pub reuse: bool,
+    /// Requests of the plan over the API, per installation
+    #[arg(long, default_value_t = 200)]
+    pub plan_samples: usize,
+    /// `vmfabric node plan` processes, per installation
+    #[arg(long, default_value_t = 50)]
+    pub cli_samples: usize,
+    /// Fail unless every change reached exactly its agent
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleAgentsArgs {
+    #[arg(long)]
+    pub server: String,
+    #[arg(long)]
+    pub token: String,
+    #[arg(long)]
+    pub agents: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleLoadArgs {
+    #[arg(long)]
+    pub server: String,
+    #[arg(long)]
+    pub token: String,
+    /// Nodes the VMs go to, from the first
+    #[arg(long)]
+    pub nodes: usize,
+    #[arg(long)]
+    pub rate: f64,
+    #[arg(long)]
+    pub duration: f64,
+    #[arg(long)]
+    pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
 }

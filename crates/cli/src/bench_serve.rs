@@ -32,7 +32,13 @@ struct Row {
 }
 
 /// Kills the controller when the benchmark ends, however it ends.
-struct Serve(Child);
+pub(crate) struct Serve(Child);
+
+impl Serve {
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
 
 impl Drop for Serve {
     fn drop(&mut self) {
@@ -63,7 +69,7 @@ async fn setup(url: &str) -> Result<SqlStore> {
 }
 
 /// A fresh database on the PostgreSQL server of `admin`, by name.
-async fn pg_database(admin: &str, name: &str) -> Result<String> {
+pub(crate) async fn pg_database(admin: &str, name: &str) -> Result<String> {
     sqlx::any::install_default_drivers();
     let mut c = sqlx::AnyConnection::connect(admin)
         .await
@@ -130,7 +136,7 @@ async fn store_level(backend: &str, url: &str, n: usize, rows: &mut Vec<Row>) ->
 }
 
 /// Start `vmfabric serve` on `url`, return it and its address.
-fn start_serve(url: &str) -> Result<(Serve, String)> {
+pub(crate) fn start_serve(url: &str) -> Result<(Serve, String)> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::storage(format!("cannot find this program: {e}")))?;
     let mut child = Command::new(exe)

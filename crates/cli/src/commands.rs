@@ -92,6 +92,9 @@ pub async fn run(mut cli: Cli) -> Result<Out> {
             clients,
             postgres,
         }) => return crate::bench_serve::run(requests, &clients, postgres.as_deref()).await,
+        Command::Bench(BenchCmd::Scale(a)) => return crate::bench_scale::run(a).await,
+        Command::Bench(BenchCmd::ScaleAgents(a)) => return crate::bench_scale::agents(a).await,
+        Command::Bench(BenchCmd::ScaleLoad(a)) => return crate::bench_scale::load(a).await,
         _ => {}
     }
     let json = cli.output == crate::args::Format::Json;

@@ -4,6 +4,7 @@ mod agent;
 mod args;
 mod bench;
 mod bench_agent;
+mod bench_scale;
 mod bench_serve;
 mod commands;
 mod lab;
@@ -92,7 +93,13 @@ fn main() -> ExitCode {
     // The controller and its benchmark use every core; commands one.
     let many = matches!(
         cli.command,
-        args::Command::Serve(_) | args::Command::Bench(args::BenchCmd::Serve { .. })
+        args::Command::Serve(_)
+            | args::Command::Bench(
+                args::BenchCmd::Serve { .. }
+                    | args::BenchCmd::Scale(_)
+                    | args::BenchCmd::ScaleAgents(_)
+                    | args::BenchCmd::ScaleLoad(_)
+            )
     );
     let built = if many {
         tokio::runtime::Builder::new_multi_thread()

@@ -434,19 +434,24 @@ async fn plan(
             let stop = *stopping.borrow_and_update();
             // The revision first: the plan read after it is at least as new.
             let revision = c.store.revision().await?;
-            let input = c.store.plan_input(&name).await?;
-            waiter.placed(&input.cluster.name);
-            let plan = build(&input);
-            let hash = plan_hash(&plan);
-            if stop
-                || q.have.as_deref() != Some(hash.as_str())
-                || tokio::time::Instant::now() >= deadline
             {
-                return Ok::<_, Error>(PlanResponse {
-                    revision,
-                    hash,
-                    plan,
-                });
+                // Nothing of the plan stays while the poll waits: a waiting
+                // agent costs its connection and its place in the watch.
+                let input = c.store.plan_input(&name).await?;
+                waiter.placed(&input.cluster.name);
+                let plan = build(&input);
+                drop(input);
+                let hash = plan_hash(&plan);
+                if stop
+                    || q.have.as_deref() != Some(hash.as_str())
+                    || tokio::time::Instant::now() >= deadline
+                {
+                    return Ok::<_, Error>(PlanResponse {
+                        revision,
+                        hash,
+                        plan,
+                    });
+                }
             }
             if woken {
                 // A change reached the node but left its plan as it was.

@@ -27,6 +27,9 @@ pub struct PlanWatch {
     pub wakeups: AtomicU64,
     /// Changes read from the log.
     pub changes_read: AtomicU64,
+    /// Set by a write through this controller: read the log now rather
+    /// than at the next tick.
+    nudged: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +87,12 @@ impl PlanWatch {
         }
     }
 
+    /// A write through this controller committed: read the log at once
+    /// (writes through other controllers are read at the next tick).
+    pub fn nudge(&self) {
+        self.nudged.notify_one();
+    }
+
     /// Nodes with a long poll waiting now.
     pub fn waiting_nodes(&self) -> BTreeSet<String> {
         self.lock().nodes.keys().cloned().collect()
@@ -116,27 +125,24 @@ impl PlanWatch {
         }
     }
 
-    /// Follow the store's change log from now on, every `every`, waking the
-    /// long polls each change reaches, until `stop` says so.
+    /// Follow the store's change log from revision `from` on (read before
+    /// any long poll read a plan), every `every`, waking the long polls each
+    /// change reaches, until `stop` says so.
     pub async fn follow(
         self: Arc<Self>,
         store: Arc<dyn Store>,
+        from: i64,
         every: Duration,
         mut stop: watch::Receiver<bool>,
     ) {
-        // Everything up to now is in the plans long polls will read.
-        let mut seen = loop {
-            match store.revision().await {
-                Ok(r) => break r,
-                Err(_) => tokio::time::sleep(every).await,
-            }
-        };
+        let mut seen = from;
         let mut after = (seen, i64::MAX);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                () = self.nudged.notified() => {}
                 _ = stop.changed() => return,
             }
             // A failed read is retried at the next tick; readiness reports

@@ -445,8 +445,8 @@ fn is_keyword(w: &str) -> bool {
     .contains(&w.to_uppercase().as_str())
 }
 
-/// Full scans in PostgreSQL's plan: `Seq Scan on t`, and index scans of
-/// a large table with no `Index Cond` (the whole index).
+/// Full scans in PostgreSQL's plan: `Seq Scan on t`, index scans of a
+/// large table with no `Index Cond` (the whole index), and parallel plans.
 fn postgres_scans(plan: &[String]) -> Vec<String> {
     let mut bad = Vec::new();
     for (i, line) in plan.iter().enumerate() {
@@ -457,6 +457,10 @@ fn postgres_scans(plan: &[String]) -> Vec<String> {
                 .and_then(|r| r.split_whitespace().next())
                 .map(str::to_string)
         };
+        // Starting a parallel worker costs more than a keyed read.
+        if l.starts_with("Gather") {
+            bad.push(format!("{l} (parallel workers)"));
+        }
         if l.starts_with("Seq Scan on ")
             && let Some(t) = table(l)
             && LARGE.contains(&t.as_str())

@@ -15,6 +15,12 @@ CREATE INDEX exclusions_node ON exclusions (node_id);
 -- whole allocations table on each VM delete.
 DROP INDEX allocations_nic;
 CREATE INDEX allocations_nic ON allocations (nic_id);
+-- The node an active VM holding names is its VM's node (listings and the
+-- agents a release wakes read it): holdings written before migrations
+-- updated it name the node the VM was created on.
+UPDATE allocations a SET node = n.name
+    FROM nics ni JOIN vms v ON v.id = ni.vm_id JOIN nodes n ON n.id = v.node_id
+    WHERE ni.id = a.nic_id AND a.until IS NULL AND a.kind = 'vm' AND a.node IS DISTINCT FROM n.name;
 -- Reservations alone, in address order (VM holdings are not in it, so a
 -- VM create writes nothing here).
 CREATE INDEX allocations_reserved ON allocations (address) WHERE until IS NULL AND kind = 'reserved';
@@ -27,8 +33,12 @@ CREATE INDEX allocations_reserved ON allocations (address) WHERE until IS NULL A
 -- Agents waiting on their plan are woken from it: a change reaches only
 -- the agents it concerns.
 ALTER TABLE changes ALTER COLUMN revision DROP IDENTITY;
+-- Renumbered without the key: row by row, revision 1 << 20 would meet the
+-- old revision 1048576 while it still exists.
+ALTER TABLE changes DROP CONSTRAINT changes_pkey;
 UPDATE changes SET revision = revision << 20;
 ALTER TABLE changes RENAME COLUMN revision TO id;
+ALTER TABLE changes ADD PRIMARY KEY (id);
 ALTER TABLE changes ADD COLUMN cluster TEXT;
 ALTER TABLE changes ADD COLUMN nodes TEXT;
 -- Older entries were numbered per change, not per commit: the revision

@@ -15,6 +15,13 @@ CREATE INDEX exclusions_node ON exclusions (node_id);
 -- whole allocations table on each VM delete.
 DROP INDEX allocations_nic;
 CREATE INDEX allocations_nic ON allocations (nic_id);
+-- The node an active VM holding names is its VM's node (listings and the
+-- agents a release wakes read it): holdings written before migrations
+-- updated it name the node the VM was created on.
+UPDATE allocations SET node = (
+        SELECT n.name FROM nics ni JOIN vms v ON v.id = ni.vm_id JOIN nodes n ON n.id = v.node_id
+        WHERE ni.id = allocations.nic_id)
+    WHERE until IS NULL AND kind = 'vm' AND nic_id IS NOT NULL;
 -- Reservations alone, in address order (VM holdings are not in it, so a
 -- VM create writes nothing here).
 CREATE INDEX allocations_reserved ON allocations (address) WHERE until IS NULL AND kind = 'reserved';

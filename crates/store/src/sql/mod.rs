@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyPool, AssertSqlSafe, Executor, Row, SqlSafeStr};
+use sqlx::{AnyPool, AssertSqlSafe, Row, SqlSafeStr};
 use vmfabric_ipam::{Key, key};
 use vmfabric_model::{Error, Result, Timestamp};
 
@@ -235,6 +235,32 @@ fn migrator(dialect: Dialect) -> Migrator {
     }
 }
 
+/// Whether every migration of this binary is applied, with the same text,
+/// and nothing else: one query, instead of the migrator's several (with a
+/// lock on PostgreSQL) on every command. Anything else (a new database,
+/// pending, changed or unknown migrations) goes to the migrator, which
+/// applies or refuses.
+async fn up_to_date(pool: &AnyPool, migrator: &Migrator) -> bool {
+    let Ok(rows) = sqlx::query(
+        "SELECT version, checksum, CAST(success AS INTEGER) AS ok FROM _sqlx_migrations ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await
+    else {
+        return false;
+    };
+    let want: Vec<(i64, &[u8])> = migrator
+        .iter()
+        .map(|m| (m.version, m.checksum.as_ref()))
+        .collect();
+    rows.len() == want.len()
+        && rows.iter().zip(&want).all(|(r, (v, sum))| {
+            r.try_get::<i64, _>("version").ok() == Some(*v)
+                && r.try_get::<Vec<u8>, _>("checksum").ok().as_deref() == Some(*sum)
+                && r.try_get::<i64, _>("ok").ok() == Some(1)
+        })
+}
+
 /// Percent-encode the characters a SQLite URL path cannot carry as is.
 fn sqlite_url(path: &Path) -> String {
     let mut url = String::from("sqlite://");
@@ -297,30 +323,38 @@ impl SqlStore {
                     if dialect == Dialect::Sqlite {
                         // WAL + FULL: every acknowledged commit is on disk
                         // before the call returns, even across power loss.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = FULL").await?;
-                        conn.execute("PRAGMA busy_timeout = 30000").await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                        // Statement journals (savepoints, multi-row upserts) stay in memory.
-                        conn.execute("PRAGMA temp_store = MEMORY").await?;
+                        // Statement journals (savepoints, multi-row
+                        // upserts) stay in memory. One round trip to the
+                        // driver's thread for all of them: a command that
+                        // opens the database pays each one.
+                        sqlx::raw_sql(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON; \
+                             PRAGMA temp_store = MEMORY",
+                        )
+                        .execute(&mut *conn)
+                        .await?;
                     } else {
                         // Plans here are too short-lived for JIT compiling
                         // to pay off (it cost ~30 ms per batch, measured).
-                        conn.execute("SET jit = off").await?;
                         // Every statement of the store finds its rows by
                         // key. A plan cached while a table was nearly empty
                         // (a new installation) scanned it whole, and kept
-                        // doing so as it grew, until the next ANALYZE: a
-                        // VM create cost grew with the number of VMs
-                        // (14 ms at 20,000, measured).
-                        conn.execute("SET enable_seqscan = off").await?;
-                        // For the same reason, no join reads a whole table
-                        // to hash or sort it: a batch's writes probe the
-                        // few rows they change by key. A generic plan made
-                        // while the table was small hashed all of
-                        // free_ranges for each batch (tests/query_plans.rs).
-                        conn.execute("SET enable_hashjoin = off").await?;
-                        conn.execute("SET enable_mergejoin = off").await?;
+                        // doing so as it grew, until the next ANALYZE: a VM
+                        // create cost grew with the number of VMs (14 ms at
+                        // 20,000, measured). For the same reason no join
+                        // reads a whole table to hash or sort it (a generic
+                        // plan hashed all of free_ranges for each batch,
+                        // tests/query_plans.rs), and no statement starts
+                        // parallel workers (starting one cost 5 ms of a
+                        // node's 6 ms plan at 200,000 VMs, EXPLAIN ANALYZE).
+                        sqlx::raw_sql(
+                            "SET jit = off; SET enable_seqscan = off; \
+                             SET enable_hashjoin = off; SET enable_mergejoin = off; \
+                             SET max_parallel_workers_per_gather = 0",
+                        )
+                        .execute(&mut *conn)
+                        .await?;
                     }
                     Ok(())
                 })
@@ -328,10 +362,13 @@ impl SqlStore {
             .connect_with(opts)
             .await
             .map_err(|e| Error::storage(format!("cannot open the database: {e}")))?;
-        migrator(dialect)
-            .run(&pool)
-            .await
-            .map_err(|e| Error::storage(format!("cannot migrate the database: {e}")))?;
+        let migrator = migrator(dialect);
+        if !up_to_date(&pool, &migrator).await {
+            migrator
+                .run(&pool)
+                .await
+                .map_err(|e| Error::storage(format!("cannot migrate the database: {e}")))?;
+        }
         let mut store = SqlStore {
             pool,
             dialect,
@@ -369,6 +406,15 @@ impl SqlStore {
     }
 
     async fn installation_seed(&self) -> Result<u64> {
+        // Read, and write only the first time: a write transaction would
+        // take the write lock on every command.
+        if let Some(row) = sqlx::query("SELECT value FROM meta WHERE key = 'seed'")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+        {
+            return row.parsed("value");
+        }
         // Quiet: opening the store changes nothing a plan depends on.
         let mut tx = self.begin_quiet().await?;
         // Only has to differ between installations, not be secret: the

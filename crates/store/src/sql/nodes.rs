@@ -425,7 +425,9 @@ impl SqlStore {
             .iter()
             .map(block_from_row)
             .collect::<Result<Vec<_>>>()?;
-        let vms = self.vms_of_node(tx, nid).await?;
+        let vms = self
+            .vms_of_node(tx, nid, (&cluster, &node, &networks))
+            .await?;
         Ok(vmfabric_plan::PlanInput {
             cluster,
             node,

@@ -232,6 +232,12 @@ impl Tx {
     /// statement goes with the arguments it uses: `statements` with `args`,
     /// the closing statement with the entries alone, `COMMIT` with none.
     async fn finish(&mut self, statements: &[String], args: &[&str]) -> sqlx::Result<()> {
+        if !self.bump && !self.changes.is_empty() {
+            // A quiet transaction has no revision to log under.
+            return Err(sqlx::Error::Protocol(
+                "change-log entries in a transaction that leaves the revision alone".into(),
+            ));
+        }
         if self.changes.len() >= 1 << CHANGE_SEQ_BITS {
             return Err(sqlx::Error::Protocol(format!(
                 "{} changes in one commit; at most {} fit its part of the change log",

@@ -108,6 +108,20 @@ impl SqlStore {
     /// The NICs and active addresses of `heads`, assembled into VMs (in
     /// the order of `heads`). One query for the whole page.
     async fn assemble(&self, tx: &mut Tx, heads: Vec<VmHead>) -> Result<Vec<Vm>> {
+        self.assemble_known(tx, heads, &[], &[], &[]).await
+    }
+
+    /// `assemble`, with clusters, nodes and blocks the caller has already
+    /// read (a node's plan: its own, and its cluster's pool), which are not
+    /// read again.
+    async fn assemble_known(
+        &self,
+        tx: &mut Tx,
+        heads: Vec<VmHead>,
+        known_clusters: &[&Cluster],
+        known_nodes: &[&Node],
+        known_blocks: &[Block],
+    ) -> Result<Vec<Vm>> {
         if heads.is_empty() {
             return Ok(Vec::new());
         }
@@ -133,9 +147,16 @@ impl SqlStore {
             .fetch_all(&mut **tx)
             .await
             .map_err(db)?;
-        let mut clusters: HashMap<String, Cluster> = HashMap::new();
-        let mut nodes: HashMap<String, Node> = HashMap::new();
-        let mut blocks: HashMap<i64, Block> = HashMap::new();
+        let mut clusters: HashMap<String, Cluster> = known_clusters
+            .iter()
+            .map(|c| (c.name.clone(), (*c).clone()))
+            .collect();
+        let mut nodes: HashMap<String, Node> = known_nodes
+            .iter()
+            .map(|n| (n.name.clone(), (*n).clone()))
+            .collect();
+        let mut blocks: HashMap<i64, Block> =
+            known_blocks.iter().map(|b| (b.id, b.clone())).collect();
         let mut out: Vec<Vm> = Vec::with_capacity(heads.len());
         let mut index: HashMap<i64, usize> = HashMap::with_capacity(heads.len());
         let mut prefixes: Vec<String> = Vec::with_capacity(heads.len());
@@ -219,8 +240,14 @@ impl SqlStore {
             .ok_or_else(|| Error::not_found("vm", name))
     }
 
-    /// Every VM of a node (its plan), in name order.
-    pub(crate) async fn vms_of_node(&self, tx: &mut Tx, node_id: i64) -> Result<Vec<Vm>> {
+    /// Every VM of a node (its plan), in name order, with the node, its
+    /// cluster and the cluster's pool as read already.
+    pub(crate) async fn vms_of_node(
+        &self,
+        tx: &mut Tx,
+        node_id: i64,
+        known: (&Cluster, &Node, &[Block]),
+    ) -> Result<Vec<Vm>> {
         let heads = self
             .heads(
                 tx,
@@ -230,7 +257,8 @@ impl SqlStore {
                 .bind(node_id),
             )
             .await?;
-        self.assemble(tx, heads).await
+        let (c, n, pool) = known;
+        self.assemble_known(tx, heads, &[c], &[n], pool).await
     }
 
     pub(crate) async fn vms_tx(
