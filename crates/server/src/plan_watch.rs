@@ -90,7 +90,10 @@ impl PlanWatch {
     /// A write through this controller committed: read the log at once
     /// (writes through other controllers are read at the next tick).
     pub fn nudge(&self) {
-        self.nudged.notify_one();
+        // Nobody to wake: the next tick reads the log anyway.
+        if !self.lock().nodes.is_empty() {
+            self.nudged.notify_one();
+        }
     }
 
     /// Nodes with a long poll waiting now.
@@ -137,25 +140,36 @@ impl PlanWatch {
     ) {
         let mut seen = from;
         let mut after = (seen, i64::MAX);
+        let mut last_read = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = self.nudged.notified() => {}
+            let nudged = tokio::select! {
+                _ = tick.tick() => false,
+                () = self.nudged.notified() => true,
                 _ = stop.changed() => return,
-            }
-            // A failed read is retried at the next tick; readiness reports
-            // a store that does not answer.
-            let Ok(r) = store.revision().await else {
-                continue;
             };
-            if r == seen {
-                continue;
+            if nudged {
+                // Writes come faster than one read of the log each can pay
+                // for: nudges within half a tick of the last read share
+                // the next one.
+                tokio::time::sleep_until(last_read + every / 2).await;
             }
+            last_read = tokio::time::Instant::now();
+            // A tick reads the revision (one row) and the log only when it
+            // moved; a nudge knows it moved. A failed read is retried at
+            // the next tick; readiness reports a store that does not answer.
+            let moved_to = if nudged {
+                None
+            } else {
+                match store.revision().await {
+                    Ok(r) if r != seen => Some(r),
+                    _ => continue,
+                }
+            };
             if let Ok(last) = self.read_log(store.as_ref(), after).await {
                 after = last;
-                seen = r;
+                seen = moved_to.unwrap_or(seen).max(last.0);
             }
         }
     }

@@ -1066,6 +1066,15 @@ fn sqlite_write(doc: &WriteDoc) -> Vec<String> {
     s
 }
 
+/// The row of `table` that `key` (a condition on the outer row `x`) names,
+/// found through the table's index for each row of the batch: the
+/// `OFFSET 0` keeps the planner from turning the lookups into a join that
+/// reads (hashes) the whole table, which a generic plan made while the
+/// table was small did (tests/query_plans.rs).
+fn probe(table: &str, key: &str) -> String {
+    format!("LATERAL (SELECT ctid FROM {table} WHERE {key} OFFSET 0) AS k")
+}
+
 /// PostgreSQL: every write of the batch in one statement of data-modifying
 /// CTEs. They share one snapshot and run in no fixed order, so no two of
 /// them touch the same row: ranges are split into deletes, updates and
@@ -1076,16 +1085,16 @@ fn postgres_write(doc: &WriteDoc) -> String {
     const NOW: &str = "($1::bigint)";
     let mut parts: Vec<String> = Vec::new();
     if !doc.range_deletes.is_empty() {
-        parts.push("rd AS (DELETE FROM free_ranges f USING json_to_recordset($2::json) AS x(block_id bigint, first text) WHERE f.block_id = x.block_id AND f.first = decode(x.first, 'hex'))".into());
+        parts.push(format!("rd AS (DELETE FROM free_ranges f WHERE f.ctid = ANY (ARRAY(SELECT k.ctid FROM json_to_recordset($2::json) AS x(block_id bigint, first text), {})))", probe("free_ranges", "block_id = x.block_id AND first = decode(x.first, 'hex')")));
     }
     if !doc.range_updates.is_empty() {
-        parts.push("ru AS (UPDATE free_ranges f SET last = decode(x.last, 'hex') FROM json_to_recordset($3::json) AS x(block_id bigint, first text, last text) WHERE f.block_id = x.block_id AND f.first = decode(x.first, 'hex'))".into());
+        parts.push(format!("ru AS (UPDATE free_ranges f SET last = u.last FROM (SELECT k.ctid, decode(x.last, 'hex') AS last FROM json_to_recordset($3::json) AS x(block_id bigint, first text, last text), {}) AS u WHERE f.ctid = u.ctid)", probe("free_ranges", "block_id = x.block_id AND first = decode(x.first, 'hex')")));
     }
     if !doc.range_inserts.is_empty() {
         parts.push("ri AS (INSERT INTO free_ranges (block_id, first, last) SELECT x.block_id, decode(x.first, 'hex'), decode(x.last, 'hex') FROM json_to_recordset($4::json) AS x(block_id bigint, first text, last text))".into());
     }
     if !doc.released_deletes.is_empty() {
-        parts.push("rl AS (DELETE FROM released WHERE address IN (SELECT decode(value, 'hex') FROM json_array_elements_text($5::json)))".into());
+        parts.push(format!("rl AS (DELETE FROM released r WHERE r.ctid = ANY (ARRAY(SELECT k.ctid FROM json_array_elements_text($5::json) AS x(value), {})))", probe("released", "address = decode(x.value, 'hex')")));
     }
     parts.push("j AS MATERIALIZED (SELECT * FROM json_to_recordset($6::json) AS x(node_id bigint, name text, if_prefix text, mac text))".into());
     parts.push(format!("v AS (INSERT INTO vms (node_id, name, if_prefix, created_at) SELECT node_id, name, if_prefix, {NOW} FROM j RETURNING id, name)"));

@@ -342,15 +342,11 @@ impl SqlStore {
                         // (a new installation) scanned it whole, and kept
                         // doing so as it grew, until the next ANALYZE: a VM
                         // create cost grew with the number of VMs (14 ms at
-                        // 20,000, measured). For the same reason no join
-                        // reads a whole table to hash or sort it (a generic
-                        // plan hashed all of free_ranges for each batch,
-                        // tests/query_plans.rs), and no statement starts
-                        // parallel workers (starting one cost 5 ms of a
-                        // node's 6 ms plan at 200,000 VMs, EXPLAIN ANALYZE).
+                        // 20,000, measured). No statement starts parallel
+                        // workers either: starting one cost 5 ms of a
+                        // node's 6 ms plan at 200,000 VMs (EXPLAIN ANALYZE).
                         sqlx::raw_sql(
                             "SET jit = off; SET enable_seqscan = off; \
-                             SET enable_hashjoin = off; SET enable_mergejoin = off; \
                              SET max_parallel_workers_per_gather = 0",
                         )
                         .execute(&mut *conn)

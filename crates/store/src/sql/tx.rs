@@ -60,8 +60,8 @@ const SQLITE_CHANGES: &str = "INSERT INTO changes (id, at, kind, subject, detail
 /// that orders revisions as commits is held for it and `COMMIT` only.
 const POSTGRES_CHANGES: &str = "WITH r AS (UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key = 'revision' RETURNING CAST(value AS BIGINT) AS rev) \
      INSERT INTO changes (id, at, kind, subject, detail, cluster, nodes) \
-     SELECT (r.rev << 20) + x.ord - 1, CAST(x.v->>'at' AS BIGINT), x.v->>'kind', x.v->>'subject', x.v->>'detail', x.v->>'cluster', x.v->>'nodes' \
-     FROM r, json_array_elements(CAST($# AS JSON)) WITH ORDINALITY AS x(v, ord)";
+     SELECT (r.rev << 20) + x.ord - 1, x.at, x.kind, x.subject, x.detail, x.cluster, x.nodes \
+     FROM r, ROWS FROM (json_to_recordset(CAST($# AS JSON)) AS (at bigint, kind text, subject text, detail text, cluster text, nodes text)) WITH ORDINALITY AS x(at, kind, subject, detail, cluster, nodes, ord)";
 
 impl Deref for Tx {
     type Target = AnyConnection;
