@@ -593,6 +593,9 @@ pub struct ScaleLoadArgs {
     pub duration: f64,
     #[arg(long)]
     pub seed: u64,
+    /// A node (by index) that gets no VMs
+    #[arg(long)]
+    pub skip: Option<usize>,
     #[arg(long)]
     pub out: PathBuf,
 }

@@ -455,7 +455,12 @@ pub async fn load(a: ScaleLoadArgs) -> Result<Out> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let node = node_name(usize::try_from(x % a.nodes.max(1) as u64).unwrap_or(0));
+        let mut n = usize::try_from(x % a.nodes.max(1) as u64).unwrap_or(0);
+        if Some(n) == a.skip && a.nodes > 1 {
+            // The node whose plan is measured keeps its size, run after run.
+            n = (n + 1) % a.nodes;
+        }
+        let node = node_name(n);
         let name = format!("load{}-{i}", a.seed % 100_000);
         let req = http
             .post(format!("{}/api/v1/clusters/{CLUSTER}/vms", a.server))
@@ -726,6 +731,8 @@ async fn run_in(a: &ScaleArgs, dir: &Path, agents: usize, measured: usize) -> Re
         a.duration.to_string(),
         "--seed".into(),
         (now_us() as u64 % 1_000_000_007).to_string(),
+        "--skip".into(),
+        measured.to_string(),
         "--out".into(),
         load_file.display().to_string(),
     ])?;

@@ -248,16 +248,26 @@ impl SqlStore {
         node_id: i64,
         known: (&Cluster, &Node, &[Block]),
     ) -> Result<Vec<Vm>> {
-        let heads = self
-            .heads(
-                tx,
-                sqlx::query(SqlStore::dynamic(format!(
-                    "{VM_HEAD} WHERE v.node_id = $1 ORDER BY v.name"
-                )))
-                .bind(node_id),
-            )
-            .await?;
         let (c, n, pool) = known;
+        // The node and its cluster are known: no lookup of them per VM.
+        let heads = sqlx::query(
+            "SELECT v.id, v.name, v.if_prefix FROM vms v WHERE v.node_id = $1 ORDER BY v.name",
+        )
+        .bind(node_id)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| {
+            Ok(VmHead {
+                id: r.int("id")?,
+                name: r.text("name")?,
+                cluster: c.name.clone(),
+                node: n.name.clone(),
+                if_prefix: r.text("if_prefix")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
         self.assemble_known(tx, heads, &[c], &[n], pool).await
     }
 
