@@ -68,8 +68,9 @@ pub enum Command {
     Pool(PoolCmd),
     /// Verify every invariant of the stored state (like fsck)
     Check,
-    /// The change log, newest first: what changed, when, and whose plans it reached
-    Log,
+    /// The change log: what changed, when, by whom, before and after, and
+    /// whose plans it reached (newest first; with --since, oldest first)
+    Log(LogArgs),
     /// The node agent: make this node's kernel match its plan, and keep it so
     Agent(AgentArgs),
     /// Network-namespace labs of the three scenarios (root; FRR, BIRD, nftables)
@@ -598,4 +599,15 @@ pub struct ScaleLoadArgs {
     pub skip: Option<usize>,
     #[arg(long)]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Only the changes after this revision, oldest first (follow the log
+    /// from the last revision you saw)
+    #[arg(long, value_name = "REVISION")]
+    pub since: Option<i64>,
+    /// Only the changes of one object: a VM or node name, an address, a CIDR
+    #[arg(long, value_name = "NAME|IP|CIDR")]
+    pub object: Option<String>,
 }

@@ -115,13 +115,18 @@ pub async fn run(mut cli: Cli) -> Result<Out> {
             let c = cluster.as_deref();
             stream(json, text, |p| async move { s.usage(c, &p).await }).await
         }
-        Command::Log => {
+        Command::Log(a) => {
+            let filter = vmfabric_store::ChangeFilter {
+                since: a.since,
+                object: a.object.clone(),
+            };
+            let filter = &filter;
             let text = Text {
                 headers: render::CHANGES_HEADERS,
                 rows: &render::changes_rows,
                 empty: None,
             };
-            stream(json, text, |p| async move { s.changes(&p).await }).await
+            stream(json, text, |p| async move { s.changes(filter, &p).await }).await
         }
         Command::Check => {
             let r = s.check().await?;

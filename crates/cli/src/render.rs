@@ -489,7 +489,7 @@ pub fn agent_reports_rows(
 }
 
 pub const CHANGES_HEADERS: &[&str] = &[
-    "REVISION", "AT", "KIND", "SUBJECT", "CLUSTER", "REACHES", "DETAIL",
+    "REVISION", "AT", "ACTOR", "KIND", "SUBJECT", "CLUSTER", "REACHES", "DETAIL",
 ];
 
 pub fn changes_rows(all: &[vmfabric_store::Change]) -> Vec<Vec<String>> {
@@ -503,6 +503,7 @@ pub fn changes_rows(all: &[vmfabric_store::Change]) -> Vec<Vec<String>> {
             vec![
                 format!("{}.{}", c.revision, c.seq),
                 c.at.to_string(),
+                opt(&c.actor),
                 c.kind.clone(),
                 c.subject.clone(),
                 opt(&c.cluster),

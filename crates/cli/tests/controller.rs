@@ -212,6 +212,30 @@ fn the_cli_through_the_controller_answers_like_the_database() {
         let r = remote(&u, &admin, args);
         assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
     }
+    // The change log names the token that made each change, and `local`
+    // for the command line on the database.
+    env.ok(&["vm", "create", "sw", "web2", "--node", "kvm1"]);
+    let log = remote(&u, &admin, &["log", "--object", "web1"]);
+    assert_eq!(log.code, 0, "{}", log.stderr);
+    let actor = log.json[0]["actor"].as_str().unwrap_or_default();
+    assert!(actor.starts_with("admin token "), "{}", log.json);
+    let log = remote(&u, &admin, &["log", "--object", "web2"]);
+    assert_eq!(log.json[0]["actor"], "local", "{}", log.json);
+    let since = remote(&u, &admin, &["log", "--since", "0"]);
+    assert_eq!(
+        (&since.json[0]["kind"], &since.json[1]["kind"]),
+        (&json!("token.create"), &json!("cluster.create")),
+        "{}",
+        since.json
+    );
+    let bad = remote(&u, &admin, &["log", "--since=-3"]);
+    assert_eq!(
+        (bad.code, &bad.err["error"]["field"]),
+        (2, &json!("since")),
+        "{}",
+        bad.stderr
+    );
+    env.ok(&["vm", "delete", "web2"]);
     for args in [
         &["vm", "show", "mail"][..],
         &["vm", "list"],

@@ -19,8 +19,8 @@ use vmfabric_model::{
 };
 use vmfabric_plan::PlanInput;
 use vmfabric_store::{
-    AddressFilter, Change, CheckReport, Clock, NodeView, Page, PageRequest, Store, SystemClock,
-    VmRequest,
+    AddressFilter, Change, ChangeFilter, CheckReport, Clock, NodeView, Page, PageRequest, Store,
+    SystemClock, VmRequest,
 };
 
 /// A node's plan as the controller sends it to agents.
@@ -419,12 +419,15 @@ impl Store for RemoteStore {
         Ok(self.get::<Revision>("/revision").await?.revision)
     }
 
-    async fn changes(&self, page: &PageRequest) -> Result<Page<Change>> {
-        self.get(&format!(
-            "/changes?{}",
-            list_query(&AddressFilter::default(), page)
-        ))
-        .await
+    async fn changes(&self, filter: &ChangeFilter, page: &PageRequest) -> Result<Page<Change>> {
+        let mut q = list_query(&AddressFilter::default(), page);
+        if let Some(since) = filter.since {
+            q.push_str(&format!("&since={since}"));
+        }
+        if let Some(o) = &filter.object {
+            q.push_str(&format!("&object={}", enc(o)));
+        }
+        self.get(&format!("/changes?{q}")).await
     }
 
     async fn changes_after(&self, _after: (i64, i64), _limit: usize) -> Result<Vec<Change>> {

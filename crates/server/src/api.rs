@@ -18,7 +18,7 @@ use vmfabric_model::{
     Access, ClusterInput, Error, NetworkInput, NodeInput, Timestamp, TokenInfo, TokenInput, VmInput,
 };
 use vmfabric_plan::{NodePlan, build, files};
-use vmfabric_store::{AddressFilter, Change, ListAll, Page, PageRequest, VmRequest};
+use vmfabric_store::{AddressFilter, Change, ChangeFilter, ListAll, Page, PageRequest, VmRequest};
 
 use utoipa::ToSchema;
 use vmfabric_model::view::{
@@ -265,6 +265,25 @@ struct ClusterQuery {
 }
 
 impl ClusterQuery {
+    fn page(&self) -> PageRequest {
+        PageRequest {
+            after: self.after.clone(),
+            limit: self.limit,
+        }
+    }
+}
+
+/// A page of the change log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ChangeQuery {
+    since: Option<i64>,
+    object: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+impl ChangeQuery {
     fn page(&self) -> PageRequest {
         PageRequest {
             after: self.after.clone(),
@@ -789,15 +808,19 @@ async fn tokens(
     Ok(Json(c.store.tokens(&q.page()).await?).into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/changes", tag = "meta", description = "The change log, newest first: what changed, when, and whose plans it reached.", params(("after" = Option<String>, Query, description = "the `next` of the page before"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")), responses((status = 200, body = Page<Change>)))]
+#[utoipa::path(get, path = "/api/v1/changes", tag = "meta", description = "The change log: what changed, when, by whom (token or `local`), before and after, and whose plans it reached. Newest first; with `since`, the changes after that revision oldest first (to follow the log).", params(("since" = Option<i64>, Query, minimum = 0, description = "only the changes after this revision, oldest first"), ("object" = Option<String>, Query, description = "only the changes of this VM, node, address or block (its name, address or CIDR)"), ("after" = Option<String>, Query, description = "the `next` of the page before"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")), responses((status = 200, body = Page<Change>)))]
 async fn changes(
     State(c): State<Ctl>,
     Extension(t): Tok,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     require(&t, Access::Read)?;
-    let q: PageQuery = query(&q)?;
-    Ok(Json(c.store.changes(&q.page()).await?).into_response())
+    let q: ChangeQuery = query(&q)?;
+    let filter = ChangeFilter {
+        since: q.since,
+        object: q.object.clone(),
+    };
+    Ok(Json(c.store.changes(&filter, &q.page()).await?).into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", description = "Create a token (admin); the secret is in this answer only.", request_body = TokenInput, responses((status = 201, body = NewToken)))]

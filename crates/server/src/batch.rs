@@ -98,7 +98,9 @@ impl Batcher {
         out
     }
 
-    async fn submit(&self, req: VmRequest) -> Result<oneshot::Receiver<Result<Vm>>> {
+    async fn submit(&self, mut req: VmRequest) -> Result<oneshot::Receiver<Result<Vm>>> {
+        // The committer task logs the change: it must know who asked.
+        req.actor.get_or_insert_with(vmfabric_store::actor);
         let (tx, rx) = oneshot::channel();
         let i = stable_hash(&req.cluster) % self.queues.len().max(1);
         let Some(q) = self.queues.get(i) else {

@@ -190,8 +190,13 @@ async fn authenticate(State(ctl): State<Ctl>, mut req: Request, next: Next) -> R
         .await
     {
         Ok(token) => {
+            // The change log names who made each change.
+            let actor = match token.name.as_str() {
+                "" => format!("{} token {}", token.role, token.id),
+                name => format!("{} token {} ({name})", token.role, token.id),
+            };
             req.extensions_mut().insert(token);
-            next.run(req).await
+            vmfabric_store::acting_as(actor, next.run(req)).await
         }
         Err(e) => Problem(e).into_response(),
     }

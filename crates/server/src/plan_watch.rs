@@ -262,6 +262,7 @@ mod tests {
             at: Timestamp(0),
             kind: "test".into(),
             subject: "x".into(),
+            actor: None,
             detail: serde_json::json!({}),
             cluster: Some(cluster.into()),
             reach,

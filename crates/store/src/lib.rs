@@ -208,12 +208,27 @@ pub struct Change {
     pub kind: String,
     /// What it happened to: a VM, a node, an address, a block.
     pub subject: String,
+    /// Who: a token (role, id and name), or `local` for the command line
+    /// on the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub detail: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
     /// Whose plans it may have changed.
     pub reach: Reach,
+}
+
+/// Which changes of the log: all, newest first; with `since`, those after
+/// that revision, oldest first (to follow the log); with `object`, those of
+/// one VM, node, address or block only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default)]
+pub struct ChangeFilter {
+    pub since: Option<i64>,
+    pub object: Option<String>,
 }
 
 /// The nodes whose plans a change may have changed.
@@ -240,6 +255,11 @@ pub struct VmRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(pattern = r"^[!-~]{1,255}$"))]
     pub idempotency_key: Option<String>,
+    /// Who asks (the change log's `actor`): set by the controller from the
+    /// request's token, never taken from a client.
+    #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub actor: Option<String>,
 }
 
 impl VmRequest {
@@ -248,8 +268,28 @@ impl VmRequest {
             cluster: cluster.to_string(),
             vm,
             idempotency_key: None,
+            actor: None,
         }
     }
+}
+
+tokio::task_local! {
+    /// Who makes the changes of the current task: the controller sets it
+    /// for each request from its token (`acting_as`).
+    static ACTOR: String;
+}
+
+/// Run `f` with its changes logged as made by `actor`.
+pub async fn acting_as<F: std::future::Future>(actor: String, f: F) -> F::Output {
+    ACTOR.scope(actor, f).await
+}
+
+/// Who makes the changes now: the token of the request the controller
+/// serves, or `local` (the command line on the database itself).
+pub fn actor() -> String {
+    ACTOR
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "local".to_string())
 }
 
 /// What `check` found: every invariant that does not hold, in words.
@@ -341,8 +381,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// after it moved; they cannot have changed while it did not).
     async fn revision(&self) -> Result<i64>;
 
-    /// The change log, newest first.
-    async fn changes(&self, page: &PageRequest) -> Result<Page<Change>>;
+    /// The change log: newest first, or after `since` oldest first.
+    async fn changes(&self, filter: &ChangeFilter, page: &PageRequest) -> Result<Page<Change>>;
 
     /// The changes after the one numbered `after` (revision, seq), oldest
     /// first, at most `limit`: the controller wakes the agents whose plans
@@ -402,6 +442,9 @@ pub trait ListAll: Store {
     }
     async fn all_agent_statuses(&self) -> Result<Vec<AgentStatus>> {
         all_pages(|p| async move { self.agent_statuses(&p).await }).await
+    }
+    async fn all_changes(&self, filter: &ChangeFilter) -> Result<Vec<Change>> {
+        all_pages(|p| async move { self.changes(filter, &p).await }).await
     }
 }
 

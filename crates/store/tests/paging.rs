@@ -203,8 +203,11 @@ async fn run(t: TestStore) {
     same("history at", async |p| s.history(&a, Some(at), &p).await).await;
     same("tokens", async |p| s.tokens(&p).await).await;
     same("agents", async |p| s.agent_statuses(&p).await).await;
-    same("changes", async |p| s.changes(&p).await).await;
-    let log = walk(5, async |p| s.changes(&p).await).await;
+    same("changes", async |p| {
+        s.changes(&Default::default(), &p).await
+    })
+    .await;
+    let log = walk(5, async |p| s.changes(&Default::default(), &p).await).await;
     assert!(
         log.windows(2)
             .all(|w| (w[0].revision, w[0].seq) > (w[1].revision, w[1].seq)),
@@ -238,7 +241,10 @@ async fn run(t: TestStore) {
         ),
         ("history", s.history(&a, None, &cursor("x")).await.err()),
         ("tokens", s.tokens(&cursor("seven")).await.err()),
-        ("changes", s.changes(&cursor("1-2")).await.err()),
+        (
+            "changes",
+            s.changes(&Default::default(), &cursor("1-2")).await.err(),
+        ),
         ("networks", s.networks(None, &cursor("10.0.0")).await.err()),
     ] {
         let e = e.unwrap_or_else(|| panic!("{what}: a bad cursor was taken"));

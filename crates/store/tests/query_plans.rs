@@ -282,7 +282,13 @@ async fn workload(t: &TestStore) {
         s.plan_input(n).await.unwrap();
     }
     s.revision().await.unwrap();
-    pages(async |p| s.changes(&p).await).await;
+    pages(async |p| s.changes(&Default::default(), &p).await).await;
+    for since in [None, Some(1)] {
+        for object in [None, Some("vm-f000-050".to_string())] {
+            let f = vmfabric_store::ChangeFilter { since, object };
+            pages(async |p| s.changes(&f, &p).await).await;
+        }
+    }
     s.changes_after((1, 0), 50).await.unwrap();
 
     // Writes, each kind, and the errors they give.

@@ -90,7 +90,12 @@ async fn run(t: TestStore, ops: Vec<Op>) -> Result<(), TestCaseError> {
     world(s).await;
     let mut live: Vec<(String, usize)> = Vec::new();
     let mut before = plans(s).await;
-    let mut after_change = s.changes(&Default::default()).await.unwrap().items[0].clone();
+    let mut after_change = s
+        .changes(&Default::default(), &Default::default())
+        .await
+        .unwrap()
+        .items[0]
+        .clone();
     for (i, op) in ops.into_iter().enumerate() {
         let mut one_vm = false;
         match op.clone() {

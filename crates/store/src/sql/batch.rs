@@ -750,6 +750,7 @@ impl SqlStore {
                 &p.cluster.name,
                 &p.node.name,
                 json!({"cluster": p.cluster.name, "node": p.node.name, "addresses": ips}),
+                r.actor.clone().unwrap_or_else(crate::actor),
             );
             let vm = Vm {
                 name: r.vm.name.clone(),
@@ -773,9 +774,10 @@ impl SqlStore {
                 doc.window_diff(*id, w);
             }
             let statements = write_statements(self.dialect, &doc);
-            for (name, cluster, node, detail) in std::mem::take(&mut doc.changes) {
+            for (name, cluster, node, detail, actor) in std::mem::take(&mut doc.changes) {
                 owned_tx.log(
                     doc.now,
+                    &actor,
                     "vm.create",
                     &name,
                     Some(&cluster),
@@ -863,8 +865,8 @@ struct WriteDoc {
     range_updates: Vec<Value>,
     range_inserts: Vec<Value>,
     released_deletes: Vec<Value>,
-    /// Change-log entries: (VM, cluster, node, detail).
-    changes: Vec<(String, String, String, Value)>,
+    /// Change-log entries: (VM, cluster, node, detail, who asked).
+    changes: Vec<(String, String, String, Value, String)>,
     idem: Vec<Value>,
 }
 
@@ -898,6 +900,7 @@ impl WriteDoc {
         cluster: &str,
         node: &str,
         detail: Value,
+        actor: String,
     ) {
         self.vms.push(
             json!({"node_id": nid, "name": name, "if_prefix": prefix, "mac": mac.to_string()}),
@@ -907,6 +910,7 @@ impl WriteDoc {
             cluster.to_string(),
             node.to_string(),
             detail,
+            actor,
         ));
     }
 

@@ -10,7 +10,9 @@ use vmfabric_model::{
 };
 
 use super::{Counters, SqlStore};
-use crate::{AddressFilter, Change, CheckReport, NodeView, Page, PageRequest, Store, VmRequest};
+use crate::{
+    AddressFilter, Change, ChangeFilter, CheckReport, NodeView, Page, PageRequest, Store, VmRequest,
+};
 
 /// Run `$body` in a write transaction with block counters, commit, return.
 /// Any error drops the transaction, which rolls it back.
@@ -182,8 +184,8 @@ impl Store for SqlStore {
         self.revision_now().await
     }
 
-    async fn changes(&self, page: &PageRequest) -> Result<Page<Change>> {
-        self.changes_now(page).await
+    async fn changes(&self, filter: &ChangeFilter, page: &PageRequest) -> Result<Page<Change>> {
+        self.changes_now(filter, page).await
     }
 
     async fn changes_after(&self, after: (i64, i64), limit: usize) -> Result<Vec<Change>> {

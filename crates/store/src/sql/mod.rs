@@ -150,7 +150,7 @@ impl Counters {
 
 fn migrator(dialect: Dialect) -> Migrator {
     // (description, SQL, whether it runs in its own transaction)
-    let files: [(&str, &str, bool); 6] = match dialect {
+    let files: [(&str, &str, bool); 7] = match dialect {
         Dialect::Sqlite => [
             (
                 "init",
@@ -182,6 +182,11 @@ fn migrator(dialect: Dialect) -> Migrator {
                 include_str!("../../migrations/sqlite/0006_vm_cluster_from_node.sql"),
                 true,
             ),
+            (
+                "change log actor",
+                include_str!("../../migrations/sqlite/0007_change_log_actor.sql"),
+                false,
+            ),
         ],
         Dialect::Postgres => [
             (
@@ -212,6 +217,11 @@ fn migrator(dialect: Dialect) -> Migrator {
             (
                 "vm cluster from node",
                 include_str!("../../migrations/postgres/0006_vm_cluster_from_node.sql"),
+                false,
+            ),
+            (
+                "change log actor",
+                include_str!("../../migrations/postgres/0007_change_log_actor.sql"),
                 false,
             ),
         ],
@@ -447,7 +457,15 @@ impl SqlStore {
         reach: Reach<'_>,
         detail: &serde_json::Value,
     ) {
-        tx.log(self.now().0, kind, subject, cluster, reach, detail);
+        tx.log(
+            self.now().0,
+            &crate::actor(),
+            kind,
+            subject,
+            cluster,
+            reach,
+            detail,
+        );
     }
 
     /// Run a query that is not a static string (a few listings build their

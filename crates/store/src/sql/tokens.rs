@@ -7,7 +7,7 @@ use vmfabric_model::{AgentStatus, Error, NewToken, Result, Timestamp, TokenInfo,
 
 use super::tx::CHANGE_SEQ_BITS;
 use super::{RowExt, SqlStore, db};
-use crate::{Change, Page, PageRequest, Reach};
+use crate::{Change, ChangeFilter, Page, PageRequest, Reach};
 
 /// Secrets start with this, so that a leaked one is recognisable (secret
 /// scanners) and a mistyped argument is refused before any lookup.
@@ -55,7 +55,8 @@ impl SqlStore {
     pub(crate) async fn create_token_now(&self, input: &TokenInput) -> Result<NewToken> {
         let role = input.check()?;
         let secret = new_secret()?;
-        let mut tx = self.begin_quiet().await?;
+        // A change of who may do what is in the change log (no node's plan).
+        let mut tx = self.begin().await?;
         if let Some(n) = &input.node {
             self.load_node(&mut tx, n).await?;
         }
@@ -71,6 +72,14 @@ impl SqlStore {
         .await
         .map_err(db)?;
         let info = token_from_row(&row)?;
+        self.log_change(
+            &mut tx,
+            "token.create",
+            &format!("token {}", info.id),
+            None,
+            super::Reach::None,
+            &serde_json::json!({"role": info.role.as_str(), "node": info.node, "name": info.name}),
+        );
         tx.commit().await?;
         Ok(NewToken { info, secret })
     }
@@ -96,7 +105,7 @@ impl SqlStore {
     }
 
     pub(crate) async fn revoke_token_now(&self, id: i64) -> Result<TokenInfo> {
-        let mut tx = self.begin_quiet().await?;
+        let mut tx = self.begin().await?;
         let row = sqlx::query(SqlStore::dynamic(format!(
             "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 RETURNING {TOKEN_COLS}"
         )))
@@ -109,6 +118,14 @@ impl SqlStore {
             return Err(Error::not_found("token", id));
         };
         let info = token_from_row(&row)?;
+        self.log_change(
+            &mut tx,
+            "token.revoke",
+            &format!("token {}", info.id),
+            None,
+            super::Reach::None,
+            &serde_json::json!({"role": info.role.as_str(), "node": info.node, "name": info.name}),
+        );
         tx.commit().await?;
         Ok(info)
     }
@@ -187,21 +204,48 @@ impl SqlStore {
         Ok(Page::from_probe(items, size, |a| a.node.clone()))
     }
 
-    /// The change log, newest first.
-    pub(crate) async fn changes_now(&self, page: &PageRequest) -> Result<Page<Change>> {
+    /// The change log: newest first, or after `since` oldest first; of
+    /// one object with `object`. Each form is one range of an index.
+    pub(crate) async fn changes_now(
+        &self,
+        f: &ChangeFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Change>> {
         let size = page.size()?;
-        let before = match &page.after {
-            None => i64::MAX,
-            Some(a) => change_id(parse_change_cursor(a)?),
+        if let Some(since) = f.since.filter(|s| *s < 0) {
+            return Err(Error::invalid(
+                "since",
+                since.to_string(),
+                "a revision: 0 or more",
+            ));
+        }
+        let cursor = page.after.as_deref().map(parse_change_cursor).transpose()?;
+        let probe = i64::try_from(size + 1).unwrap_or(i64::MAX);
+        let q = |sql: String| sqlx::query(SqlStore::dynamic(sql));
+        let query = match (&f.object, f.since) {
+            (None, None) => q(format!(
+                "SELECT {CHANGE_COLS} FROM changes WHERE id < $1 ORDER BY id DESC LIMIT $2"
+            ))
+            .bind(cursor.map_or(i64::MAX, change_id)),
+            (None, Some(since)) => q(format!(
+                "SELECT {CHANGE_COLS} FROM changes WHERE id > $1 ORDER BY id LIMIT $2"
+            ))
+            .bind(cursor.map_or(change_id((since, i64::MAX)), change_id)),
+            (Some(_), None) => q(format!(
+                "SELECT {CHANGE_COLS} FROM changes WHERE subject = $3 AND id < $1 ORDER BY id DESC LIMIT $2"
+            ))
+            .bind(cursor.map_or(i64::MAX, change_id)),
+            (Some(_), Some(since)) => q(format!(
+                "SELECT {CHANGE_COLS} FROM changes WHERE subject = $3 AND id > $1 ORDER BY id LIMIT $2"
+            ))
+            .bind(cursor.map_or(change_id((since, i64::MAX)), change_id)),
         };
-        let rows = sqlx::query(SqlStore::dynamic(format!(
-            "SELECT {CHANGE_COLS} FROM changes WHERE id < $1 ORDER BY id DESC LIMIT $2"
-        )))
-        .bind(before)
-        .bind(i64::try_from(size + 1).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let query = query.bind(probe);
+        let query = match &f.object {
+            Some(o) => query.bind(o.clone()),
+            None => query,
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(db)?;
         let items = rows
             .iter()
             .map(change_from_row)
@@ -240,7 +284,7 @@ fn change_id((revision, seq): (i64, i64)) -> i64 {
         .saturating_add(seq.clamp(0, places - 1))
 }
 
-const CHANGE_COLS: &str = "id, at, kind, subject, detail, cluster, nodes";
+const CHANGE_COLS: &str = "id, at, actor, kind, subject, detail, cluster, nodes";
 
 fn parse_change_cursor(a: &str) -> Result<(i64, i64)> {
     a.split_once('.')
@@ -261,6 +305,7 @@ fn change_from_row(row: &AnyRow) -> Result<Change> {
         at: Timestamp(row.int("at")?),
         kind: row.text("kind")?,
         subject: row.text("subject")?,
+        actor: row.opt_text("actor")?,
         detail: serde_json::from_str(&row.text("detail")?)
             .map_err(|_| super::corrupt("change detail"))?,
         cluster: row.opt_text("cluster")?,

@@ -52,16 +52,16 @@ pub(crate) const CHANGE_SEQ_BITS: u32 = 20;
 /// The change log's entries of a commit, from a JSON array argument, under
 /// the revision the commit takes (SQLite: after `BUMP`, in the same
 /// script; its single writer holds the lock throughout).
-const SQLITE_CHANGES: &str = "INSERT INTO changes (id, at, kind, subject, detail, cluster, nodes) \
-     SELECT (CAST((SELECT value FROM meta WHERE key = 'revision') AS INTEGER) << 20) + CAST(j.key AS INTEGER), j.value->>'at', j.value->>'kind', j.value->>'subject', j.value->>'detail', j.value->>'cluster', j.value->>'nodes' \
+const SQLITE_CHANGES: &str = "INSERT INTO changes (id, at, actor, kind, subject, detail, cluster, nodes) \
+     SELECT (CAST((SELECT value FROM meta WHERE key = 'revision') AS INTEGER) << 20) + CAST(j.key AS INTEGER), j.value->>'at', j.value->>'actor', j.value->>'kind', j.value->>'subject', j.value->>'detail', j.value->>'cluster', j.value->>'nodes' \
      FROM json_each($#) AS j";
 
 /// PostgreSQL: the bump and the entries in one statement, so the row lock
 /// that orders revisions as commits is held for it and `COMMIT` only.
 const POSTGRES_CHANGES: &str = "WITH r AS (UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key = 'revision' RETURNING CAST(value AS BIGINT) AS rev) \
-     INSERT INTO changes (id, at, kind, subject, detail, cluster, nodes) \
-     SELECT (r.rev << 20) + x.ord - 1, x.at, x.kind, x.subject, x.detail, x.cluster, x.nodes \
-     FROM r, ROWS FROM (json_to_recordset(CAST($# AS JSON)) AS (at bigint, kind text, subject text, detail text, cluster text, nodes text)) WITH ORDINALITY AS x(at, kind, subject, detail, cluster, nodes, ord)";
+     INSERT INTO changes (id, at, actor, kind, subject, detail, cluster, nodes) \
+     SELECT (r.rev << 20) + x.ord - 1, x.at, x.actor, x.kind, x.subject, x.detail, x.cluster, x.nodes \
+     FROM r, ROWS FROM (json_to_recordset(CAST($# AS JSON)) AS (at bigint, actor text, kind text, subject text, detail text, cluster text, nodes text)) WITH ORDINALITY AS x(at, actor, kind, subject, detail, cluster, nodes, ord)";
 
 impl Deref for Tx {
     type Target = AnyConnection;
@@ -196,9 +196,11 @@ impl SqlStore {
 
 impl Tx {
     /// Record a change-log entry; it is written with the commit.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn log(
         &mut self,
         at: i64,
+        actor: &str,
         kind: &str,
         subject: &str,
         cluster: Option<&str>,
@@ -217,6 +219,7 @@ impl Tx {
         };
         self.changes.push(serde_json::json!({
             "at": at,
+            "actor": actor,
             "kind": kind,
             "subject": subject,
             "detail": detail.to_string(),

@@ -494,7 +494,7 @@ impl SqlStore {
             name,
             Some(&vm.cluster),
             Reach::Nodes(&[&vm.node]),
-            &json!({"cluster": vm.cluster, "node": vm.node}),
+            &json!({"cluster": vm.cluster, "node": vm.node, "before": vm}),
         );
         Ok(vm)
     }
