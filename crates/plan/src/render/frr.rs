@@ -13,12 +13,14 @@
 //! next hop in its ordinary IPv6 table.
 //!
 //! Not RFC 5549/8950 ("extended next hop"): that carries IPv4 routes over
-//! IPv6 next hops, the opposite direction. The other way, an IPv6 route
-//! with an IPv4-mapped next hop (`::ffff:172.16.0.11`), is what bgpd sends
-//! when the uplink has no IPv6 address; the core cannot resolve it in its
-//! IPv6 table, so it never forwards. Both alternatives were tried in the
-//! lab (FRR 8.4, BIRD 2.0.12, kernel 6.18); only the dual-stack underlay
-//! delivered packets without per-router workarounds.
+//! IPv6 next hops, the opposite direction. Its mirror (IPv6 routes with an
+//! IPv4-mapped next hop) would need the core and every node to install IPv6
+//! routes through IPv4 gateways; it was not tried. Without an IPv6 address on
+//! the uplink, bgpd sends its link-local address as the only next hop;
+//! seen in the lab (FRR 8.4, BIRD 2.0.12, kernel 6.18): the FRR reflector
+//! replaced it with its own address, the BIRD reflector dropped the route,
+//! and the core's pings were lost, 100%. With the dual-stack underlay both
+//! reflectors pass the node's address on and nothing is lost.
 //!
 //! Also seen there: bgpd adds the uplink's link-local address as a second
 //! next hop on self-originated IPv6 routes. An FRR reflector started
