@@ -40,6 +40,10 @@ impl Default for FrrSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     pub peer: String,
+    /// The address family the line is about (`ipv4`, `ipv6`): one session
+    /// to a reflector carries both when the cluster's pool has IPv6.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub family: String,
     pub state: String,
     pub prefixes_sent: u64,
 }
@@ -158,11 +162,12 @@ impl FrrSettings {
         };
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let mut out = Vec::new();
-        for afi in ["ipv4Unicast", "ipv6Unicast"] {
+        for (afi, family) in [("ipv4Unicast", "ipv4"), ("ipv6Unicast", "ipv6")] {
             if let Some(peers) = v[afi]["peers"].as_object() {
                 for (peer, p) in peers {
                     out.push(Session {
                         peer: peer.clone(),
+                        family: family.to_string(),
                         state: p["state"].as_str().unwrap_or("?").to_string(),
                         prefixes_sent: p["pfxSnt"].as_u64().unwrap_or(0),
                     });

@@ -160,6 +160,19 @@ impl Vmfabric {
         Ok(ns)
     }
 
+    /// The first IPv6 address of VM `name`.
+    pub fn ipv6_of(&self, name: &str) -> Result<String> {
+        let v = self.run(&["vm", "show", name])?;
+        v["nics"][0]["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["address"].as_str())
+            .find(|a| a.contains(':'))
+            .map(String::from)
+            .ok_or_else(|| Error::Missing(format!("{name} has no IPv6 address")))
+    }
+
     /// The first address of VM `name`.
     pub fn ip_of(&self, name: &str) -> Result<String> {
         let v = self.run(&["vm", "show", name])?;
@@ -362,11 +375,59 @@ exit
 !
 ";
 
+/// The core router's FRR on a dual-stack underlay: the same IPv4 sessions
+/// with both reflectors carry IPv6 routes too.
+pub const CORE6: &str = "frr defaults datacenter
+hostname core
+ip forwarding
+ipv6 forwarding
+!
+router bgp 65000
+ bgp router-id 172.16.0.3
+ no bgp default ipv4-unicast
+ neighbor 172.16.0.2 remote-as 65000
+ neighbor 172.16.0.2 timers 3 9
+ neighbor 172.16.0.2 timers connect 5
+ neighbor 172.16.0.4 remote-as 65000
+ neighbor 172.16.0.4 timers 3 9
+ neighbor 172.16.0.4 timers connect 5
+ address-family ipv4 unicast
+  neighbor 172.16.0.2 activate
+  neighbor 172.16.0.4 activate
+ exit-address-family
+ address-family ipv6 unicast
+  neighbor 172.16.0.2 activate
+  neighbor 172.16.0.4 activate
+ exit-address-family
+exit
+!
+";
+
 /// IP-fabric: a fabric switch, nodes n1 and n2, route reflectors rr1 (FRR)
 /// and rr2 (BIRD 2) configured from `vmfabric cluster rr-config`, a core
 /// router peered to both; vm1 and vm3 on n1, vm2 on n2.
 pub fn fabric(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
-    let mut t = topology(lab, vf, "fabric");
+    fabric_world(lab, vf, false)
+}
+
+/// The IPv6 fabric of the underlay: every router of the fabric has an
+/// address here besides its IPv4 one (`FABRIC6` + the IPv4 host number).
+pub const FABRIC6: &str = "2001:db8:f::";
+/// The cluster's IPv6 pool in [`fabric_dual_stack`].
+pub const POOL6: &str = "2001:db8:77::/64";
+
+/// IP-fabric with IPv6, as the FRR renderer's note describes: the same
+/// world as [`fabric`] on a dual-stack underlay (each node, reflector and
+/// the core also has `2001:db8:f::N/64` on its uplink), a second pool
+/// network `2001:db8:77::/64`, and every VM created with `--ipv6`. The
+/// FRR reflector runs zebra besides bgpd: without it, bgpd cannot take the
+/// nodes' link-local second next hop and resets the session.
+pub fn fabric_dual_stack(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
+    fabric_world(lab, vf, true)
+}
+
+fn fabric_world(lab: &mut Lab, vf: &Vmfabric, six: bool) -> Result<Topology> {
+    let mut t = topology(lab, vf, if six { "fabric-dual-stack" } else { "fabric" });
     let fab = worlds::switch(lab, "fab")?;
     t.ns.insert("fab".into(), fab.clone());
     for (short, addr) in [
@@ -381,6 +442,21 @@ pub fn fabric(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
             &n,
             &["addr", "add", &format!("{addr}/24"), "dev", "uplink0"],
         )?;
+        if six {
+            let host = addr.rsplit('.').next().unwrap_or_default();
+            lab.ip(
+                &n,
+                &[
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{FABRIC6}{host}/64"),
+                    "dev",
+                    "uplink0",
+                    "nodad",
+                ],
+            )?;
+        }
         t.ns.insert(short.into(), n);
     }
     vf.run(&[
@@ -401,6 +477,9 @@ pub fn fabric(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
         "172.16.0.4:65000",
     ])?;
     vf.run(&["network", "add", "fab", "198.51.100.0/24"])?;
+    if six {
+        vf.run(&["network", "add", "fab", POOL6])?;
+    }
     vf.run(&[
         "node",
         "add",
@@ -442,11 +521,17 @@ pub fn fabric(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
         "--peer",
         "172.16.0.3",
     ])?);
-    let f = worlds::frr_up(lab, t.ns("rr1"), &["bgpd"], &rr1)?;
+    let rr1_daemons: &[&str] = if six { &["zebra", "bgpd"] } else { &["bgpd"] };
+    let f = worlds::frr_up(lab, t.ns("rr1"), rr1_daemons, &rr1)?;
     t.frr.insert("rr1".into(), f.dir);
     worlds::bird_up(lab, t.ns("rr2"), &rr2)?;
     let core = t.ns("core").to_string();
-    let f = worlds::frr_up(lab, &core, &["zebra", "bgpd"], CORE)?;
+    let f = worlds::frr_up(
+        lab,
+        &core,
+        &["zebra", "bgpd"],
+        if six { CORE6 } else { CORE },
+    )?;
     t.frr.insert("core".into(), f.dir);
     // Nodes run FRR with an empty configuration: the agent writes theirs.
     for n in ["n1", "n2"] {
@@ -454,9 +539,13 @@ pub fn fabric(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
         let f = worlds::frr_up(lab, &ns, &["zebra", "bgpd", "staticd"], "")?;
         t.frr.insert(n.into(), f.dir);
     }
-    vf.run(&["vm", "create", "fab", "vm1", "--node", "n1"])?;
-    vf.run(&["vm", "create", "fab", "vm2", "--node", "n2"])?;
-    vf.run(&["vm", "create", "fab", "vm3", "--node", "n1"])?;
+    for (vm, n) in [("vm1", "n1"), ("vm2", "n2"), ("vm3", "n1")] {
+        let mut args = vec!["vm", "create", "fab", vm, "--node", n];
+        if six {
+            args.push("--ipv6");
+        }
+        vf.run(&args)?;
+    }
     for n in ["n1", "n2"] {
         vf.agent(lab, t.ns(n), n)?;
     }
@@ -465,14 +554,21 @@ pub fn fabric(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
     }
     // BGP needs a moment: the world is ready when the core routes to every VM.
     for vm in ["vm1", "vm2", "vm3"] {
-        let ip = vf.ip_of(vm)?;
+        let mut prefixes = vec![format!("{}/32", vf.ip_of(vm)?)];
+        if six {
+            lab.ipv6_settled(t.ns(vm), std::time::Duration::from_secs(10));
+            prefixes.push(format!("{}/128", vf.ipv6_of(vm)?));
+        }
         let routed = lab.wait_for(std::time::Duration::from_secs(60), || {
-            lab.ip(&core, &["route", "show", &format!("{ip}/32")])
-                .is_ok_and(|r| !r.trim().is_empty())
+            prefixes.iter().all(|p| {
+                let family = if p.contains(':') { "-6" } else { "-4" };
+                lab.ip(&core, &[family, "route", "show", p])
+                    .is_ok_and(|r| !r.trim().is_empty())
+            })
         });
         if !routed {
             return Err(Error::Missing(format!(
-                "{vm}'s route did not reach the core within 60 s"
+                "{vm}'s routes {prefixes:?} did not reach the core within 60 s"
             )));
         }
     }

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use vmfabric_ipam::{Cidr, Family, Range, key};
 
-use crate::block::check_block_space;
+use crate::block::{check_block_space, check_pool_block};
 use crate::cluster::{Cluster, NetworkType, check_unicast};
 use crate::error::{Error, Result};
 
@@ -70,6 +70,7 @@ impl NetworkInput {
             ));
         }
         let cidr = parse_cidr("cidr", &self.cidr)?;
+        check_pool_block("cidr", &self.cidr, &cidr.range())?;
         let r = cidr.range();
         let gateway = match cluster.network_type {
             NetworkType::Switching => Some(self.switching_gateway(cidr)?),
@@ -202,6 +203,10 @@ mod tests {
         let mut i = input("198.51.100.0/24");
         i.gateway = Some("198.51.100.1".into());
         assert!(i.validate(&cluster("ip-fabric")).is_err());
+        let e = input("2001:db8::/48")
+            .validate(&cluster("ip-fabric"))
+            .unwrap_err();
+        assert!(e.to_string().contains("at most 256 /64"), "{e}");
     }
 
     #[test]

@@ -37,18 +37,20 @@ pub fn reflector(
     s.push_str("protocol device { }\n\n");
     // Next hops of reflected routes are the nodes' uplink addresses: BIRD
     // resolves them through the directly connected networks.
-    let _ = writeln!(
-        s,
-        "protocol direct {{\n  {};\n}}\n",
-        if rr.is_ipv4() { "ipv4" } else { "ipv6" }
-    );
-    // Sessions carry the routes of their own address family.
+    // IPv6 next hops are the nodes' uplink IPv6 addresses (a dual-stack
+    // underlay: see the FRR renderer's note), resolved the same way.
+    s.push_str("protocol direct {\n");
+    if rr.is_ipv4() {
+        s.push_str("  ipv4;\n");
+    }
+    s.push_str("  ipv6;\n}\n\n");
+    // IPv4 sessions carry IPv4 and IPv6 routes (multiprotocol BGP); IPv6
+    // sessions carry IPv6 routes.
     let channels = |s: &mut String| {
-        s.push_str(if rr.is_ipv4() {
-            "  ipv4 { import all; export all; };\n"
-        } else {
-            "  ipv6 { import all; export all; };\n"
-        });
+        if rr.is_ipv4() {
+            s.push_str("  ipv4 { import all; export all; };\n");
+        }
+        s.push_str("  ipv6 { import all; export all; };\n");
     };
     let _ = writeln!(
         s,

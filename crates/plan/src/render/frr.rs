@@ -1,4 +1,32 @@
 //! FRR configurations: the node's `frr.conf`, and the route reflectors'.
+//!
+//! # IPv6 next hops: a dual-stack underlay
+//!
+//! Nodes peer with the route reflectors over IPv4 (the reflectors are IPv4
+//! addresses). When the cluster's pool holds IPv6, the same sessions also
+//! carry `address-family ipv6 unicast` (multiprotocol BGP, RFC 4760), and
+//! the next hop of a VM's /128 is the node's **global IPv6 address on its
+//! uplink**: bgpd takes it from the interface the session leaves by, with
+//! no per-node configuration in this file. The underlay is therefore
+//! dual-stack: every node, reflector and the core have an IPv6 address on
+//! the fabric, just as they have an IPv4 one, and the core resolves the
+//! next hop in its ordinary IPv6 table.
+//!
+//! Not RFC 5549/8950 ("extended next hop"): that carries IPv4 routes over
+//! IPv6 next hops, the opposite direction. Its mirror (IPv6 routes with an
+//! IPv4-mapped next hop) would need the core and every node to install IPv6
+//! routes through IPv4 gateways; it was not tried. Without an IPv6 address on
+//! the uplink, bgpd sends its link-local address as the only next hop;
+//! seen in the lab (FRR 8.4, BIRD 2.0.12, kernel 6.18): the FRR reflector
+//! replaced it with its own address, the BIRD reflector dropped the route,
+//! and the core's pings were lost, 100%. With the dual-stack underlay both
+//! reflectors pass the node's address on and nothing is lost.
+//!
+//! Also seen there: bgpd adds the uplink's link-local address as a second
+//! next hop on self-originated IPv6 routes. An FRR reflector started
+//! without zebra (`bgpd -Z`) cannot place a link-local next hop on an
+//! interface, treats the update as malformed and resets the session (IPv4
+//! routes included): an FRR reflector of IPv6 routes runs zebra too.
 
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -91,7 +119,9 @@ fn node_conf(b: &Bgp) -> String {
     if v6 {
         s.push_str(" !\n address-family ipv6 unicast\n");
         let _ = writeln!(s, "  redistribute kernel route-map {EXPORT_V6}");
-        for n in b.neighbors.iter().filter(|n| n.address.is_ipv6()) {
+        // Every reflector, IPv4 ones included: IPv6 routes ride the same
+        // sessions, with the node's uplink IPv6 address as next hop.
+        for n in &b.neighbors {
             let _ = writeln!(s, "  neighbor {} activate", n.address);
             let _ = writeln!(s, "  neighbor {} send-community", n.address);
         }
@@ -148,10 +178,12 @@ pub fn reflector(
     }
     for (afi, v6) in [("ipv4", false), ("ipv6", true)] {
         let _ = writeln!(s, " !\n address-family {afi} unicast");
-        if sorted.iter().any(|n| n.address.is_ipv6() == v6) {
+        // IPv6 routes ride IPv4 sessions too (see the module's note);
+        // IPv4 routes only IPv4 ones.
+        if sorted.iter().any(|n| v6 || n.address.is_ipv4()) {
             s.push_str("  neighbor NODES activate\n  neighbor NODES route-reflector-client\n  neighbor NODES send-community\n");
         }
-        for p in peers.iter().filter(|p| p.is_ipv6() == v6) {
+        for p in peers.iter().filter(|p| v6 || p.is_ipv4()) {
             let _ = writeln!(s, "  neighbor {p} activate\n  neighbor {p} send-community");
         }
         s.push_str(" exit-address-family\n");
