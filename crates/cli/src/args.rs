@@ -449,7 +449,26 @@ pub enum IpCmd {
     },
     /// Keep an address from being handed out
     Reserve {
-        address: String,
+        /// The address; or, with --next, none
+        #[arg(required_unless_present = "next")]
+        address: Option<String>,
+        /// The next free address (the order a VM would get it in) of
+        /// --cluster, --node or --network
+        #[arg(long, conflicts_with = "address")]
+        next: bool,
+        /// With --next: from this cluster's pool (switching, ip-fabric)
+        #[arg(long, requires = "next", conflicts_with_all = ["address", "node", "network"])]
+        cluster: Option<String>,
+        /// With --next: from this node's ranges (routing) or its cluster's pool
+        #[arg(long, requires = "next", conflicts_with_all = ["address", "network"])]
+        node: Option<String>,
+        /// With --next: from this network (CIDR) or node range (A-B)
+        #[arg(long, requires = "next", conflicts_with = "address")]
+        network: Option<String>,
+        /// With --next: an IPv6 address instead of IPv4
+        #[arg(long, requires = "next", conflicts_with = "address")]
+        ipv6: bool,
+        /// Why (shown in listings and history)
         #[arg(long)]
         note: Option<String>,
     },

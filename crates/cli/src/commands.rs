@@ -445,8 +445,28 @@ async fn ip(s: &dyn Store, c: IpCmd, json: bool) -> Result<Out> {
                 stream(json, text, |p| async move { s.allocations(f, &p).await }).await
             }
         }
-        IpCmd::Reserve { address, note } => {
-            let a = s.reserve(&address, note.as_deref()).await?;
+        IpCmd::Reserve {
+            address,
+            next,
+            cluster,
+            node,
+            network,
+            ipv6,
+            note,
+        } => {
+            let a = match address {
+                Some(address) if !next => s.reserve(&address, note.as_deref()).await?,
+                _ => {
+                    let r = vmfabric_store::ReserveNext {
+                        cluster,
+                        node,
+                        network,
+                        ipv6,
+                        note,
+                    };
+                    s.reserve_next(&r).await?
+                }
+            };
             Out::new(&a, format!("reserved {} in {}\n", a.address, a.block))
         }
         IpCmd::Release { address } => {

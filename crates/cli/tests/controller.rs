@@ -236,6 +236,49 @@ fn the_cli_through_the_controller_answers_like_the_database() {
         bad.stderr
     );
     env.ok(&["vm", "delete", "web2"]);
+    // The next free address for something that is not a VM, through the
+    // CLI and the API; the VM rules decide it (kvm1 holds .2, web1 .4).
+    let r = remote(
+        &u,
+        &admin,
+        &[
+            "ip",
+            "reserve",
+            "--next",
+            "--cluster",
+            "sw",
+            "--note",
+            "VIP",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let vip = r.json["address"].as_str().unwrap_or_default().to_string();
+    assert!(vip.starts_with("192.0.2."), "{}", r.json);
+    let post = |body: Value| {
+        http(
+            "POST",
+            &format!("{u}/api/v1/addresses/reservations"),
+            Some(&admin),
+            &[("content-type", "application/json")],
+            Some(&body),
+        )
+    };
+    let (st, a, raw) = post(json!({"node": "hz1", "ipv6": true}));
+    assert_eq!(st, 201, "{raw}");
+    assert_eq!(a["node"], "hz1", "{raw}");
+    for (body, field) in [
+        (json!({"ip": "192.0.2.20", "cluster": "sw"}), "ip"),
+        (json!({"clustr": "sw"}), "body"),
+        (json!({"cluster": "hz"}), "cluster"),
+        (json!({}), "next"),
+    ] {
+        let before = env.dump();
+        let (st, p, raw) = post(body.clone());
+        assert_eq!((st, &p["field"]), (422, &json!(field)), "{body}: {raw}");
+        assert_eq!(env.dump(), before, "{body}");
+    }
+    env.ok(&["ip", "release", &vip]);
+    env.ok(&["ip", "release", a["address"].as_str().unwrap_or_default()]);
     for args in [
         &["vm", "show", "mail"][..],
         &["vm", "list"],

@@ -19,8 +19,8 @@ use vmfabric_model::{
 };
 use vmfabric_plan::PlanInput;
 use vmfabric_store::{
-    AddressFilter, Change, ChangeFilter, CheckReport, Clock, NodeView, Page, PageRequest, Store,
-    SystemClock, VmRequest,
+    AddressFilter, Change, ChangeFilter, CheckReport, Clock, NodeView, Page, PageRequest,
+    ReserveNext, Store, SystemClock, VmRequest,
 };
 
 /// A node's plan as the controller sends it to agents.
@@ -378,6 +378,9 @@ impl Store for RemoteStore {
             &serde_json::json!({ "ip": ip, "note": note }),
         )
         .await
+    }
+    async fn reserve_next(&self, r: &ReserveNext) -> Result<Allocation> {
+        self.post("/addresses/reservations", r).await
     }
     async fn release(&self, ip: &str) -> Result<ReleaseResult> {
         self.post("/addresses/release", &serde_json::json!({ "ip": ip }))

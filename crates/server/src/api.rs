@@ -18,7 +18,9 @@ use vmfabric_model::{
     Access, ClusterInput, Error, NetworkInput, NodeInput, Timestamp, TokenInfo, TokenInput, VmInput,
 };
 use vmfabric_plan::{NodePlan, build, files};
-use vmfabric_store::{AddressFilter, Change, ChangeFilter, ListAll, Page, PageRequest, VmRequest};
+use vmfabric_store::{
+    AddressFilter, Change, ChangeFilter, ListAll, Page, PageRequest, ReserveNext, VmRequest,
+};
 
 use utoipa::ToSchema;
 use vmfabric_model::view::{
@@ -724,25 +726,58 @@ async fn free_space(
     Ok(Json(c.store.free_space(&q.filter(), ranges, &q.page()).await?).into_response())
 }
 
+/// A reservation: of `ip`, or without it of the next free address of a
+/// cluster's pool, a node's ranges or one network (exactly one of them).
 #[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ReserveBody {
-    pub ip: String,
-    /// Why (reservations only).
+    pub ip: Option<String>,
+    pub cluster: Option<String>,
+    pub node: Option<String>,
+    /// A network (CIDR) or node range (A-B).
+    pub network: Option<String>,
+    /// The next IPv6 address instead of IPv4 (with cluster or node).
+    pub ipv6: bool,
+    /// Why.
     pub note: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/addresses/reservations", tag = "addresses", description = "Reserve an address (operator).", request_body = ReserveBody, responses((status = 201, body = Allocation)))]
+/// The address to release.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct ReleaseBody {
+    pub ip: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/addresses/reservations", tag = "addresses", description = "Reserve an address (operator): the one given as `ip`, or the next free one of a cluster's pool, a node's ranges or a network, by the rules and order of a VM allocation.", request_body = ReserveBody, responses((status = 201, body = Allocation)))]
 async fn reserve(State(c): State<Ctl>, Extension(t): Tok, b: Bytes) -> ApiResult<Response> {
     require(&t, Access::Operate)?;
     let r: ReserveBody = body(&b)?;
-    Ok(created(c.store.reserve(&r.ip, r.note.as_deref()).await?))
+    let next = ReserveNext {
+        cluster: r.cluster,
+        node: r.node,
+        network: r.network,
+        ipv6: r.ipv6,
+        note: r.note,
+    };
+    match r.ip {
+        Some(ip) if next.cluster.is_none() && next.node.is_none() && next.network.is_none() && !next.ipv6 => {
+            Ok(created(c.store.reserve(&ip, next.note.as_deref()).await?))
+        }
+        Some(ip) => Err(Error::invalid(
+            "ip",
+            ip,
+            "either an address or where to take the next one from (cluster, node, network, ipv6), not both",
+        )
+        .into()),
+        None => Ok(created(c.store.reserve_next(&next).await?)),
+    }
 }
 
-#[utoipa::path(post, path = "/api/v1/addresses/release", tag = "addresses", description = "End whatever holds an address (operator).", request_body = ReserveBody, responses((status = 200, body = ReleaseResult)))]
+#[utoipa::path(post, path = "/api/v1/addresses/release", tag = "addresses", description = "End whatever holds an address (operator).", request_body = ReleaseBody, responses((status = 200, body = ReleaseResult)))]
 async fn release(State(c): State<Ctl>, Extension(t): Tok, b: Bytes) -> ApiResult<Response> {
     require(&t, Access::Operate)?;
-    let r: ReserveBody = body(&b)?;
+    let r: ReleaseBody = body(&b)?;
     Ok(Json(c.store.release(&r.ip).await?).into_response())
 }
 

@@ -220,6 +220,25 @@ pub struct Change {
     pub reach: Reach,
 }
 
+/// Where `reserve --next` takes an address from: exactly one of a cluster
+/// (to-cluster types), a node (its ranges, or its cluster's pool) or a
+/// network or node range; IPv4 unless `ipv6` (a network names its family).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct ReserveNext {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// A network (CIDR) or node range (A-B).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    pub ipv6: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
 /// Which changes of the log: all, newest first; with `since`, those after
 /// that revision, oldest first (to follow the log); with `object`, those of
 /// one VM, node, address or block only.
@@ -359,6 +378,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         page: &PageRequest,
     ) -> Result<Page<FreeSpace>>;
     async fn reserve(&self, ip: &str, note: Option<&str>) -> Result<Allocation>;
+    /// Reserve the next free address of a cluster's pool, a node's ranges
+    /// or one network, by the rules and order of a VM allocation.
+    async fn reserve_next(&self, r: &ReserveNext) -> Result<Allocation>;
     /// End whatever holds `ip` now: a reservation, or a VM's claim on it.
     async fn release(&self, ip: &str) -> Result<ReleaseResult>;
     /// Every holding of `ip`, oldest first; with `at`, only the one active then.

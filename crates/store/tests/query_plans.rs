@@ -314,6 +314,28 @@ async fn workload(t: &TestStore) {
     };
     assert!(s.create_vm("tmp", &clash).await.is_err());
     assert!(s.remove_network("tmp", "192.0.2.128/29").await.is_err());
+    // The next free address, from each kind of source (here: exhausted).
+    for (cluster, node, network) in [
+        (Some("tmp"), None, None),
+        (None, Some("t1"), None),
+        (None, None, Some("192.0.2.128/29")),
+    ] {
+        let r = vmfabric_store::ReserveNext {
+            cluster: cluster.map(String::from),
+            node: node.map(String::from),
+            network: network.map(String::from),
+            ..Default::default()
+        };
+        assert!(s.reserve_next(&r).await.is_err());
+    }
+    for node in ["f002", "h03"] {
+        let r = vmfabric_store::ReserveNext {
+            node: Some(node.into()),
+            ..Default::default()
+        };
+        let a = s.reserve_next(&r).await.unwrap();
+        s.release(&a.address.to_string()).await.unwrap();
+    }
     s.delete_vm("tvm1").await.unwrap();
     s.delete_vm("tvm2").await.unwrap();
     s.delete_vm("tvm3").await.unwrap();

@@ -2,11 +2,13 @@
 
 use serde_json::json;
 use sqlx::any::AnyRow;
+use vmfabric_ipam::Family;
+use vmfabric_ipam::{Cidr, Range};
 use vmfabric_ipam::{Key, key};
 use vmfabric_model::view::{
     Allocation, FreeRange, FreeSpace, HistoryEntry, Holder, ReleaseResult, Released, Usage,
 };
-use vmfabric_model::{Block, Error, Result, Timestamp};
+use vmfabric_model::{Block, Error, NetworkType, Result, Timestamp};
 
 use super::alloc;
 use super::clusters::{
@@ -14,7 +16,17 @@ use super::clusters::{
 };
 use super::vms::parse_addr;
 use super::{Counters, RESERVED, Reach, RowExt, SqlStore, Tx, USED, db, kb};
-use crate::{AddressFilter, Page, PageRequest};
+use crate::{AddressFilter, Page, PageRequest, ReserveNext};
+
+/// Where `reserve --next` takes its address from.
+enum Source {
+    /// A to-cluster pool: the cluster's networks.
+    Pool(i64),
+    /// A routing node's subnets, ranges and IPv6 /64.
+    Node(i64),
+    /// One network or range.
+    One(Block),
+}
 
 fn holder_from_row(row: &AnyRow) -> Result<Holder> {
     Ok(match row.text("kind")?.as_str() {
@@ -420,6 +432,159 @@ impl SqlStore {
                 format!("cannot reserve: the address is {why}"),
             ));
         }
+        self.record_reservation(tx, counters, &b, addr, note).await
+    }
+
+    /// Reserve the next free address of a cluster's pool, a node's ranges
+    /// (or, for to-cluster types, the pool its VMs use) or one network or
+    /// range: the same blocks, in the same order, as a VM allocation.
+    pub(crate) async fn reserve_next_tx(
+        &self,
+        tx: &mut Tx,
+        counters: &mut Counters,
+        r: &ReserveNext,
+    ) -> Result<Allocation> {
+        let mut family = if r.ipv6 { Family::V6 } else { Family::V4 };
+        let (cluster, label, source) = match (&r.cluster, &r.node, &r.network) {
+            (Some(c), None, None) => {
+                let (cid, cluster) = self.load_cluster(tx, c).await?;
+                if cluster.network_type == NetworkType::Routing {
+                    return Err(Error::invalid(
+                        "cluster",
+                        c,
+                        "a routing cluster has no pool: its addresses belong to its nodes; name one with --node",
+                    ));
+                }
+                let label = format!("the {} pool of cluster {}", family.name(), cluster.name);
+                (cluster, label, Source::Pool(cid))
+            }
+            (None, Some(n), None) => {
+                let (nid, node) = self.load_node(tx, n).await?;
+                let (cid, cluster) = self.load_cluster(tx, &node.cluster).await?;
+                match cluster.network_type {
+                    NetworkType::Routing => {
+                        let label = format!("the {} ranges of node {}", family.name(), node.name);
+                        (cluster, label, Source::Node(nid))
+                    }
+                    _ => {
+                        let label =
+                            format!("the {} pool of cluster {}", family.name(), cluster.name);
+                        (cluster, label, Source::Pool(cid))
+                    }
+                }
+            }
+            (None, None, Some(text)) => {
+                let range = text
+                    .parse::<Cidr>()
+                    .map(|c| c.range())
+                    .or_else(|_| Range::parse(text))
+                    .map_err(|e| {
+                        Error::invalid(
+                            "network",
+                            text,
+                            format!("a network (CIDR) or a node range (A-B): {e}"),
+                        )
+                    })?;
+                let b = self
+                    .block_containing(tx, range.first)
+                    .await?
+                    .filter(|b| b.range == range)
+                    .ok_or_else(|| Error::not_found("network", text))?;
+                let (_, cluster) = self.load_cluster(tx, &b.cluster).await?;
+                family = b.family();
+                (cluster, format!("network {}", b.text()), Source::One(b))
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "next",
+                    format!(
+                        "cluster={} node={} network={}",
+                        r.cluster.as_deref().unwrap_or("-"),
+                        r.node.as_deref().unwrap_or("-"),
+                        r.network.as_deref().unwrap_or("-")
+                    ),
+                    "name exactly one of cluster, node or network to take the next free address from",
+                ));
+            }
+        };
+        let now = self.now().0;
+        let (mut used, mut usable, mut cooling) = (0u128, 0u128, 0u128);
+        let mut after = None;
+        loop {
+            let blocks = self.source_blocks(tx, &source, after).await?;
+            let Some(last) = blocks.last() else { break };
+            after = Some(last.range.first);
+            for b in blocks.iter().filter(|b| b.family() == family) {
+                self.lock_block(tx, b.id).await?;
+                let ba = SqlStore::block_alloc(&cluster, b);
+                if let Some(k) = alloc::take_next(tx, counters, &ba, now).await? {
+                    return self
+                        .record_reservation(tx, counters, b, key::addr(k), r.note.as_deref())
+                        .await;
+                }
+                let (u, rs, c) = self.block_counts(tx, b.id).await?;
+                used += u128::try_from(u + rs).unwrap_or(0);
+                cooling += u128::try_from(c).unwrap_or(0);
+                usable += b.range.len() - self.excluded_count(tx, b).await?;
+            }
+            if matches!(source, Source::One(_)) {
+                break;
+            }
+        }
+        Err(Error::Exhausted {
+            pool: label,
+            family: family.name().to_string(),
+            used,
+            usable,
+            cooling,
+        })
+    }
+
+    /// The next blocks of `source` after `after`, in address order.
+    async fn source_blocks(
+        &self,
+        tx: &mut Tx,
+        source: &Source,
+        after: Option<Key>,
+    ) -> Result<Vec<Block>> {
+        let (filter, id) = match source {
+            Source::One(b) => {
+                return Ok(if after.is_none() {
+                    vec![b.clone()]
+                } else {
+                    Vec::new()
+                });
+            }
+            Source::Pool(cid) => (
+                "b.cluster_id = $1 AND b.node_id IS NULL AND b.role = 'network'",
+                *cid,
+            ),
+            Source::Node(nid) => ("b.node_id = $1", *nid),
+        };
+        let sql = format!(
+            "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE {filter} AND b.first > $2 ORDER BY b.first LIMIT 64"
+        );
+        sqlx::query(SqlStore::dynamic(sql))
+            .bind(id)
+            .bind(after.map(kb).unwrap_or_default())
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(block_from_row)
+            .collect()
+    }
+
+    /// Write a reservation of `addr` (already taken from `b`'s free space).
+    async fn record_reservation(
+        &self,
+        tx: &mut Tx,
+        counters: &mut Counters,
+        b: &Block,
+        addr: std::net::IpAddr,
+        note: Option<&str>,
+    ) -> Result<Allocation> {
+        let k = key::key(addr);
         let now = self.now().0;
         sqlx::query("INSERT INTO allocations (address, block_id, kind, note, cluster, node, since) VALUES ($1, $2, 'reserved', $3, $4, $5, $6)")
             .bind(kb(k))

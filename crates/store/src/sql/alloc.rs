@@ -200,6 +200,48 @@ pub(crate) async fn take(
     Ok(false)
 }
 
+/// Take the next key in the engine's order: the lowest free one (with
+/// `first-free`, cooled releases count as free), then (`last`) the least
+/// recently released usable one. None if the block has nothing to give.
+pub(crate) async fn take_next(
+    tx: &mut Tx,
+    counters: &mut Counters,
+    b: &BlockAlloc,
+    now: i64,
+) -> Result<Option<Key>> {
+    if b.reuse == Reuse::FirstFree {
+        promote_cooled(tx, counters, b, now).await?;
+    }
+    let lowest =
+        sqlx::query("SELECT first FROM free_ranges WHERE block_id = $1 ORDER BY first LIMIT 1")
+            .bind(b.id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?;
+    let k = match lowest {
+        Some(row) => row.key("first")?,
+        None if b.reuse == Reuse::Last => {
+            let oldest = sqlx::query(
+                "SELECT address FROM released WHERE block_id = $1 AND usable_at <= $2 ORDER BY usable_at, address LIMIT 1",
+            )
+            .bind(b.id)
+            .bind(now)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?;
+            match oldest {
+                Some(row) => row.key("address")?,
+                None => return Ok(None),
+            }
+        }
+        None => return Ok(None),
+    };
+    if !take(tx, counters, b, k).await? {
+        return Err(super::corrupt("the next free key vanished under its lock"));
+    }
+    Ok(Some(k))
+}
+
 /// Give a held key back. Returns when it may be handed out again.
 pub(crate) async fn give_back(
     tx: &mut Tx,

@@ -11,7 +11,8 @@ use vmfabric_model::{
 
 use super::{Counters, SqlStore};
 use crate::{
-    AddressFilter, Change, ChangeFilter, CheckReport, NodeView, Page, PageRequest, Store, VmRequest,
+    AddressFilter, Change, ChangeFilter, CheckReport, NodeView, Page, PageRequest, ReserveNext,
+    Store, VmRequest,
 };
 
 /// Run `$body` in a write transaction with block counters, commit, return.
@@ -153,6 +154,10 @@ impl Store for SqlStore {
 
     async fn reserve(&self, ip: &str, note: Option<&str>) -> Result<Allocation> {
         write!(self, |tx, c| self.reserve_tx(tx, c, ip, note))
+    }
+
+    async fn reserve_next(&self, r: &ReserveNext) -> Result<Allocation> {
+        write!(self, |tx, c| self.reserve_next_tx(tx, c, r))
     }
 
     async fn release(&self, ip: &str) -> Result<ReleaseResult> {
