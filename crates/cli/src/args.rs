@@ -318,6 +318,24 @@ pub enum NetworkCmd {
 pub enum NodeCmd {
     /// Add a node to a cluster
     Add(Box<NodeAdd>),
+    /// Give a routing node one more additional subnet (its VMs keep running)
+    AddSubnet {
+        node: String,
+        /// The subnet routed to the node, e.g. 203.0.113.48/29
+        cidr: String,
+    },
+    /// Give a routing node one more explicit range of addresses
+    AddRange {
+        node: String,
+        /// A-B, e.g. 203.0.113.56-203.0.113.59
+        range: String,
+    },
+    /// Take a subnet or range from a routing node (refused while held)
+    RemoveSubnet {
+        node: String,
+        /// The subnet (CIDR) or range (A-B)
+        block: String,
+    },
     /// List nodes
     List {
         #[arg(long)]

@@ -261,6 +261,22 @@ async fn node(s: &dyn Store, c: NodeCmd, json: bool) -> Result<Out> {
             let n = s.node(&name).await?;
             Out::new(&n, render::node(&n))
         }
+        NodeCmd::AddSubnet { node, cidr } => {
+            let n = s
+                .add_node_block(&node, vmfabric_store::NodeBlockKind::Subnet, &cidr)
+                .await?;
+            Out::new(&n, format!("node {} now routes {cidr}\n", n.node.name))
+        }
+        NodeCmd::AddRange { node, range } => {
+            let n = s
+                .add_node_block(&node, vmfabric_store::NodeBlockKind::Range, &range)
+                .await?;
+            Out::new(&n, format!("node {} now has range {range}\n", n.node.name))
+        }
+        NodeCmd::RemoveSubnet { node, block } => {
+            let n = s.remove_node_block(&node, &block).await?;
+            Out::new(&n, format!("removed {block} from node {}\n", n.node.name))
+        }
         NodeCmd::Remove { name } => {
             let n = s.remove_node(&name).await?;
             Out::new(&n, format!("removed node {}\n", n.node.name))

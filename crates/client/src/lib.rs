@@ -19,8 +19,8 @@ use vmfabric_model::{
 };
 use vmfabric_plan::PlanInput;
 use vmfabric_store::{
-    AddressFilter, Change, ChangeFilter, CheckReport, Clock, NodeView, Page, PageRequest,
-    ReserveNext, Store, SystemClock, VmRequest,
+    AddressFilter, Change, ChangeFilter, CheckReport, Clock, NodeBlockKind, NodeView, Page,
+    PageRequest, ReserveNext, Store, SystemClock, VmRequest,
 };
 
 /// A node's plan as the controller sends it to agents.
@@ -317,6 +317,24 @@ impl Store for RemoteStore {
     }
     async fn remove_node(&self, name: &str) -> Result<NodeView> {
         self.delete(&format!("/nodes/{}", enc(name))).await
+    }
+
+    async fn add_node_block(
+        &self,
+        node: &str,
+        kind: NodeBlockKind,
+        text: &str,
+    ) -> Result<NodeView> {
+        self.post(
+            &format!("/nodes/{}/blocks", enc(node)),
+            &serde_json::json!({ "kind": kind, "block": text }),
+        )
+        .await
+    }
+
+    async fn remove_node_block(&self, node: &str, text: &str) -> Result<NodeView> {
+        self.delete(&format!("/nodes/{}/blocks?block={}", enc(node), enc(text)))
+            .await
     }
 
     async fn create_vm(&self, cluster: &str, input: &VmInput) -> Result<Vm> {

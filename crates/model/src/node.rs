@@ -158,6 +158,33 @@ pub struct NodeInput {
     pub ndp_proxy: Option<String>,
 }
 
+impl NodeInput {
+    /// The input that would create `node` as it is (without its blocks):
+    /// a change in place is validated as if the node were added with it,
+    /// so the rules of creation and change cannot drift apart.
+    pub fn of(node: &Node) -> NodeInput {
+        let with_prefix = |ip: IpAddr, p: Option<u8>| match p {
+            Some(p) => format!("{ip}/{p}"),
+            None => ip.to_string(),
+        };
+        let r = node.routing.as_ref();
+        let six = r.and_then(|r| r.ipv6.as_ref());
+        NodeInput {
+            name: node.name.clone(),
+            address: with_prefix(node.address, node.address_prefix),
+            uplink: Some(node.uplink.to_string()),
+            uplink_mac: node.uplink_mac.map(|m| m.to_string()),
+            bridge: Some(node.bridge.to_string()),
+            primary_ip: r.map(|r| with_prefix(r.primary_ip, r.primary_prefix)),
+            subnets: Vec::new(),
+            ranges: Vec::new(),
+            ipv6: six.map(|s| format!("{}/{}", s.address, s.network.prefix_len())),
+            ipv6_gateway: six.map(|s| s.gateway.to_string()),
+            ndp_proxy: r.map(|r| r.ndp_proxy.as_str().to_string()),
+        }
+    }
+}
+
 /// The uplink name used when none is given (the seed's example).
 pub const DEFAULT_UPLINK: &str = "eno1";
 /// The bridge name used when none is given (the seed's name).

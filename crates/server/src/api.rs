@@ -19,7 +19,8 @@ use vmfabric_model::{
 };
 use vmfabric_plan::{NodePlan, build, files};
 use vmfabric_store::{
-    AddressFilter, Change, ChangeFilter, ListAll, Page, PageRequest, ReserveNext, VmRequest,
+    AddressFilter, Change, ChangeFilter, ListAll, NodeBlockKind, Page, PageRequest, ReserveNext,
+    VmRequest,
 };
 
 use utoipa::ToSchema;
@@ -53,6 +54,10 @@ pub fn routes() -> Router<Ctl> {
         .route("/api/v1/networks", get(networks))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/nodes/{name}", get(node).delete(remove_node))
+        .route(
+            "/api/v1/nodes/{name}/blocks",
+            post(add_node_block).delete(remove_node_block),
+        )
         .route("/api/v1/nodes/{name}/plan", get(plan))
         .route("/api/v1/nodes/{name}/plan/{format}", get(plan_file))
         .route("/api/v1/nodes/{name}/plan-input", get(plan_input))
@@ -393,6 +398,45 @@ async fn remove_node(
 ) -> ApiResult<Response> {
     require(&t, Access::Admin)?;
     Ok(Json(c.store.remove_node(&name).await?).into_response())
+}
+
+/// A subnet or range to give a routing node.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeBlockBody {
+    pub kind: NodeBlockKind,
+    /// A subnet (CIDR) or a range (A-B).
+    pub block: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/nodes/{name}/blocks", tag = "nodes", description = "Give a routing node one more subnet or range while its VMs run (admin); only its agent's plan changes.", params(("name" = String, Path)), request_body = NodeBlockBody, responses((status = 200, body = NodeView)))]
+async fn add_node_block(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+    b: Bytes,
+) -> ApiResult<Response> {
+    require(&t, Access::Admin)?;
+    let r: NodeBlockBody = body(&b)?;
+    Ok(Json(c.store.add_node_block(&name, r.kind, &r.block).await?).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct BlockQuery {
+    block: String,
+}
+
+#[utoipa::path(delete, path = "/api/v1/nodes/{name}/blocks", tag = "nodes", description = "Take a subnet or range from a routing node (admin); refused, naming the holders, while any address in it is held.", params(("name" = String, Path), ("block" = String, Query, description = "the subnet (CIDR) or range (A-B)")), responses((status = 200, body = NodeView)))]
+async fn remove_node_block(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    require(&t, Access::Admin)?;
+    let q: BlockQuery = query(&q)?;
+    Ok(Json(c.store.remove_node_block(&name, &q.block).await?).into_response())
 }
 
 // --- plans: what agents long-poll ---

@@ -239,6 +239,27 @@ pub struct ReserveNext {
     pub note: Option<String>,
 }
 
+/// What kind of block `add_node_block` adds to a routing node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum NodeBlockKind {
+    /// An additional subnet routed to the node (CIDR; all addresses usable).
+    Subnet,
+    /// An explicit range (A-B).
+    Range,
+}
+
+impl NodeBlockKind {
+    /// The input field (and CLI flag) that names such a block.
+    pub fn field(self) -> &'static str {
+        match self {
+            NodeBlockKind::Subnet => "subnet",
+            NodeBlockKind::Range => "range",
+        }
+    }
+}
+
 /// Which changes of the log: all, newest first; with `since`, those after
 /// that revision, oldest first (to follow the log); with `object`, those of
 /// one VM, node, address or block only.
@@ -351,6 +372,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn node(&self, name: &str) -> Result<NodeView>;
     /// Remove a node that has no VMs and no reservations in its ranges.
     async fn remove_node(&self, name: &str) -> Result<NodeView>;
+    /// Give a routing node one more subnet or range (its VMs keep running).
+    async fn add_node_block(&self, node: &str, kind: NodeBlockKind, text: &str)
+    -> Result<NodeView>;
+    /// Take a subnet or range from a routing node: refused while anything
+    /// in it is held.
+    async fn remove_node_block(&self, node: &str, text: &str) -> Result<NodeView>;
 
     async fn create_vm(&self, cluster: &str, input: &VmInput) -> Result<Vm>;
     /// Create many VMs in one commit (group commit). Each request succeeds

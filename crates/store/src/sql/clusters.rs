@@ -657,12 +657,34 @@ impl SqlStore {
             .map_err(db)?;
         let (used, reserved) = (row.int("used")?, row.int("reserved")?);
         if used + reserved > 0 {
+            // Name the holders (the first ten), so the operator knows what
+            // to move.
+            let rows = sqlx::query(
+                "SELECT address, kind, vm FROM allocations WHERE until IS NULL AND address >= $1 AND address <= $2 ORDER BY address LIMIT 11",
+            )
+            .bind(kb(b.range.first))
+            .bind(kb(b.range.last))
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db)?;
+            let mut holders = Vec::new();
+            for r in rows.iter().take(10) {
+                let addr = vmfabric_ipam::key::addr(r.key("address")?);
+                holders.push(match r.opt_text("vm")? {
+                    Some(vm) => format!("{addr} (VM {vm})"),
+                    None => format!("{addr} (reserved)"),
+                });
+            }
+            if rows.len() > 10 {
+                holders.push("…".to_string());
+            }
             return Err(Error::conflict(
                 field,
                 value,
                 format!(
-                    "{} still has {used} addresses held by VMs and {reserved} reserved; delete those VMs and release the reservations first",
-                    b.label()
+                    "{} still has {used} addresses held by VMs and {reserved} reserved: {}; delete those VMs and release the reservations first",
+                    b.label(),
+                    holders.join(", ")
                 ),
             ));
         }

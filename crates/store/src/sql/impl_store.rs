@@ -11,8 +11,8 @@ use vmfabric_model::{
 
 use super::{Counters, SqlStore};
 use crate::{
-    AddressFilter, Change, ChangeFilter, CheckReport, NodeView, Page, PageRequest, ReserveNext,
-    Store, VmRequest,
+    AddressFilter, Change, ChangeFilter, CheckReport, NodeBlockKind, NodeView, Page, PageRequest,
+    ReserveNext, Store, VmRequest,
 };
 
 /// Run `$body` in a write transaction with block counters, commit, return.
@@ -154,6 +154,19 @@ impl Store for SqlStore {
 
     async fn reserve(&self, ip: &str, note: Option<&str>) -> Result<Allocation> {
         write!(self, |tx, c| self.reserve_tx(tx, c, ip, note))
+    }
+
+    async fn add_node_block(
+        &self,
+        node: &str,
+        kind: NodeBlockKind,
+        text: &str,
+    ) -> Result<NodeView> {
+        write!(self, |tx, _c| self.add_node_block_tx(tx, node, kind, text))
+    }
+
+    async fn remove_node_block(&self, node: &str, text: &str) -> Result<NodeView> {
+        write!(self, |tx, _c| self.remove_node_block_tx(tx, node, text))
     }
 
     async fn reserve_next(&self, r: &ReserveNext) -> Result<Allocation> {

@@ -6,12 +6,12 @@ use serde_json::json;
 use sqlx::any::AnyRow;
 use vmfabric_ipam::{Cidr, Range, key};
 use vmfabric_model::node::{NodeIpv6, RoutingNode};
-use vmfabric_model::{BlockRole, Cluster, Error, IfName, Node, NodeInput, Result};
+use vmfabric_model::{BlockRole, Cluster, Error, IfName, NetworkType, Node, NodeInput, Result};
 
 use super::alloc;
 use super::clusters::{BLOCK_COLS, BLOCK_FROM, block_from_row};
 use super::{Counters, Reach, RowExt, SqlStore, Tx, db, kb};
-use crate::{NodeView, Page, PageRequest};
+use crate::{NodeBlockKind, NodeView, Page, PageRequest};
 
 pub(crate) const NODE_COLS: &str = "n.id AS node_id, n.name AS node_name, c.name AS node_cluster, n.address, n.address_prefix, n.uplink, n.uplink_mac, n.bridge, n.primary_ip, n.primary_prefix, n.ipv6_address, n.ipv6_gateway, n.ndp_proxy";
 
@@ -338,6 +338,130 @@ impl SqlStore {
     pub(crate) async fn node_tx(&self, tx: &mut Tx, name: &str) -> Result<NodeView> {
         let (id, n) = self.load_node(tx, name).await?;
         self.node_view(tx, id, n).await
+    }
+
+    /// Give a routing node one more subnet or range, while its VMs run:
+    /// validated as if the node were added with it (same rules, same
+    /// messages), carved like a new node's, reaching only this node's plan.
+    pub(crate) async fn add_node_block_tx(
+        &self,
+        tx: &mut Tx,
+        name: &str,
+        kind: NodeBlockKind,
+        text: &str,
+    ) -> Result<NodeView> {
+        let (id, node) = self.load_node(tx, name).await?;
+        let (cid, c) = self.load_cluster(tx, &node.cluster).await?;
+        let field = kind.field();
+        if c.network_type != NetworkType::Routing {
+            return Err(Error::invalid(
+                field,
+                text,
+                format!(
+                    "only nodes of routing clusters have their own {field}s; cluster {} is {} and takes VM addresses from its networks (`network add`)",
+                    c.name, c.network_type
+                ),
+            ));
+        }
+        let mut input = NodeInput::of(&node);
+        match kind {
+            NodeBlockKind::Subnet => input.subnets.push(text.to_string()),
+            NodeBlockKind::Range => input.ranges.push(text.to_string()),
+        }
+        let (_, blocks) = input.validate(&c)?;
+        let role = match kind {
+            NodeBlockKind::Subnet => BlockRole::NodeSubnet,
+            NodeBlockKind::Range => BlockRole::NodeRange,
+        };
+        let Some(b) = blocks.iter().find(|b| b.role == role) else {
+            return Err(super::corrupt("a validated node block vanished"));
+        };
+        // The node's IPv6 gateway inside its /64 is carved when the /64 is
+        // added; a subnet or range carries no router of the provider.
+        self.insert_block(
+            tx,
+            cid,
+            &c,
+            Some(id),
+            b.role,
+            b.range,
+            b.cidr,
+            None,
+            &[],
+            field,
+        )
+        .await?;
+        self.log_change(
+            tx,
+            &format!("node.add-{field}"),
+            name,
+            Some(&c.name),
+            Reach::Nodes(&[name]),
+            &json!({"cluster": c.name, "after": b.text()}),
+        );
+        self.node_view(tx, id, node).await
+    }
+
+    /// Take a subnet or range (not the /64: `remove-ipv6`) from a routing
+    /// node; refused, naming the holders, while anything holds an address
+    /// in it.
+    pub(crate) async fn remove_node_block_tx(
+        &self,
+        tx: &mut Tx,
+        name: &str,
+        text: &str,
+    ) -> Result<NodeView> {
+        let (id, node) = self.load_node(tx, name).await?;
+        let range = text
+            .parse::<Cidr>()
+            .map(|c| c.range())
+            .or_else(|_| Range::parse(text))
+            .map_err(|e| {
+                Error::invalid(
+                    "block",
+                    text,
+                    format!("a subnet (CIDR) or range (A-B) of the node: {e}"),
+                )
+            })?;
+        let sql = format!(
+            "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.node_id = $1 AND b.first = $2 AND b.last = $3"
+        );
+        let row = sqlx::query(SqlStore::dynamic(sql))
+            .bind(id)
+            .bind(kb(range.first))
+            .bind(kb(range.last))
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Error::not_found("block", format!("{text} of node {name}")))?;
+        let b = block_from_row(&row)?;
+        if b.role == BlockRole::NodeIpv6 {
+            return Err(Error::invalid(
+                "block",
+                text,
+                "this is the node's IPv6 /64; it goes with the node's IPv6 address (`node remove-ipv6`)",
+            ));
+        }
+        self.check_block_empty(tx, &b, "block", &b.text()).await?;
+        sqlx::query("DELETE FROM blocks WHERE id = $1")
+            .bind(b.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        let kind = if b.role == BlockRole::NodeRange {
+            "range"
+        } else {
+            "subnet"
+        };
+        self.log_change(
+            tx,
+            &format!("node.remove-{kind}"),
+            name,
+            Some(&node.cluster),
+            Reach::Nodes(&[name]),
+            &json!({"cluster": node.cluster, "before": b.text()}),
+        );
+        self.node_view(tx, id, node).await
     }
 
     pub(crate) async fn remove_node_tx(&self, tx: &mut Tx, name: &str) -> Result<NodeView> {

@@ -1,0 +1,192 @@
+//! Changing things in place: a routing node gets more subnets and ranges
+//! while its VMs run, and gives them back when nothing holds them; every
+//! refusal names the field and changes nothing; on SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use vmfabric_model::{Error, NodeInput};
+use vmfabric_plan::build;
+use vmfabric_store::{ChangeFilter, ListAll, NodeBlockKind, Reach, Store};
+
+#[tokio::test]
+async fn a_routing_node_gains_and_loses_subnets_while_its_vms_run() {
+    for t in stores().await {
+        on(t).await;
+    }
+}
+
+async fn on(t: TestStore) {
+    let s = &t.store;
+    let b = t.backend;
+    s.create_cluster(&cluster("hz", "routing")).await.unwrap();
+    for (name, addr, sub) in [
+        ("h1", "123.45.12.48", "203.0.113.40/30"),
+        ("h2", "123.45.12.49", "203.0.113.44/30"),
+    ] {
+        s.add_node(
+            "hz",
+            &NodeInput {
+                subnets: vec![sub.into()],
+                ..node(name, addr)
+            },
+        )
+        .await
+        .unwrap();
+    }
+    for i in 0..4 {
+        s.create_vm("hz", &vm(&format!("v{i}"), "h1"))
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        s.create_vm("hz", &vm("v4", "h1")).await,
+        Err(Error::Exhausted { .. })
+    ));
+    let h2_plan = build(&s.plan_input("h2").await.unwrap());
+    let h1_before = build(&s.plan_input("h1").await.unwrap());
+
+    // Add a /29 and a range while v0..v3 run: new VMs take from them.
+    let view = s
+        .add_node_block("h1", NodeBlockKind::Subnet, "203.0.113.48/29")
+        .await
+        .unwrap();
+    assert_eq!(view.ranges.len(), 2, "{b}");
+    s.add_node_block("h1", NodeBlockKind::Range, "198.51.100.10-198.51.100.11")
+        .await
+        .unwrap();
+    s.create_vm("hz", &vm("v4", "h1")).await.unwrap();
+    assert_eq!(ip_of(s, "v4").await, "198.51.100.10", "{b}");
+    // The running VMs keep their addresses; only h1's plan changed.
+    let h1_after = build(&s.plan_input("h1").await.unwrap());
+    // Nothing the running VMs use goes away: the new plan only adds.
+    for l in &h1_before.links {
+        assert!(h1_after.links.contains(l), "{b}: {l:?} went away");
+    }
+    for r in &h1_before.routes {
+        assert!(h1_after.routes.contains(r), "{b}: {r:?} went away");
+    }
+    for a in &h1_before.addresses {
+        assert!(h1_after.addresses.contains(a), "{b}: {a:?} went away");
+    }
+    assert_eq!(build(&s.plan_input("h2").await.unwrap()), h2_plan, "{b}");
+    let log = s
+        .all_changes(&ChangeFilter {
+            since: None,
+            object: Some("h1".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(log[1].kind, "node.add-subnet", "{b}");
+    assert_eq!(log[1].detail["after"], "203.0.113.48/29", "{b}");
+    assert_eq!(log[1].reach, Reach::Nodes(vec!["h1".into()]), "{b}");
+
+    // Bad input: the field, the value, the rule; nothing changes.
+    s.create_cluster(&cluster("sw", "switching")).await.unwrap();
+    s.add_network("sw", &network("192.0.2.0/28")).await.unwrap();
+    s.add_node("sw", &node("s1", "192.0.2.2")).await.unwrap();
+    let before = s.revision().await.unwrap();
+    let adds: &[(&str, NodeBlockKind, &str, &str, &str)] = &[
+        (
+            "h1",
+            NodeBlockKind::Subnet,
+            "203.0.113.44/30",
+            "subnet",
+            "h2",
+        ),
+        (
+            "h1",
+            NodeBlockKind::Subnet,
+            "203.0.113.52/30",
+            "subnet",
+            "203.0.113.48/29",
+        ),
+        (
+            "h1",
+            NodeBlockKind::Subnet,
+            "203.0.113.64/33",
+            "subnet",
+            "prefix",
+        ),
+        (
+            "h1",
+            NodeBlockKind::Subnet,
+            "2a01:4f8::/64",
+            "subnet",
+            "--ipv6",
+        ),
+        (
+            "h1",
+            NodeBlockKind::Range,
+            "198.51.100.20-198.51.100.19",
+            "range",
+            "",
+        ),
+        (
+            "h1",
+            NodeBlockKind::Subnet,
+            "192.0.2.0/29",
+            "subnet",
+            "cluster sw",
+        ),
+        (
+            "s1",
+            NodeBlockKind::Subnet,
+            "203.0.113.96/29",
+            "subnet",
+            "routing",
+        ),
+    ];
+    for (n, kind, text, field, rule) in adds {
+        match s.add_node_block(n, *kind, text).await {
+            Err(
+                Error::Invalid {
+                    field: f, rule: r, ..
+                }
+                | Error::Conflict {
+                    field: f, rule: r, ..
+                },
+            ) => {
+                assert_eq!(f, *field, "{b}: {text}: {r}");
+                assert!(r.contains(rule), "{b}: {text}: {r}");
+            }
+            other => panic!("{b}: {text}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        s.add_node_block("ghost", NodeBlockKind::Subnet, "203.0.113.96/29")
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+    // Removing what holds addresses names the holders.
+    match s.remove_node_block("h1", "203.0.113.40/30").await {
+        Err(Error::Conflict { field, rule, .. }) => {
+            assert_eq!(field, "block", "{b}");
+            assert!(rule.contains("203.0.113.40 (VM v0)"), "{b}: {rule}");
+        }
+        other => panic!("{b}: {other:?}"),
+    }
+    assert!(matches!(
+        s.remove_node_block("h1", "203.0.113.56/29").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.remove_node_block("h1", "bogus").await,
+        Err(Error::Invalid { .. })
+    ));
+    assert_eq!(s.revision().await.unwrap(), before, "{b}");
+
+    // Once empty, a subnet goes, and its addresses are in no block.
+    let view = s.remove_node_block("h1", "203.0.113.48/29").await.unwrap();
+    assert_eq!(view.ranges.len(), 2, "{b}");
+    assert!(matches!(
+        s.reserve("203.0.113.50", None).await,
+        Err(Error::Invalid { .. })
+    ));
+    s.delete_vm("v4").await.unwrap();
+    s.remove_node_block("h1", "198.51.100.10-198.51.100.11")
+        .await
+        .unwrap();
+    assert_consistent(s).await;
+}
