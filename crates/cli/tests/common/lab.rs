@@ -25,6 +25,15 @@ pub fn vf(lab: &Lab, args: &[&str]) -> Value {
     vmfabric(lab).run(args).unwrap()
 }
 
+/// `vmfabric -o json ARGS`, insisting that it fails; returns the error.
+#[allow(dead_code)]
+pub fn vf_fails(lab: &Lab, args: &[&str]) -> String {
+    match vmfabric(lab).run(args) {
+        Ok(v) => panic!("vmfabric {args:?} should fail, answered {v}"),
+        Err(e) => e.to_string(),
+    }
+}
+
 pub fn agent_cmd(lab: &Lab, ns: &str, node: &str, extra: &[&str]) -> Command {
     vmfabric(lab).agent_cmd(lab, ns, node, extra)
 }
