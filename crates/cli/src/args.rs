@@ -227,6 +227,8 @@ pub enum ClusterCmd {
     Show { name: String },
     /// Delete a cluster without VMs or reservations (its networks and nodes go with it)
     Delete { name: String },
+    /// Change a cluster in place (every node gets the new plan; VMs keep running)
+    Set(ClusterSet),
     /// Route reflector configuration listing every node of an ip-fabric cluster
     RrConfig {
         name: String,
@@ -647,4 +649,44 @@ pub struct LogArgs {
     /// Only the changes of one object: a VM or node name, an address, a CIDR
     #[arg(long, value_name = "NAME|IP|CIDR")]
     pub object: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterSet {
+    pub name: String,
+    /// The VMs' IPv4 gateway (ip-fabric)
+    #[arg(long)]
+    pub vm_gateway: Option<String>,
+    /// The VMs' IPv6 gateway (ip-fabric)
+    #[arg(long)]
+    pub vm_gateway6: Option<String>,
+    /// The community put on every VM route, ASN:VALUE (ip-fabric)
+    #[arg(long)]
+    pub bgp_community: Option<String>,
+    /// The nodes' ASN (ip-fabric; iBGP, so the reflectors' too)
+    #[arg(long)]
+    pub asn: Option<String>,
+    /// How long a released address waits before reuse, e.g. 1h
+    #[arg(long)]
+    pub cooldown: Option<String>,
+    /// last or first-free
+    #[arg(long)]
+    pub reuse: Option<String>,
+    /// Replace the route reflectors with these, ADDRESS:ASN (repeat)
+    #[arg(long = "route-reflector", value_name = "ADDRESS:ASN")]
+    pub route_reflectors: Vec<String>,
+    /// Add a route reflector, ADDRESS:ASN (repeat)
+    #[arg(
+        long = "add-route-reflector",
+        value_name = "ADDRESS:ASN",
+        conflicts_with = "route_reflectors"
+    )]
+    pub add_route_reflectors: Vec<String>,
+    /// Remove a route reflector, ADDRESS (repeat)
+    #[arg(
+        long = "remove-route-reflector",
+        value_name = "ADDRESS",
+        conflicts_with = "route_reflectors"
+    )]
+    pub remove_route_reflectors: Vec<String>,
 }

@@ -177,6 +177,21 @@ async fn cluster(s: &dyn Store, c: ClusterCmd, json: bool) -> Result<Out> {
             let c = s.cluster(&name).await?;
             Out::new(&c, render::cluster_summary(&c))
         }
+        ClusterCmd::Set(a) => {
+            let patch = vmfabric_model::ClusterPatch {
+                vm_gateway: a.vm_gateway,
+                vm_gateway6: a.vm_gateway6,
+                bgp_community: a.bgp_community,
+                asn: a.asn,
+                cooldown: a.cooldown,
+                reuse: a.reuse,
+                route_reflectors: (!a.route_reflectors.is_empty()).then_some(a.route_reflectors),
+                add_route_reflectors: a.add_route_reflectors,
+                remove_route_reflectors: a.remove_route_reflectors,
+            };
+            let c = s.update_cluster(&a.name, &patch).await?;
+            Out::new(&c, format!("changed cluster {}\n", c.name))
+        }
         ClusterCmd::Delete { name } => {
             let c = s.delete_cluster(&name).await?;
             Out::new(&c, format!("deleted cluster {}\n", c.name))

@@ -14,8 +14,8 @@ use vmfabric_model::view::{
     Allocation, ClusterSummary, FreeSpace, HistoryEntry, NetworkView, ReleaseResult, Usage,
 };
 use vmfabric_model::{
-    AgentStatus, Cluster, ClusterInput, Error, NetworkInput, NewToken, NodeInput, Result,
-    Timestamp, TokenInfo, TokenInput, Vm, VmInput,
+    AgentStatus, Cluster, ClusterInput, ClusterPatch, Error, NetworkInput, NewToken, NodeInput,
+    Result, Timestamp, TokenInfo, TokenInput, Vm, VmInput,
 };
 use vmfabric_plan::PlanInput;
 use vmfabric_store::{
@@ -178,6 +178,14 @@ impl RemoteStore {
         self.call(Method::POST, path, Some(body), &[]).await
     }
 
+    async fn patch<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.call(Method::PATCH, path, Some(body), &[]).await
+    }
+
     async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.call::<(), T>(Method::DELETE, path, None, &[]).await
     }
@@ -273,6 +281,10 @@ impl Store for RemoteStore {
     async fn cluster(&self, name: &str) -> Result<ClusterSummary> {
         self.get(&format!("/clusters/{}", enc(name))).await
     }
+    async fn update_cluster(&self, name: &str, patch: &ClusterPatch) -> Result<Cluster> {
+        self.patch(&format!("/clusters/{}", enc(name)), patch).await
+    }
+
     async fn delete_cluster(&self, name: &str) -> Result<Cluster> {
         self.delete(&format!("/clusters/{}", enc(name))).await
     }

@@ -336,6 +336,135 @@ pub struct ClusterInput {
     pub virtualization: Option<String>,
 }
 
+/// A change of a cluster in place: each field given replaces the
+/// cluster's; route reflectors are replaced as a list, or added and removed
+/// one by one. The name, type and virtualization never change (VMs and
+/// plans depend on them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vm_gateway: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vm_gateway6: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bgp_community: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<String>,
+    /// The whole list of route reflectors (ADDRESS:ASN), replacing it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route_reflectors: Option<Vec<String>>,
+    /// Route reflectors to add (ADDRESS:ASN).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub add_route_reflectors: Vec<String>,
+    /// Route reflectors to remove (ADDRESS, or ADDRESS:ASN).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove_route_reflectors: Vec<String>,
+}
+
+impl ClusterPatch {
+    /// The cluster after the change, checked by the rules of creation.
+    pub fn apply(&self, c: &Cluster) -> Result<Cluster> {
+        if *self == ClusterPatch::default() {
+            return Err(Error::invalid(
+                "patch",
+                "",
+                "name at least one setting to change",
+            ));
+        }
+        let mut input = ClusterInput::of(c);
+        let set = |field: &mut Option<String>, v: &Option<String>| {
+            if v.is_some() {
+                field.clone_from(v);
+            }
+        };
+        set(&mut input.vm_gateway, &self.vm_gateway);
+        set(&mut input.vm_gateway6, &self.vm_gateway6);
+        set(&mut input.bgp_community, &self.bgp_community);
+        set(&mut input.asn, &self.asn);
+        set(&mut input.cooldown, &self.cooldown);
+        set(&mut input.reuse, &self.reuse);
+        if let Some(all) = &self.route_reflectors {
+            input.route_reflectors.clone_from(all);
+        }
+        let current = c
+            .fabric
+            .as_ref()
+            .map(|f| f.route_reflectors.clone())
+            .unwrap_or_default();
+        for text in &self.remove_route_reflectors {
+            let field = "remove-route-reflector";
+            let addr = match text.trim().parse::<IpAddr>() {
+                Ok(a) => a,
+                Err(_) => RouteReflector::parse(field, text)?.address,
+            };
+            let before = input.route_reflectors.len();
+            input
+                .route_reflectors
+                .retain(|r| RouteReflector::parse(field, r).map_or(true, |r| r.address != addr));
+            if input.route_reflectors.len() == before {
+                let now: Vec<String> = current.iter().map(ToString::to_string).collect();
+                return Err(Error::invalid(
+                    field,
+                    text,
+                    format!(
+                        "not a route reflector of cluster {} (it has: {})",
+                        c.name,
+                        if now.is_empty() {
+                            "none".to_string()
+                        } else {
+                            now.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
+        for text in &self.add_route_reflectors {
+            let rr = RouteReflector::parse("add-route-reflector", text)?;
+            if input.route_reflectors.iter().any(|r| {
+                RouteReflector::parse("route-reflector", r).is_ok_and(|r| r.address == rr.address)
+            }) {
+                return Err(Error::invalid(
+                    "add-route-reflector",
+                    text,
+                    format!(
+                        "{} is already a route reflector of cluster {}",
+                        rr.address, c.name
+                    ),
+                ));
+            }
+            input.route_reflectors.push(rr.to_string());
+        }
+        input.validate()
+    }
+}
+
+impl ClusterInput {
+    /// The input that would create `c` as it is.
+    pub fn of(c: &Cluster) -> ClusterInput {
+        let f = c.fabric.as_ref();
+        ClusterInput {
+            name: c.name.clone(),
+            network_type: c.network_type.as_str().to_string(),
+            vm_gateway: f.map(|f| f.vm_gateway.to_string()),
+            vm_gateway6: f.map(|f| f.vm_gateway6.to_string()),
+            bgp_community: f.map(|f| f.community.to_string()),
+            route_reflectors: f
+                .map(|f| f.route_reflectors.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+            asn: f.map(|f| f.asn.to_string()),
+            cooldown: Some(c.cooldown.to_string()),
+            reuse: Some(c.reuse.name().to_string()),
+            virtualization: Some(c.virtualization.as_str().to_string()),
+        }
+    }
+}
+
 impl ClusterInput {
     /// Check every field and build the cluster.
     pub fn validate(&self) -> Result<Cluster> {
@@ -565,5 +694,118 @@ mod tests {
         };
         let e = i.validate().unwrap_err();
         assert!(e.to_string().contains("only ip-fabric"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod patch_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn fabric() -> Cluster {
+        ClusterInput {
+            name: "fab".into(),
+            network_type: "ip-fabric".into(),
+            vm_gateway: Some("10.0.0.1".into()),
+            bgp_community: Some("65000:100".into()),
+            route_reflectors: vec!["172.16.0.2:65000".into()],
+            cooldown: Some("1h".into()),
+            reuse: Some("first-free".into()),
+            ..ClusterInput::default()
+        }
+        .validate()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_cluster_is_what_its_own_input_makes() {
+        for c in [
+            fabric(),
+            ClusterInput {
+                name: "sw".into(),
+                network_type: "switching".into(),
+                virtualization: Some("lxd".into()),
+                ..ClusterInput::default()
+            }
+            .validate()
+            .unwrap(),
+        ] {
+            assert_eq!(ClusterInput::of(&c).validate().unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn route_reflectors_are_added_removed_and_replaced() {
+        let c = fabric();
+        let p = ClusterPatch {
+            add_route_reflectors: vec!["172.16.0.3:65000".into()],
+            remove_route_reflectors: vec!["172.16.0.2".into()],
+            bgp_community: Some("65000:200".into()),
+            ..ClusterPatch::default()
+        };
+        let n = p.apply(&c).unwrap();
+        let f = n.fabric.unwrap();
+        assert_eq!(f.route_reflectors.len(), 1);
+        assert_eq!(f.route_reflectors[0].to_string(), "172.16.0.3:65000");
+        assert_eq!(f.community.to_string(), "65000:200");
+        assert_eq!(n.cooldown, c.cooldown, "untouched settings stay");
+        // Refusals name the field and the value.
+        for (p, field) in [
+            (ClusterPatch::default(), "patch"),
+            (
+                ClusterPatch {
+                    remove_route_reflectors: vec!["172.16.0.9".into()],
+                    ..ClusterPatch::default()
+                },
+                "remove-route-reflector",
+            ),
+            (
+                ClusterPatch {
+                    add_route_reflectors: vec!["172.16.0.2:65000".into()],
+                    ..ClusterPatch::default()
+                },
+                "add-route-reflector",
+            ),
+            (
+                ClusterPatch {
+                    route_reflectors: Some(vec!["172.16.0.2:65001".into()]),
+                    ..ClusterPatch::default()
+                },
+                "route-reflector",
+            ),
+            (
+                ClusterPatch {
+                    bgp_community: Some("65000".into()),
+                    ..ClusterPatch::default()
+                },
+                "bgp-community",
+            ),
+            (
+                ClusterPatch {
+                    reuse: Some("random".into()),
+                    ..ClusterPatch::default()
+                },
+                "reuse",
+            ),
+        ] {
+            match p.apply(&c) {
+                Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field, "{p:?}"),
+                other => panic!("{p:?}: {other:?}"),
+            }
+        }
+        let sw = ClusterInput {
+            name: "sw".into(),
+            network_type: "switching".into(),
+            ..ClusterInput::default()
+        }
+        .validate()
+        .unwrap();
+        let p = ClusterPatch {
+            bgp_community: Some("65000:1".into()),
+            ..ClusterPatch::default()
+        };
+        assert!(
+            matches!(p.apply(&sw), Err(Error::Invalid { field, .. }) if field == "bgp-community")
+        );
     }
 }

@@ -21,8 +21,8 @@ pub mod vm;
 pub use auth::{Access, AgentStatus, NewToken, Role, TokenInfo, TokenInput};
 pub use block::{Block, BlockRole};
 pub use cluster::{
-    Assignment, Cluster, ClusterInput, Community, Fabric, NetworkType, RouteReflector,
-    Virtualization,
+    Assignment, Cluster, ClusterInput, ClusterPatch, Community, Fabric, NetworkType,
+    RouteReflector, Virtualization,
 };
 pub use error::{Error, Result};
 pub use names::{IfName, Mac};

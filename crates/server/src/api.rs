@@ -15,7 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use vmfabric_model::{
-    Access, ClusterInput, Error, NetworkInput, NodeInput, Timestamp, TokenInfo, TokenInput, VmInput,
+    Access, ClusterInput, ClusterPatch, Error, NetworkInput, NodeInput, Timestamp, TokenInfo,
+    TokenInput, VmInput,
 };
 use vmfabric_plan::{NodePlan, build, files};
 use vmfabric_store::{
@@ -42,7 +43,7 @@ pub fn routes() -> Router<Ctl> {
         .route("/api/v1/clusters", get(clusters).post(create_cluster))
         .route(
             "/api/v1/clusters/{name}",
-            get(cluster).delete(delete_cluster),
+            get(cluster).patch(update_cluster).delete(delete_cluster),
         )
         .route("/api/v1/clusters/{name}/rr-config", get(rr_config))
         .route(
@@ -208,6 +209,18 @@ async fn cluster(
 ) -> ApiResult<Response> {
     require(&t, Access::Read)?;
     Ok(Json(c.store.cluster(&name).await?).into_response())
+}
+
+#[utoipa::path(patch, path = "/api/v1/clusters/{name}", tag = "clusters", description = "Change a cluster in place (admin): route reflectors (replace, add, remove), BGP community, ASN, VM gateways, cool-down, reuse order. Every node of the cluster gets the new plan; VMs keep their addresses.", params(("name" = String, Path)), request_body = ClusterPatch, responses((status = 200, body = Cluster)))]
+async fn update_cluster(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+    b: Bytes,
+) -> ApiResult<Response> {
+    require(&t, Access::Admin)?;
+    let patch: ClusterPatch = body(&b)?;
+    Ok(Json(c.store.update_cluster(&name, &patch).await?).into_response())
 }
 
 #[utoipa::path(delete, path = "/api/v1/clusters/{name}", tag = "clusters", description = "Delete a cluster without VMs or reservations (admin).", params(("name" = String, Path)), responses((status = 200, body = Cluster)))]

@@ -21,8 +21,8 @@ use vmfabric_model::view::{
     Allocation, ClusterSummary, FreeSpace, HistoryEntry, NetworkView, ReleaseResult, Usage,
 };
 use vmfabric_model::{
-    AgentStatus, Block, Cluster, ClusterInput, NetworkInput, NewToken, Node, NodeInput, Result,
-    Timestamp, TokenInfo, TokenInput, Vm, VmInput,
+    AgentStatus, Block, Cluster, ClusterInput, ClusterPatch, NetworkInput, NewToken, Node,
+    NodeInput, Result, Timestamp, TokenInfo, TokenInput, Vm, VmInput,
 };
 
 pub mod sql;
@@ -355,6 +355,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Delete a cluster that has no VMs and no reservations, with its
     /// networks and nodes.
     async fn delete_cluster(&self, name: &str) -> Result<Cluster>;
+    /// Change a cluster's settings in place; every node gets the new plan.
+    async fn update_cluster(&self, name: &str, patch: &ClusterPatch) -> Result<Cluster>;
 
     async fn add_network(&self, cluster: &str, input: &NetworkInput) -> Result<NetworkView>;
     /// Networks (pool blocks) in address order.

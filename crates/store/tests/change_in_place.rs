@@ -190,3 +190,101 @@ async fn on(t: TestStore) {
         .unwrap();
     assert_consistent(s).await;
 }
+
+#[tokio::test]
+async fn a_fabric_cluster_changes_reflectors_community_and_gateway_in_place() {
+    for t in stores().await {
+        fabric_on(t).await;
+    }
+}
+
+async fn fabric_on(t: TestStore) {
+    use vmfabric_model::ClusterPatch;
+    let s = &t.store;
+    let b = t.backend;
+    s.create_cluster(&cluster("fab", "ip-fabric"))
+        .await
+        .unwrap();
+    s.add_network("fab", &network("198.51.100.0/29"))
+        .await
+        .unwrap();
+    s.add_node("fab", &node("f1", "172.16.0.11")).await.unwrap();
+    s.add_node("fab", &node("f2", "172.16.0.12")).await.unwrap();
+    s.create_vm("fab", &vm("v1", "f1")).await.unwrap();
+    let held = ip_of(s, "v1").await;
+
+    // Refusals change nothing: a reflector on a VM's address, the VM
+    // gateway inside the pool, an unknown cluster.
+    let before = s.revision().await.unwrap();
+    let on_vm = ClusterPatch {
+        add_route_reflectors: vec![format!("{held}:65000")],
+        ..ClusterPatch::default()
+    };
+    match s.update_cluster("fab", &on_vm).await {
+        Err(Error::Conflict { field, rule, .. }) => {
+            assert_eq!(field, "route-reflector", "{b}");
+            assert!(rule.contains("v1"), "{b}: {rule}");
+        }
+        other => panic!("{b}: {other:?}"),
+    }
+    let gw_in_pool = ClusterPatch {
+        vm_gateway: Some("198.51.100.6".into()),
+        ..ClusterPatch::default()
+    };
+    assert!(matches!(
+        s.update_cluster("fab", &gw_in_pool).await,
+        Err(Error::Conflict { field, .. }) if field == "vm-gateway"
+    ));
+    assert!(matches!(
+        s.update_cluster("nope", &gw_in_pool).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(s.revision().await.unwrap(), before, "{b}");
+
+    // A second reflector inside the pool, and a new community: the
+    // reflector's address is never a VM's; every node's plan changes.
+    let p = ClusterPatch {
+        add_route_reflectors: vec!["198.51.100.5:65000".into()],
+        bgp_community: Some("65000:200".into()),
+        ..ClusterPatch::default()
+    };
+    let c = s.update_cluster("fab", &p).await.unwrap();
+    assert_eq!(c.fabric.as_ref().unwrap().route_reflectors.len(), 2, "{b}");
+    for n in ["f1", "f2"] {
+        let plan = build(&s.plan_input(n).await.unwrap());
+        let bgp = serde_json::to_string(&plan.bgp).unwrap();
+        assert!(bgp.contains("65000:200"), "{b}: {n}: {bgp}");
+        assert!(bgp.contains("198.51.100.5"), "{b}: {n}: {bgp}");
+    }
+    let log = s
+        .all_changes(&ChangeFilter {
+            since: None,
+            object: Some("fab".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(log[0].kind, "cluster.set", "{b}");
+    assert_eq!(log[0].reach, Reach::Cluster, "{b}");
+    assert_eq!(
+        log[0].detail["before"]["fabric"]["community"], "65000:100",
+        "{b}"
+    );
+    let mut got = Vec::new();
+    for i in 2..20 {
+        match s.create_vm("fab", &vm(&format!("v{i}"), "f2")).await {
+            Ok(_) => got.push(ip_of(s, &format!("v{i}")).await),
+            Err(Error::Exhausted { .. }) => break,
+            Err(e) => panic!("{b}: {e}"),
+        }
+    }
+    assert!(!got.contains(&"198.51.100.5".to_string()), "{b}: {got:?}");
+    // Removing the reflector gives its address back to the pool.
+    let p = ClusterPatch {
+        remove_route_reflectors: vec!["198.51.100.5".into()],
+        ..ClusterPatch::default()
+    };
+    s.update_cluster("fab", &p).await.unwrap();
+    s.create_vm("fab", &vm("last", "f2")).await.unwrap();
+    assert_eq!(ip_of(s, "last").await, "198.51.100.5", "{b}");
+    assert_consistent(s).await;
+}

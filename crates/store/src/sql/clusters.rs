@@ -9,7 +9,8 @@ use vmfabric_model::block::system_holes;
 use vmfabric_model::cluster::{Community, Fabric, RouteReflector};
 use vmfabric_model::view::{ClusterSummary, Exclusion, NetworkView};
 use vmfabric_model::{
-    Block, BlockRole, Cluster, ClusterInput, Error, NetworkInput, NetworkType, Result, Seconds,
+    Block, BlockRole, Cluster, ClusterInput, ClusterPatch, Error, NetworkInput, NetworkType,
+    Result, Seconds,
 };
 
 use super::alloc::{self, BlockAlloc};
@@ -436,6 +437,138 @@ impl SqlStore {
             &json!({"type": c.network_type.as_str()}),
         );
         Ok(c)
+    }
+
+    /// Change a cluster in place: BGP settings, gateways, cool-down and
+    /// reuse. A reflector that moves into a pool takes its address out of
+    /// it (refused if a VM or reservation holds it); one that leaves gives
+    /// it back. Every node of the cluster gets the new plan.
+    pub(crate) async fn update_cluster_tx(
+        &self,
+        tx: &mut Tx,
+        counters: &mut super::Counters,
+        name: &str,
+        patch: &ClusterPatch,
+    ) -> Result<Cluster> {
+        let (cid, old) = self.load_cluster(tx, name).await?;
+        let new = patch.apply(&old)?;
+        if let Some(f) = &new.fabric {
+            for (field, gw) in [
+                ("vm-gateway", IpAddr::V4(f.vm_gateway)),
+                ("vm-gateway6", IpAddr::V6(f.vm_gateway6)),
+            ] {
+                if let Some(b) = self.block_containing(tx, key::key(gw)).await?
+                    && b.cluster == new.name
+                {
+                    return Err(Error::conflict(
+                        field,
+                        gw,
+                        format!(
+                            "lies in {}; the VM gateway must not be an address a VM could get",
+                            b.label()
+                        ),
+                    ));
+                }
+            }
+        }
+        let rrs = |c: &Cluster| -> Vec<IpAddr> {
+            c.fabric
+                .as_ref()
+                .map(|f| f.route_reflectors.iter().map(|r| r.address).collect())
+                .unwrap_or_default()
+        };
+        let (was, is) = (rrs(&old), rrs(&new));
+        for gone in was.iter().filter(|a| !is.contains(a)) {
+            let k = key::key(*gone);
+            let Some(b) = self.block_containing(tx, k).await? else {
+                continue;
+            };
+            if b.cluster != new.name {
+                continue;
+            }
+            self.lock_block(tx, b.id).await?;
+            sqlx::query("DELETE FROM exclusions WHERE block_id = $1 AND first = $2 AND last = $2 AND reason = $3")
+                .bind(b.id)
+                .bind(kb(k))
+                .bind(format!("address of route reflector {gone}"))
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+            // Free again only if nothing else keeps it (the network's own
+            // address, an operator's exclusion, a node).
+            let still = sqlx::query(
+                "SELECT COUNT(*) AS n FROM exclusions WHERE block_id = $1 AND first <= $2 AND last >= $2",
+            )
+            .bind(b.id)
+            .bind(kb(k))
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db)?
+            .int("n")?;
+            if still == 0 {
+                alloc::free_one(tx, b.id, k).await?;
+            }
+        }
+        for came in is.iter().filter(|a| !was.contains(a)) {
+            let k = key::key(*came);
+            let Some(b) = self.block_containing(tx, k).await? else {
+                continue;
+            };
+            if b.cluster != new.name {
+                continue;
+            }
+            self.lock_block(tx, b.id).await?;
+            if !alloc::take(tx, counters, &SqlStore::block_alloc(&new, &b), k).await? {
+                let why = self.describe_unavailable(tx, &b, k).await?;
+                return Err(Error::conflict(
+                    "route-reflector",
+                    came,
+                    format!(
+                        "the address lies in {} and is {why}; a reflector's address is never a VM's",
+                        b.label()
+                    ),
+                ));
+            }
+            sqlx::query("INSERT INTO exclusions (block_id, first, last, reason, node_id) VALUES ($1, $2, $2, $3, NULL)")
+                .bind(b.id)
+                .bind(kb(k))
+                .bind(format!("address of route reflector {came}"))
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+        }
+        let fabric = new.fabric.as_ref();
+        let rr_json: Vec<serde_json::Value> = fabric
+            .map(|f| {
+                f.route_reflectors
+                    .iter()
+                    .map(|r| json!({"address": r.address.to_string(), "asn": r.asn}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        sqlx::query(
+            "UPDATE clusters SET vm_gateway = $1, vm_gateway6 = $2, community = $3, asn = $4, route_reflectors = $5, cooldown_s = $6, reuse = $7 WHERE id = $8",
+        )
+        .bind(fabric.map(|f| f.vm_gateway.to_string()))
+        .bind(fabric.map(|f| f.vm_gateway6.to_string()))
+        .bind(fabric.map(|f| f.community.to_string()))
+        .bind(fabric.map(|f| i64::from(f.asn)))
+        .bind(serde_json::Value::Array(rr_json).to_string())
+        .bind(i64::try_from(new.cooldown.0).unwrap_or(i64::MAX))
+        .bind(new.reuse.name())
+        .bind(cid)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        self.log_change(
+            tx,
+            "cluster.set",
+            name,
+            Some(name),
+            Reach::Cluster,
+            &json!({"before": old, "after": new}),
+        );
+        Ok(new)
     }
 
     pub(crate) async fn clusters_tx(

@@ -5,8 +5,8 @@ use vmfabric_model::view::{
     Allocation, ClusterSummary, FreeSpace, HistoryEntry, NetworkView, ReleaseResult, Usage,
 };
 use vmfabric_model::{
-    AgentStatus, Cluster, ClusterInput, Error, NetworkInput, NewToken, NodeInput, Result,
-    Timestamp, TokenInfo, TokenInput, Vm, VmInput,
+    AgentStatus, Cluster, ClusterInput, ClusterPatch, Error, NetworkInput, NewToken, NodeInput,
+    Result, Timestamp, TokenInfo, TokenInput, Vm, VmInput,
 };
 
 use super::{Counters, SqlStore};
@@ -69,6 +69,10 @@ impl Store for SqlStore {
 
     async fn cluster(&self, name: &str) -> Result<ClusterSummary> {
         read!(self, |tx| self.cluster_tx(tx, name))
+    }
+
+    async fn update_cluster(&self, name: &str, patch: &ClusterPatch) -> Result<Cluster> {
+        write!(self, |tx, c| self.update_cluster_tx(tx, c, name, patch))
     }
 
     async fn delete_cluster(&self, name: &str) -> Result<Cluster> {
