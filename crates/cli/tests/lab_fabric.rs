@@ -116,3 +116,104 @@ fn fabric_announces_every_vm_and_survives_a_reflector() {
         );
     }
 }
+
+/// The peers of the node's established sessions, from the agent's report.
+fn established(r: &Value) -> Vec<String> {
+    let mut v: Vec<String> = r["sessions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["state"] == "Established")
+        .filter(|s| s["family"].as_str().is_none_or(|f| f.starts_with("ipv4")))
+        .filter_map(|s| s["peer"].as_str().map(String::from))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn route_reflectors_change_live_and_the_core_keeps_every_route() {
+    let mut lab = Lab::new("rrc").expect("lab");
+    let vf_ = vmfabric(&lab);
+    let t = scenarios::fabric(&mut lab, &vf_).unwrap();
+    let core = t.frr("core").unwrap();
+    let ns = |s: &str| t.ns(s).to_string();
+    let vms = ["vm1", "vm2", "vm3"];
+    let all_at_core = |lab: &Lab, paths: usize| {
+        vms.iter().all(|vm| {
+            let (hops, _) = at_core(lab, &core, &format!("{}/32", ip_of(lab, vm)));
+            hops.len() == paths
+        })
+    };
+    assert!(
+        lab.wait_for(Duration::from_secs(30), || all_at_core(&lab, 2)),
+        "every VM at the core through both reflectors"
+    );
+
+    // rr1 leaves the cluster: the nodes drop its session, keep rr2's, and
+    // the core keeps every route (through rr2 alone).
+    let c = vf(
+        &lab,
+        &[
+            "cluster",
+            "set",
+            "fab",
+            "--remove-route-reflector",
+            "172.16.0.2",
+        ],
+    );
+    assert_eq!(
+        c["fabric"]["route_reflectors"].as_array().map(Vec::len),
+        Some(1),
+        "{c}"
+    );
+    for n in ["n1", "n2"] {
+        agent(&lab, &ns(n), n);
+    }
+    let sessions_move = lab.wait_for(Duration::from_secs(30), || {
+        ["n1", "n2"].iter().all(|n| {
+            let r = agent(&lab, &ns(n), n);
+            established(&r) == ["172.16.0.4"]
+        })
+    });
+    assert!(sessions_move, "{}", agent(&lab, &ns("n1"), "n1"));
+    assert!(
+        lab.wait_for(Duration::from_secs(30), || all_at_core(&lab, 1)),
+        "every VM at the core through rr2 alone"
+    );
+    for vm in vms {
+        assert!(
+            lab.ping(&ns("core"), &ip_of(&lab, vm)),
+            "core -> {vm} via rr2"
+        );
+    }
+
+    // rr1 comes back with a new community: both sessions, both paths, the
+    // new community on every route.
+    vf(
+        &lab,
+        &[
+            "cluster",
+            "set",
+            "fab",
+            "--add-route-reflector",
+            "172.16.0.2:65000",
+            "--bgp-community",
+            "65000:200",
+        ],
+    );
+    for n in ["n1", "n2"] {
+        agent(&lab, &ns(n), n);
+    }
+    let back = lab.wait_for(Duration::from_secs(30), || {
+        all_at_core(&lab, 2)
+            && vms.iter().all(|vm| {
+                let (_, cs) = at_core(&lab, &core, &format!("{}/32", ip_of(&lab, vm)));
+                !cs.is_empty() && cs.iter().all(|c| c == "65000:200")
+            })
+    });
+    assert!(back, "both reflectors and the new community at the core");
+    for vm in vms {
+        assert!(lab.ping(&ns("core"), &ip_of(&lab, vm)), "core -> {vm}");
+    }
+}
