@@ -417,6 +417,33 @@ pub enum VmCmd {
     },
     /// Delete a VM and release its addresses
     Delete { name: String },
+    /// Give a running VM one more NIC (<vm>_net<N>, its own MAC) with an address
+    AddNic {
+        name: String,
+        /// No IPv4 address on the new NIC
+        #[arg(long)]
+        no_ipv4: bool,
+        /// An IPv6 address too
+        #[arg(long)]
+        ipv6: bool,
+    },
+    /// Remove a NIC that holds no address (not the first)
+    RemoveNic { name: String, index: u8 },
+    /// One more address on a VM's NIC: the next by the cluster's rules, or --ip
+    AddAddress {
+        name: String,
+        /// The NIC
+        #[arg(long, default_value_t = 0)]
+        nic: u8,
+        /// An IPv6 address instead of IPv4
+        #[arg(long)]
+        ipv6: bool,
+        /// This address instead of the next free one
+        #[arg(long)]
+        ip: Option<String>,
+    },
+    /// End a VM's claim on one of its addresses (kept in history)
+    RemoveAddress { name: String, ip: String },
     /// The guest's network configuration (cloud-init network-config v2) or libvirt interfaces
     GuestConfig {
         name: String,

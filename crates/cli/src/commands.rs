@@ -354,6 +354,35 @@ async fn vm(s: &dyn Store, c: VmCmd, json: bool) -> Result<Out> {
             let v = s.migrate_vm(&name, &to).await?;
             Out::new(&v, render::vm(&v))
         }
+        VmCmd::AddNic {
+            name,
+            no_ipv4,
+            ipv6,
+        } => {
+            let v = s.add_nic(&name, !no_ipv4, ipv6).await?;
+            let text = render::vm(&v);
+            Out::new(&v, text)
+        }
+        VmCmd::RemoveNic { name, index } => {
+            let v = s.remove_nic(&name, index).await?;
+            let text = render::vm(&v);
+            Out::new(&v, text)
+        }
+        VmCmd::AddAddress {
+            name,
+            nic,
+            ipv6,
+            ip,
+        } => {
+            let v = s.add_vm_address(&name, nic, ipv6, ip.as_deref()).await?;
+            let text = render::vm(&v);
+            Out::new(&v, text)
+        }
+        VmCmd::RemoveAddress { name, ip } => {
+            let v = s.remove_vm_address(&name, &ip).await?;
+            let text = render::vm(&v);
+            Out::new(&v, text)
+        }
         VmCmd::Delete { name } => {
             let v = s.delete_vm(&name).await?;
             Out::new(

@@ -24,7 +24,7 @@ fn a_subnet_added_to_a_running_routing_node_carries_a_new_vm_without_loss() {
     // The provider pings vm1 every 20 ms while the node changes.
     let steady = Command::new("ip")
         .args([
-            "netns", "exec", &dc, "ping", "-n", "-q", "-i", "0.02", "-c", "250", "-W", "1",
+            "netns", "exec", &dc, "ping", "-n", "-q", "-i", "0.02", "-c", "500", "-W", "1",
         ])
         .arg("203.0.113.40")
         .stdout(Stdio::piped())
@@ -70,10 +70,42 @@ fn a_subnet_added_to_a_running_routing_node_carries_a_new_vm_without_loss() {
     // A second round changes nothing.
     assert_eq!(agent(&lab, &n1, "n1")["writes"], 0);
 
+    // An extra address on vm1's running NIC: the next of n1's ranges.
+    let v = vf(&lab, &["vm", "add-address", "vm1"]);
+    let extra = &v["nics"][0]["addresses"][1];
+    assert_eq!(extra["address"], "203.0.113.42", "{v}");
+    let r = agent(&lab, &n1, "n1");
+    assert!(r["changes"].to_string().contains("203.0.113.42"), "{r}");
+    let cidr = format!("203.0.113.42/{}", extra["prefix_len"]);
+    lab.ip(&vm1, &["addr", "add", &cidr, "dev", "eth0"])
+        .unwrap();
+    assert!(
+        lab.ping(&dc, "203.0.113.42"),
+        "provider -> vm1's extra address"
+    );
+
+    // A second NIC on running vm2, with its own MAC and address.
+    let v = vf(&lab, &["vm", "add-nic", "vm2"]);
+    let nic1 = &v["nics"][1];
+    assert_eq!(nic1["host_interface"], "vm2_net1", "{v}");
+    assert_ne!(nic1["mac"], v["nics"][0]["mac"], "{v}");
+    let addr1 = nic1["addresses"][0]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(addr1, "203.0.113.43", "{v}");
+    let r = agent(&lab, &n1, "n1");
+    assert!(r["changes"].to_string().contains("vm2_net1"), "{r}");
+    let g = vf_.nic_at("vm2", 1).unwrap();
+    vmfabric_lab::guest::attach(&mut lab, &n1, "vm2", &g).unwrap();
+    assert!(lab.ping(&dc, &addr1), "provider -> vm2's second NIC");
+    assert!(lab.ping(&vm1, &addr1), "vm1 -> vm2's second NIC");
+    assert_eq!(agent(&lab, &n1, "n1")["writes"], 0);
+
     let out = steady.wait_with_output().expect("ping");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
-        text.contains("250 packets transmitted, 250 received"),
+        text.contains("500 packets transmitted, 500 received"),
         "vm1 lost packets while its node changed: {text}"
     );
 

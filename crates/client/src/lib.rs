@@ -378,6 +378,31 @@ impl Store for RemoteStore {
         )
         .await
     }
+    async fn add_vm_address(&self, vm: &str, nic: u8, ipv6: bool, ip: Option<&str>) -> Result<Vm> {
+        self.post(
+            &format!("/vms/{}/addresses", enc(vm)),
+            &serde_json::json!({ "nic": nic, "ipv6": ipv6, "ip": ip }),
+        )
+        .await
+    }
+
+    async fn remove_vm_address(&self, vm: &str, ip: &str) -> Result<Vm> {
+        self.delete(&format!("/vms/{}/addresses/{}", enc(vm), enc(ip)))
+            .await
+    }
+
+    async fn add_nic(&self, vm: &str, ipv4: bool, ipv6: bool) -> Result<Vm> {
+        self.post(
+            &format!("/vms/{}/nics", enc(vm)),
+            &serde_json::json!({ "ipv4": ipv4, "ipv6": ipv6 }),
+        )
+        .await
+    }
+
+    async fn remove_nic(&self, vm: &str, index: u8) -> Result<Vm> {
+        self.delete(&format!("/vms/{}/nics/{index}", enc(vm))).await
+    }
+
     async fn delete_vm(&self, name: &str) -> Result<Vm> {
         self.delete(&format!("/vms/{}", enc(name))).await
     }

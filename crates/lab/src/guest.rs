@@ -66,7 +66,7 @@ pub fn attach(lab: &mut Lab, node_ns: &str, vm_short: &str, nic: &GuestNic) -> R
             let g = gw.to_string();
             // A gateway outside the prefix (or link-local) is on-link.
             if !contains(a, gw) && !matches!(gw, IpAddr::V6(v) if v.segments()[0] == 0xfe80) {
-                lab.ip(&vm_ns, &[fam, "route", "add", &g, "dev", &eth])?;
+                lab.ip(&vm_ns, &[fam, "route", "replace", &g, "dev", &eth])?;
             }
             lab.ip(
                 &vm_ns,

@@ -115,8 +115,20 @@ impl Vmfabric {
 
     /// The guest's view of VM `name`'s first NIC.
     pub fn nic(&self, name: &str) -> Result<GuestNic> {
+        self.nic_at(name, 0)
+    }
+
+    /// NIC `index` of VM `name`, as the guest sees it.
+    pub fn nic_at(&self, name: &str, index: u8) -> Result<GuestNic> {
         let v = self.run(&["vm", "show", name])?;
-        let n = &v["nics"][0];
+        let bad = || Error::Missing(format!("vm show {name}: no NIC {index}"));
+        let n = v["nics"]
+            .as_array()
+            .and_then(|all| {
+                all.iter()
+                    .find(|n| n["index"].as_u64() == Some(u64::from(index)))
+            })
+            .ok_or_else(bad)?;
         let bad = || Error::Missing(format!("vm show {name}: unexpected output"));
         let host = n["host_interface"].as_str().ok_or_else(bad)?.to_string();
         let mut addresses = Vec::new();
@@ -140,7 +152,7 @@ impl Vmfabric {
             },
             host_interface: host,
             mac: n["mac"].as_str().ok_or_else(bad)?.to_string(),
-            index: 0,
+            index,
             addresses,
         })
     }

@@ -68,6 +68,13 @@ pub fn routes() -> Router<Ctl> {
         .route("/api/v1/vms/batch", post(create_vms))
         .route("/api/v1/vms/{name}", get(vm).delete(delete_vm))
         .route("/api/v1/vms/{name}/migrate", post(migrate_vm))
+        .route("/api/v1/vms/{name}/nics", post(add_nic))
+        .route("/api/v1/vms/{name}/nics/{index}", delete(remove_nic))
+        .route("/api/v1/vms/{name}/addresses", post(add_vm_address))
+        .route(
+            "/api/v1/vms/{name}/addresses/{ip}",
+            delete(remove_vm_address),
+        )
         .route("/api/v1/vms/{name}/guest-config", get(guest_config))
         .route("/api/v1/addresses", get(addresses))
         .route("/api/v1/addresses/free", get(free_space))
@@ -735,6 +742,89 @@ async fn migrate_vm(
     require(&t, Access::Operate)?;
     let m: MigrateBody = body(&b)?;
     Ok(Json(c.store.migrate_vm(&name, &m.to).await?).into_response())
+}
+
+/// A new NIC and which addresses it gets.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct NicBody {
+    /// An IPv4 address by the cluster's rules (default true).
+    pub ipv4: bool,
+    /// An IPv6 address by the cluster's rules.
+    pub ipv6: bool,
+}
+
+impl Default for NicBody {
+    fn default() -> Self {
+        NicBody {
+            ipv4: true,
+            ipv6: false,
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/vms/{name}/nics", tag = "vms", description = "Give a VM one more NIC (`<vm>_net<N>`, its own MAC) with addresses by the cluster's rules (operator); only the VM's node's plan changes.", request_body = NicBody, params(("name" = String, Path)), responses((status = 200, body = Vm)))]
+async fn add_nic(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+    b: Bytes,
+) -> ApiResult<Response> {
+    require(&t, Access::Operate)?;
+    let n: NicBody = body(&b)?;
+    Ok(Json(c.store.add_nic(&name, n.ipv4, n.ipv6).await?).into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/vms/{name}/nics/{index}", tag = "vms", description = "Remove a NIC that holds no address (not the first) (operator).", params(("name" = String, Path), ("index" = u8, Path)), responses((status = 200, body = Vm)))]
+async fn remove_nic(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path((name, index)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    require(&t, Access::Operate)?;
+    let index: u8 = index
+        .parse()
+        .map_err(|_| Error::invalid("index", &index, "a NIC index, 0 to 9"))?;
+    Ok(Json(c.store.remove_nic(&name, index).await?).into_response())
+}
+
+/// One more address on a VM's NIC.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct VmAddressBody {
+    /// The NIC (default 0).
+    pub nic: u8,
+    /// The next IPv6 address instead of IPv4.
+    pub ipv6: bool,
+    /// This address instead of the next free one.
+    pub ip: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/vms/{name}/addresses", tag = "vms", description = "One more address on a VM's NIC: the one given, or the next by the cluster's rules (operator).", request_body = VmAddressBody, params(("name" = String, Path)), responses((status = 200, body = Vm)))]
+async fn add_vm_address(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+    b: Bytes,
+) -> ApiResult<Response> {
+    require(&t, Access::Operate)?;
+    let a: VmAddressBody = body(&b)?;
+    Ok(Json(
+        c.store
+            .add_vm_address(&name, a.nic, a.ipv6, a.ip.as_deref())
+            .await?,
+    )
+    .into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/vms/{name}/addresses/{ip}", tag = "vms", description = "End a VM's claim on one of its addresses; it is recorded in history (operator).", params(("name" = String, Path), ("ip" = String, Path)), responses((status = 200, body = Vm)))]
+async fn remove_vm_address(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path((name, ip)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    require(&t, Access::Operate)?;
+    Ok(Json(c.store.remove_vm_address(&name, &ip).await?).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

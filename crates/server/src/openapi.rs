@@ -21,7 +21,8 @@ use crate::api;
         api::networks, api::nodes, api::add_node, api::node, api::remove_node, api::add_node_block,
         api::remove_node_block, api::plan,
         api::plan_file, api::plan_input, api::report_status, api::agents, api::vms,
-        api::create_vm, api::create_vms, api::vm, api::delete_vm, api::migrate_vm,
+        api::create_vm, api::create_vms, api::vm, api::delete_vm, api::migrate_vm, api::add_nic, api::remove_nic,
+        api::add_vm_address, api::remove_vm_address,
         api::guest_config, api::addresses, api::free_space, api::reserve, api::release,
         api::history, api::usage, api::check, api::tokens, api::create_token,
         api::revoke_token, api::changes, api::metrics

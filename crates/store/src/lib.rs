@@ -355,6 +355,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Delete a cluster that has no VMs and no reservations, with its
     /// networks and nodes.
     async fn delete_cluster(&self, name: &str) -> Result<Cluster>;
+    /// One more address on a VM's NIC: `ip`, or the next by the cluster's
+    /// rules (IPv6 with `ipv6`).
+    async fn add_vm_address(&self, vm: &str, nic: u8, ipv6: bool, ip: Option<&str>) -> Result<Vm>;
+    /// End a VM's claim on one of its addresses.
+    async fn remove_vm_address(&self, vm: &str, ip: &str) -> Result<Vm>;
+    /// One more NIC, with an IPv4 and/or IPv6 address by the cluster's rules.
+    async fn add_nic(&self, vm: &str, ipv4: bool, ipv6: bool) -> Result<Vm>;
+    /// Remove a NIC that holds no address (not the first).
+    async fn remove_nic(&self, vm: &str, index: u8) -> Result<Vm>;
     /// Change a cluster's settings in place; every node gets the new plan.
     async fn update_cluster(&self, name: &str, patch: &ClusterPatch) -> Result<Cluster>;
 

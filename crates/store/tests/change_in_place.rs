@@ -288,3 +288,92 @@ async fn fabric_on(t: TestStore) {
     assert_eq!(ip_of(s, "last").await, "198.51.100.5", "{b}");
     assert_consistent(s).await;
 }
+
+#[tokio::test]
+async fn a_running_vm_gains_and_loses_nics_and_addresses() {
+    for t in stores().await {
+        nics_on(t).await;
+    }
+}
+
+async fn nics_on(t: TestStore) {
+    let s = &t.store;
+    let b = t.backend;
+    s.create_cluster(&cluster("sw", "switching")).await.unwrap();
+    s.add_network("sw", &network("192.0.2.0/28")).await.unwrap();
+    s.add_network("sw", &network("2001:db8:5::/64"))
+        .await
+        .unwrap();
+    s.add_node("sw", &node("s1", "192.0.2.2")).await.unwrap();
+    s.create_vm("sw", &vm("web", "s1")).await.unwrap();
+    assert_eq!(ip_of(s, "web").await, "192.0.2.3", "{b}");
+
+    // IPv6 for a VM created without it, and a second IPv4 on NIC 0.
+    let v = s.add_vm_address("web", 0, true, None).await.unwrap();
+    assert!(v.nics[0].addresses[1].address.is_ipv6(), "{b}: {v:?}");
+    let v = s.add_vm_address("web", 0, false, None).await.unwrap();
+    assert_eq!(v.nics[0].addresses.len(), 3, "{b}");
+    // A second NIC: its own MAC and interface, the next address.
+    let v = s.add_nic("web", true, false).await.unwrap();
+    assert_eq!(v.nics[1].host_interface.as_str(), "web_net1", "{b}");
+    assert_ne!(v.nics[1].mac, v.nics[0].mac, "{b}");
+    assert_eq!(
+        v.nics[1].addresses[0].address.to_string(),
+        "192.0.2.5",
+        "{b}"
+    );
+    let nic1_ip = v.nics[1].addresses[0].address.to_string();
+    // History names the NIC's holder.
+    let h = s.all_history(&nic1_ip, None).await.unwrap();
+    assert_eq!(h.len(), 1, "{b}");
+
+    // Refusals, each changing nothing.
+    let before = s.revision().await.unwrap();
+    let bad: Vec<(Result<vmfabric_model::Vm, Error>, &str)> = vec![
+        (s.add_vm_address("web", 7, false, None).await, "nic"),
+        (
+            s.add_vm_address("web", 0, false, Some("192.0.2.3")).await,
+            "ip",
+        ),
+        (
+            s.add_vm_address("web", 0, false, Some("203.0.113.9")).await,
+            "ip",
+        ),
+        (
+            s.add_vm_address("web", 0, true, Some("192.0.2.9")).await,
+            "ip",
+        ),
+        (s.add_vm_address("ghost", 0, false, None).await, "vm"),
+        (s.remove_vm_address("web", "192.0.2.9").await, "ip"),
+        (s.remove_nic("web", 0).await, "nic"),
+        (s.remove_nic("web", 1).await, "nic"),
+        (s.remove_nic("web", 5).await, "nic"),
+    ];
+    for (r, field) in bad {
+        match r {
+            Err(Error::Invalid { field: f, .. } | Error::Conflict { field: f, .. }) => {
+                assert_eq!(f, field, "{b}")
+            }
+            Err(Error::NotFound { object, .. }) => assert_eq!(object, field, "{b}"),
+            other => panic!("{b}: {field}: {other:?}"),
+        }
+    }
+    assert_eq!(s.revision().await.unwrap(), before, "{b}");
+
+    // Remove the NIC's address, then the NIC; the log has each step.
+    s.remove_vm_address("web", &nic1_ip).await.unwrap();
+    let v = s.remove_nic("web", 1).await.unwrap();
+    assert_eq!(v.nics.len(), 1, "{b}");
+    let kinds: Vec<String> = s
+        .all_changes(&ChangeFilter {
+            since: Some(before),
+            object: None,
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.kind)
+        .collect();
+    assert_eq!(kinds, ["ip.release", "vm.remove-nic"], "{b}");
+    assert_consistent(s).await;
+}

@@ -350,6 +350,28 @@ async fn workload(t: &TestStore) {
         .unwrap();
     s.create_vms(std::slice::from_ref(&keyed)).await.unwrap();
     s.migrate_vm("keyed", "f004").await.unwrap();
+    // Changes in place: NICs, addresses, a cluster's settings, a node's
+    // blocks.
+    let v = s.add_nic("keyed", true, false).await.unwrap();
+    let extra = v.nics[1].addresses[0].address.to_string();
+    s.add_vm_address("keyed", 0, false, None).await.unwrap();
+    s.remove_vm_address("keyed", &extra).await.unwrap();
+    s.remove_nic("keyed", 1).await.unwrap();
+    let patch = vmfabric_model::ClusterPatch {
+        cooldown: Some("2h".into()),
+        ..Default::default()
+    };
+    s.update_cluster("fab", &patch).await.unwrap();
+    s.add_node_block(
+        "h03",
+        vmfabric_store::NodeBlockKind::Range,
+        "192.0.2.250-192.0.2.251",
+    )
+    .await
+    .unwrap();
+    s.remove_node_block("h03", "192.0.2.250-192.0.2.251")
+        .await
+        .unwrap();
     assert!(s.migrate_vm("vm-h01-1", "h02").await.is_err());
     s.add_node(
         "hz",

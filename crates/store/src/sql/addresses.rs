@@ -8,7 +8,7 @@ use vmfabric_ipam::{Key, key};
 use vmfabric_model::view::{
     Allocation, FreeRange, FreeSpace, HistoryEntry, Holder, ReleaseResult, Released, Usage,
 };
-use vmfabric_model::{Block, Error, NetworkType, Result, Timestamp};
+use vmfabric_model::{Block, Cluster, Error, NetworkType, Result, Timestamp};
 
 use super::alloc;
 use super::clusters::{
@@ -18,8 +18,8 @@ use super::vms::parse_addr;
 use super::{Counters, RESERVED, Reach, RowExt, SqlStore, Tx, USED, db, kb};
 use crate::{AddressFilter, Page, PageRequest, ReserveNext};
 
-/// Where `reserve --next` takes its address from.
-enum Source {
+/// Where `reserve --next` (or a VM's extra address) takes an address from.
+pub(crate) enum Source {
     /// A to-cluster pool: the cluster's networks.
     Pool(i64),
     /// A routing node's subnets, ranges and IPv6 /64.
@@ -507,20 +507,36 @@ impl SqlStore {
                 ));
             }
         };
+        let (b, k) = self
+            .take_next_from(tx, counters, &cluster, &source, family, &label)
+            .await?;
+        self.record_reservation(tx, counters, &b, key::addr(k), r.note.as_deref())
+            .await
+    }
+
+    /// Take the next free address of `family` from the first block of
+    /// `source` that has one (locking it), or say how full they all are.
+    pub(crate) async fn take_next_from(
+        &self,
+        tx: &mut Tx,
+        counters: &mut Counters,
+        cluster: &Cluster,
+        source: &Source,
+        family: Family,
+        label: &str,
+    ) -> Result<(Block, Key)> {
         let now = self.now().0;
         let (mut used, mut usable, mut cooling) = (0u128, 0u128, 0u128);
         let mut after = None;
         loop {
-            let blocks = self.source_blocks(tx, &source, after).await?;
+            let blocks = self.source_blocks(tx, source, after).await?;
             let Some(last) = blocks.last() else { break };
             after = Some(last.range.first);
             for b in blocks.iter().filter(|b| b.family() == family) {
                 self.lock_block(tx, b.id).await?;
-                let ba = SqlStore::block_alloc(&cluster, b);
+                let ba = SqlStore::block_alloc(cluster, b);
                 if let Some(k) = alloc::take_next(tx, counters, &ba, now).await? {
-                    return self
-                        .record_reservation(tx, counters, b, key::addr(k), r.note.as_deref())
-                        .await;
+                    return Ok((b.clone(), k));
                 }
                 let (u, rs, c) = self.block_counts(tx, b.id).await?;
                 used += u128::try_from(u + rs).unwrap_or(0);
@@ -532,7 +548,7 @@ impl SqlStore {
             }
         }
         Err(Error::Exhausted {
-            pool: label,
+            pool: label.to_string(),
             family: family.name().to_string(),
             used,
             usable,
@@ -541,7 +557,7 @@ impl SqlStore {
     }
 
     /// The next blocks of `source` after `after`, in address order.
-    async fn source_blocks(
+    pub(crate) async fn source_blocks(
         &self,
         tx: &mut Tx,
         source: &Source,

@@ -71,6 +71,24 @@ impl Store for SqlStore {
         read!(self, |tx| self.cluster_tx(tx, name))
     }
 
+    async fn add_vm_address(&self, vm: &str, nic: u8, ipv6: bool, ip: Option<&str>) -> Result<Vm> {
+        write!(self, |tx, c| self
+            .add_vm_address_tx(tx, c, vm, nic, ipv6, ip))
+    }
+
+    async fn remove_vm_address(&self, vm: &str, ip: &str) -> Result<Vm> {
+        write!(self, |tx, c| self.remove_vm_address_tx(tx, c, vm, ip))
+    }
+
+    async fn add_nic(&self, vm: &str, ipv4: bool, ipv6: bool) -> Result<Vm> {
+        let with = super::vms::NewNicAddresses { ipv4, ipv6 };
+        write!(self, |tx, c| self.add_nic_tx(tx, c, vm, with))
+    }
+
+    async fn remove_nic(&self, vm: &str, index: u8) -> Result<Vm> {
+        write!(self, |tx, _c| self.remove_nic_tx(tx, vm, index))
+    }
+
     async fn update_cluster(&self, name: &str, patch: &ClusterPatch) -> Result<Cluster> {
         write!(self, |tx, c| self.update_cluster_tx(tx, c, name, patch))
     }

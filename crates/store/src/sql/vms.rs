@@ -508,6 +508,266 @@ fn find_block(blocks: &[Block], id: i64) -> Result<&Block> {
 }
 
 /// Parse an address given on the command line or the API.
+/// The addresses a new NIC gets (by the rules of a VM's first NIC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NewNicAddresses {
+    pub ipv4: bool,
+    pub ipv6: bool,
+}
+
+impl SqlStore {
+    /// One more address on a VM's NIC: `ip` if given and free, else the
+    /// next one by the rules of the VM's cluster (the node's ranges for
+    /// routing, the cluster pool otherwise). Only the VM's node's plan
+    /// changes; the VM's other addresses stay.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn add_vm_address_tx(
+        &self,
+        tx: &mut Tx,
+        counters: &mut Counters,
+        name: &str,
+        nic: u8,
+        ipv6: bool,
+        ip: Option<&str>,
+    ) -> Result<Vm> {
+        let vm = self.vm_tx(tx, name).await?;
+        let Some(n) = vm.nics.iter().find(|n| n.index == nic) else {
+            let have: Vec<String> = vm.nics.iter().map(|n| n.index.to_string()).collect();
+            return Err(Error::invalid(
+                "nic",
+                nic,
+                format!(
+                    "VM {name} has NICs {} (vm add-nic adds one)",
+                    have.join(", ")
+                ),
+            ));
+        };
+        let (nid, node) = self.load_node(tx, &vm.node).await?;
+        let (cid, cluster) = self.load_cluster(tx, &vm.cluster).await?;
+        let routing = cluster.network_type == vmfabric_model::NetworkType::Routing;
+        let family = match ip {
+            Some(text) => {
+                let f = Family::of(parse_addr(text)?);
+                if ipv6 && f != Family::V6 {
+                    return Err(Error::invalid(
+                        "ip",
+                        text,
+                        "--ipv6 asks for an IPv6 address",
+                    ));
+                }
+                f
+            }
+            None if ipv6 => Family::V6,
+            None => Family::V4,
+        };
+        let label = pool_label(&cluster, &node, family);
+        let (b, k) = match ip {
+            None => {
+                let source = if routing {
+                    super::addresses::Source::Node(nid)
+                } else {
+                    super::addresses::Source::Pool(cid)
+                };
+                self.take_next_from(tx, counters, &cluster, &source, family, &label)
+                    .await?
+            }
+            Some(text) => {
+                let addr = parse_addr(text)?;
+                let k = key::key(addr);
+                let b = self
+                    .block_containing(tx, k)
+                    .await?
+                    .filter(|b| {
+                        b.cluster == cluster.name
+                            && if routing {
+                                b.node.as_deref() == Some(node.name.as_str())
+                            } else {
+                                b.role == vmfabric_model::BlockRole::Network
+                            }
+                    })
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            "ip",
+                            text,
+                            format!("a VM on node {} takes addresses from {label}", node.name),
+                        )
+                    })?;
+                self.lock_block(tx, b.id).await?;
+                if !alloc::take(tx, counters, &SqlStore::block_alloc(&cluster, &b), k).await? {
+                    let why = self.describe_unavailable(tx, &b, k).await?;
+                    return Err(Error::conflict("ip", addr, format!("the address is {why}")));
+                }
+                (b, k)
+            }
+        };
+        let addr = key::addr(k);
+        sqlx::query(
+            "INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, cluster, node, since) SELECT $1, $2, 'vm', ni.id, $3, $4, $5, $6, $7, $8 FROM nics ni WHERE ni.mac = $5",
+        )
+        .bind(super::kb(k))
+        .bind(b.id)
+        .bind(name)
+        .bind(i64::from(nic))
+        .bind(n.mac.to_string())
+        .bind(&cluster.name)
+        .bind(&node.name)
+        .bind(self.now().0)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        counters.add(b.id, USED, 1);
+        self.log_change(
+            tx,
+            "vm.add-address",
+            name,
+            Some(&cluster.name),
+            Reach::Nodes(&[&node.name]),
+            &json!({"nic": nic, "after": addr.to_string()}),
+        );
+        self.vm_tx(tx, name).await
+    }
+
+    /// End a VM's claim on one of its addresses (recorded in history).
+    pub(crate) async fn remove_vm_address_tx(
+        &self,
+        tx: &mut Tx,
+        counters: &mut Counters,
+        name: &str,
+        ip: &str,
+    ) -> Result<Vm> {
+        let vm = self.vm_tx(tx, name).await?;
+        let addr = parse_addr(ip)?;
+        if !vm
+            .nics
+            .iter()
+            .any(|n| n.addresses.iter().any(|a| a.address == addr))
+        {
+            return Err(Error::invalid(
+                "ip",
+                ip,
+                format!("not an address of VM {name} (vm show {name} lists them)"),
+            ));
+        }
+        self.release_tx(tx, counters, ip).await?;
+        self.vm_tx(tx, name).await
+    }
+
+    /// One more NIC: the next index, its own MAC and host interface
+    /// (`<vm>_net<N>`), and addresses by the rules of the first NIC.
+    pub(crate) async fn add_nic_tx(
+        &self,
+        tx: &mut Tx,
+        counters: &mut Counters,
+        name: &str,
+        with: NewNicAddresses,
+    ) -> Result<Vm> {
+        let vm = self.vm_tx(tx, name).await?;
+        let next = vm
+            .nics
+            .iter()
+            .map(|n| n.index)
+            .max()
+            .map_or(0, |i| i.saturating_add(1));
+        if next > MAX_NIC_INDEX {
+            return Err(Error::conflict(
+                "nic",
+                next,
+                format!(
+                    "VM {name} has {} NICs, the most a VM may have",
+                    u16::from(MAX_NIC_INDEX) + 1
+                ),
+            ));
+        }
+        let row = sqlx::query("SELECT id, if_prefix FROM vms WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db)?;
+        let (vm_id, prefix) = (row.int("id")?, row.text("if_prefix")?);
+        let host = host_ifname(&prefix, next)?;
+        let mut mac = None;
+        for attempt in 0..16 {
+            let m = Mac::for_nic(self.seed, name, next, attempt);
+            let n = sqlx::query("SELECT COUNT(*) AS n FROM nics WHERE mac = $1")
+                .bind(m.to_string())
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(db)?
+                .int("n")?;
+            if n == 0 {
+                mac = Some(m);
+                break;
+            }
+        }
+        let mac = mac
+            .ok_or_else(|| Error::storage("no free MAC after 16 attempts (please report this)"))?;
+        sqlx::query("INSERT INTO nics (vm_id, idx, mac) VALUES ($1, $2, $3)")
+            .bind(vm_id)
+            .bind(i64::from(next))
+            .bind(mac.to_string())
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        self.log_change(
+            tx,
+            "vm.add-nic",
+            name,
+            Some(&vm.cluster),
+            Reach::Nodes(&[&vm.node]),
+            &json!({"nic": next, "mac": mac.to_string(), "interface": host.as_str()}),
+        );
+        if with.ipv4 {
+            self.add_vm_address_tx(tx, counters, name, next, false, None)
+                .await?;
+        }
+        if with.ipv6 {
+            self.add_vm_address_tx(tx, counters, name, next, true, None)
+                .await?;
+        }
+        self.vm_tx(tx, name).await
+    }
+
+    /// Remove a NIC without addresses (not the first: it goes with the VM).
+    pub(crate) async fn remove_nic_tx(&self, tx: &mut Tx, name: &str, index: u8) -> Result<Vm> {
+        let vm = self.vm_tx(tx, name).await?;
+        let Some(n) = vm.nics.iter().find(|n| n.index == index) else {
+            return Err(Error::not_found("nic", format!("{index} of VM {name}")));
+        };
+        if index == 0 {
+            return Err(Error::invalid(
+                "nic",
+                index,
+                "a VM's first NIC goes only with the VM (vm delete)",
+            ));
+        }
+        if !n.addresses.is_empty() {
+            let held: Vec<String> = n.addresses.iter().map(|a| a.address.to_string()).collect();
+            return Err(Error::conflict(
+                "nic",
+                index,
+                format!(
+                    "NIC {index} of VM {name} still holds {}; remove them first (vm remove-address)",
+                    held.join(", ")
+                ),
+            ));
+        }
+        sqlx::query("DELETE FROM nics WHERE mac = $1")
+            .bind(n.mac.to_string())
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        self.log_change(
+            tx,
+            "vm.remove-nic",
+            name,
+            Some(&vm.cluster),
+            Reach::Nodes(&[&vm.node]),
+            &json!({"nic": index, "before": {"mac": n.mac.to_string(), "interface": n.host_interface.as_str()}}),
+        );
+        self.vm_tx(tx, name).await
+    }
+}
+
 pub(crate) fn parse_addr(text: &str) -> Result<IpAddr> {
     let ip: IpAddr = text
         .trim()
