@@ -557,6 +557,16 @@ pub enum BenchCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Changes in place (addresses, NICs, cluster settings, node ranges)
+    /// against a VM create in the same run, and the change log's growth
+    Changes {
+        /// Operations of each kind
+        #[arg(long, default_value_t = 500)]
+        count: usize,
+        /// Folder for the benchmark database [default: a temporary folder]
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// The agent applying a plan of many VMs to an empty node, against `ip -batch` (root)
     Agent {
         #[arg(long, default_value_t = 1000)]

@@ -83,6 +83,9 @@ pub async fn run(mut cli: Cli) -> Result<Out> {
         Command::Bench(BenchCmd::Store { count, batch, dir }) => {
             return crate::bench::store(count, batch, dir).await;
         }
+        Command::Bench(BenchCmd::Changes { count, dir }) => {
+            return crate::bench_changes::changes(count, dir).await;
+        }
         Command::Bench(BenchCmd::Agent { vms, runs }) => {
             return crate::bench_agent::agent(vms, runs).await;
         }

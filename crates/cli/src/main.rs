@@ -4,6 +4,7 @@ mod agent;
 mod args;
 mod bench;
 mod bench_agent;
+mod bench_changes;
 mod bench_scale;
 mod bench_serve;
 mod commands;
