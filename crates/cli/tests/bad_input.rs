@@ -878,7 +878,13 @@ fn every_bad_input_is_refused_and_changes_nothing() {
             "203.0.113.40 (VM taken)",
         ),
         (
-            &["cluster", "set", "fab", "--remove-route-reflector", "9.9.9.9"],
+            &[
+                "cluster",
+                "set",
+                "fab",
+                "--remove-route-reflector",
+                "9.9.9.9",
+            ],
             2,
             "remove-route-reflector",
             "9.9.9.9",

@@ -545,7 +545,7 @@ async fn plan(
                     .fetch_add(1, Ordering::Relaxed);
             }
             tokio::select! {
-                () = waiter.changed() => woken = true,
+                () = waiter.changed_after(revision) => woken = true,
                 () = tokio::time::sleep_until(deadline) => woken = false,
                 _ = stopping.changed() => woken = false,
             }

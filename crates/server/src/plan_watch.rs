@@ -46,8 +46,9 @@ struct Waiting {
 struct NodeWaiters {
     cluster: Option<String>,
     count: usize,
-    /// Bumped to wake every long poll of the node.
-    wake: watch::Sender<u64>,
+    /// The newest revision of a change that reached the node: a long poll
+    /// whose plan is older wakes.
+    wake: watch::Sender<i64>,
 }
 
 /// One long poll's place in the watch; leaving it (drop) forgets the poll.
@@ -55,7 +56,7 @@ struct NodeWaiters {
 pub struct Waiter {
     watch: Arc<PlanWatch>,
     node: String,
-    rx: watch::Receiver<u64>,
+    rx: watch::Receiver<i64>,
 }
 
 impl PlanWatch {
@@ -111,7 +112,7 @@ impl PlanWatch {
         let w = self.lock();
         let wake = |node: &str| {
             if let Some(n) = w.nodes.get(node) {
-                n.wake.send_modify(|v| *v += 1);
+                n.wake.send_modify(|v| *v = (*v).max(change.revision));
                 self.wakeups.fetch_add(1, Ordering::Relaxed);
             }
         };
@@ -220,9 +221,19 @@ impl Waiter {
 
     /// Until a change reaches the node (returns at once if one did since
     /// the last call).
-    pub async fn changed(&mut self) {
-        // The sender lives as long as any waiter of the node.
-        let _ = self.rx.changed().await;
+    /// Wait for a change that reached the node after `revision` (the
+    /// revision its plan was read at): one the plan already holds (its
+    /// commit raced the read) wakes nobody.
+    pub async fn changed_after(&mut self, revision: i64) {
+        loop {
+            // The sender lives as long as any waiter of the node.
+            if self.rx.changed().await.is_err() {
+                return;
+            }
+            if *self.rx.borrow_and_update() > revision {
+                return;
+            }
+        }
     }
 }
 
