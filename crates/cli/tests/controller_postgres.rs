@@ -337,4 +337,23 @@ fn two_controllers_32_clients_and_a_kill() {
     }
     let check = vf(&db, &["check"]);
     assert_eq!(check["problems"], json!([]), "{check}");
+    // The change log of both controllers is one order: followed from the
+    // start it never goes back, and it holds exactly the creates and
+    // deletes that committed, each with the token that asked.
+    let log = vf(&db, &["log", "--since", "0"]);
+    let log = log.as_array().unwrap();
+    let keys: Vec<(i64, i64)> = log
+        .iter()
+        .map(|c| (c["revision"].as_i64().unwrap(), c["seq"].as_i64().unwrap()))
+        .collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "the log goes back");
+    let count = |kind: &str| log.iter().filter(|c| c["kind"] == kind).count() as u64;
+    assert_eq!(count("vm.create"), t.created, "creates in the log");
+    assert_eq!(count("vm.delete"), t.deleted, "deletes in the log");
+    assert!(
+        log.iter()
+            .filter(|c| c["kind"] == "vm.create")
+            .all(|c| c["actor"].as_str().is_some_and(|a| a.contains(" token "))),
+        "every create through a controller names its token"
+    );
 }
