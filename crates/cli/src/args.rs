@@ -332,6 +332,17 @@ pub enum NodeCmd {
         /// A-B, e.g. 203.0.113.56-203.0.113.59
         range: String,
     },
+    /// Give a routing node its IPv6 /64: its own address, ::2 by convention
+    AddIpv6 {
+        node: String,
+        /// ADDR/64, e.g. 2a01:4f8:1:2::2/64
+        ipv6: String,
+        /// The provider's router [default: fe80::1]
+        #[arg(long)]
+        gateway: Option<String>,
+    },
+    /// Take a routing node's IPv6 /64 (refused while held)
+    RemoveIpv6 { node: String },
     /// Take a subnet or range from a routing node (refused while held)
     RemoveSubnet {
         node: String,

@@ -291,6 +291,21 @@ async fn node(s: &dyn Store, c: NodeCmd, json: bool) -> Result<Out> {
                 .await?;
             Out::new(&n, format!("node {} now has range {range}\n", n.node.name))
         }
+        NodeCmd::AddIpv6 {
+            node,
+            ipv6,
+            gateway,
+        } => {
+            let n = s.add_node_ipv6(&node, &ipv6, gateway.as_deref()).await?;
+            Out::new(&n, format!("node {} now has IPv6 {ipv6}\n", n.node.name))
+        }
+        NodeCmd::RemoveIpv6 { node } => {
+            let n = s.remove_node_ipv6(&node).await?;
+            Out::new(
+                &n,
+                format!("removed the IPv6 /64 of node {}\n", n.node.name),
+            )
+        }
         NodeCmd::RemoveSubnet { node, block } => {
             let n = s.remove_node_block(&node, &block).await?;
             Out::new(&n, format!("removed {block} from node {}\n", n.node.name))

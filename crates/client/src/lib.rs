@@ -344,6 +344,23 @@ impl Store for RemoteStore {
         .await
     }
 
+    async fn add_node_ipv6(
+        &self,
+        node: &str,
+        ipv6: &str,
+        gateway: Option<&str>,
+    ) -> Result<NodeView> {
+        self.post(
+            &format!("/nodes/{}/ipv6", enc(node)),
+            &serde_json::json!({ "ipv6": ipv6, "gateway": gateway }),
+        )
+        .await
+    }
+
+    async fn remove_node_ipv6(&self, node: &str) -> Result<NodeView> {
+        self.delete(&format!("/nodes/{}/ipv6", enc(node))).await
+    }
+
     async fn remove_node_block(&self, node: &str, text: &str) -> Result<NodeView> {
         self.delete(&format!("/nodes/{}/blocks?block={}", enc(node), enc(text)))
             .await

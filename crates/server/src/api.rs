@@ -59,6 +59,10 @@ pub fn routes() -> Router<Ctl> {
             "/api/v1/nodes/{name}/blocks",
             post(add_node_block).delete(remove_node_block),
         )
+        .route(
+            "/api/v1/nodes/{name}/ipv6",
+            post(add_node_ipv6).delete(remove_node_ipv6),
+        )
         .route("/api/v1/nodes/{name}/plan", get(plan))
         .route("/api/v1/nodes/{name}/plan/{format}", get(plan_file))
         .route("/api/v1/nodes/{name}/plan-input", get(plan_input))
@@ -439,6 +443,43 @@ async fn add_node_block(
     require(&t, Access::Admin)?;
     let r: NodeBlockBody = body(&b)?;
     Ok(Json(c.store.add_node_block(&name, r.kind, &r.block).await?).into_response())
+}
+
+/// A routing node's IPv6 /64.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeIpv6Body {
+    /// The node's own address with /64, e.g. 2a01:4f8:1:2::2/64.
+    pub ipv6: String,
+    /// The provider's router (default fe80::1).
+    pub gateway: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/nodes/{name}/ipv6", tag = "nodes", description = "Give a routing node its IPv6 /64 while its VMs run (admin).", params(("name" = String, Path)), request_body = NodeIpv6Body, responses((status = 200, body = NodeView)))]
+async fn add_node_ipv6(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+    b: Bytes,
+) -> ApiResult<Response> {
+    require(&t, Access::Admin)?;
+    let r: NodeIpv6Body = body(&b)?;
+    Ok(Json(
+        c.store
+            .add_node_ipv6(&name, &r.ipv6, r.gateway.as_deref())
+            .await?,
+    )
+    .into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/nodes/{name}/ipv6", tag = "nodes", description = "Take a routing node's IPv6 /64 (admin); refused while any address in it is held.", params(("name" = String, Path)), responses((status = 200, body = NodeView)))]
+async fn remove_node_ipv6(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    require(&t, Access::Admin)?;
+    Ok(Json(c.store.remove_node_ipv6(&name).await?).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -389,6 +389,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Take a subnet or range from a routing node: refused while anything
     /// in it is held.
     async fn remove_node_block(&self, node: &str, text: &str) -> Result<NodeView>;
+    /// Give a routing node its IPv6 /64 (`ADDR/64`, the node's own address,
+    /// `::2` by convention), with the provider's router (default fe80::1).
+    async fn add_node_ipv6(
+        &self,
+        node: &str,
+        ipv6: &str,
+        gateway: Option<&str>,
+    ) -> Result<NodeView>;
+    /// Take a routing node's IPv6 /64 (refused while held).
+    async fn remove_node_ipv6(&self, node: &str) -> Result<NodeView>;
 
     async fn create_vm(&self, cluster: &str, input: &VmInput) -> Result<Vm>;
     /// Create many VMs in one commit (group commit). Each request succeeds

@@ -377,3 +377,86 @@ async fn nics_on(t: TestStore) {
     assert_eq!(kinds, ["ip.release", "vm.remove-nic"], "{b}");
     assert_consistent(s).await;
 }
+
+#[tokio::test]
+async fn a_routing_node_gets_its_ipv6_slash_64_while_its_vms_run() {
+    for t in stores().await {
+        ipv6_on(t).await;
+    }
+}
+
+async fn ipv6_on(t: TestStore) {
+    let s = &t.store;
+    let b = t.backend;
+    s.create_cluster(&cluster("hz", "routing")).await.unwrap();
+    s.add_node(
+        "hz",
+        &NodeInput {
+            subnets: vec!["203.0.113.40/29".into()],
+            ..node("h1", "123.45.12.48")
+        },
+    )
+    .await
+    .unwrap();
+    s.create_vm("hz", &vm("mail", "h1")).await.unwrap();
+    // No IPv6 yet: a VM cannot get one.
+    assert!(
+        s.add_vm_address("mail", 0, true, None).await.is_err(),
+        "{b}"
+    );
+
+    // The seed: Nodes → h1 → IP addresses → IPv6 → add ::2/64.
+    let before = s.revision().await.unwrap();
+    for (text, field) in [
+        ("2a01:4f8:1:2::2/48", "ipv6"),
+        ("203.0.113.2/64", "ipv6"),
+        ("2a01:4f8:1:2::/64", "ipv6"),
+    ] {
+        match s.add_node_ipv6("h1", text, None).await {
+            Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field, "{b}: {text}"),
+            other => panic!("{b}: {text}: {other:?}"),
+        }
+    }
+    assert_eq!(s.revision().await.unwrap(), before, "{b}");
+    let view = s
+        .add_node_ipv6("h1", "2a01:4f8:1:2::2/64", None)
+        .await
+        .unwrap();
+    let six = view.node.routing.as_ref().unwrap().ipv6.as_ref().unwrap();
+    assert_eq!(six.gateway.to_string(), "fe80::1", "{b}");
+    assert!(matches!(
+        s.add_node_ipv6("h1", "2a01:4f8:1:3::2/64", None).await,
+        Err(Error::Conflict { .. })
+    ));
+    // The running VM gets IPv6 in place; the node's own ::2 is never a VM's.
+    let v = s.add_vm_address("mail", 0, true, None).await.unwrap();
+    assert_eq!(
+        v.nics[0].addresses[1].address.to_string(),
+        "2a01:4f8:1:2::3",
+        "{b}"
+    );
+    let plan = build(&s.plan_input("h1").await.unwrap());
+    let text = serde_json::to_string(&plan).unwrap();
+    assert!(text.contains("2a01:4f8:1:2::3"), "{b}: {text}");
+    // Held: refused, naming the holder; then it goes.
+    match s.remove_node_ipv6("h1").await {
+        Err(Error::Conflict { rule, .. }) => {
+            assert!(rule.contains("2a01:4f8:1:2::3 (VM mail)"), "{b}: {rule}")
+        }
+        other => panic!("{b}: {other:?}"),
+    }
+    s.remove_vm_address("mail", "2a01:4f8:1:2::3")
+        .await
+        .unwrap();
+    let view = s.remove_node_ipv6("h1").await.unwrap();
+    assert!(view.node.routing.as_ref().unwrap().ipv6.is_none(), "{b}");
+    assert!(matches!(
+        s.remove_node_ipv6("h1").await,
+        Err(Error::NotFound { .. })
+    ));
+    // And back again, as a node added with it would have it.
+    s.add_node_ipv6("h1", "2a01:4f8:1:2::2/64", Some("2a01:4f8:1:2::1"))
+        .await
+        .unwrap();
+    assert_consistent(s).await;
+}

@@ -372,6 +372,22 @@ async fn workload(t: &TestStore) {
     s.remove_node_block("h03", "192.0.2.250-192.0.2.251")
         .await
         .unwrap();
+    // A node's IPv6 /64 (whether h03 has one or not, every statement runs).
+    assert!(s.remove_node_ipv6("h03").await.is_err(), "its VMs hold IPv6");
+    s.add_node(
+        "hz",
+        &vmfabric_model::NodeInput {
+            subnets: vec!["192.0.2.244/30".into()],
+            ..node("h-six", "100.64.9.9")
+        },
+    )
+    .await
+    .unwrap();
+    s.add_node_ipv6("h-six", "2001:db8:ffe3::2/64", None)
+        .await
+        .unwrap();
+    s.remove_node_ipv6("h-six").await.unwrap();
+    s.remove_node("h-six").await.unwrap();
     assert!(s.migrate_vm("vm-h01-1", "h02").await.is_err());
     s.add_node(
         "hz",

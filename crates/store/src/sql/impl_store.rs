@@ -187,6 +187,20 @@ impl Store for SqlStore {
         write!(self, |tx, _c| self.add_node_block_tx(tx, node, kind, text))
     }
 
+    async fn add_node_ipv6(
+        &self,
+        node: &str,
+        ipv6: &str,
+        gateway: Option<&str>,
+    ) -> Result<NodeView> {
+        write!(self, |tx, _c| self
+            .add_node_ipv6_tx(tx, node, ipv6, gateway))
+    }
+
+    async fn remove_node_ipv6(&self, node: &str) -> Result<NodeView> {
+        write!(self, |tx, _c| self.remove_node_ipv6_tx(tx, node))
+    }
+
     async fn remove_node_block(&self, node: &str, text: &str) -> Result<NodeView> {
         write!(self, |tx, _c| self.remove_node_block_tx(tx, node, text))
     }

@@ -464,6 +464,145 @@ impl SqlStore {
         self.node_view(tx, id, node).await
     }
 
+    /// Give a routing node its IPv6 /64 (the seed: Nodes → node → IP
+    /// addresses → IPv6 → add `::2/64`) while its VMs run: the node's own
+    /// address and the provider's router are carved out, VMs may then get
+    /// IPv6 addresses (`vm add-address --ipv6`).
+    pub(crate) async fn add_node_ipv6_tx(
+        &self,
+        tx: &mut Tx,
+        name: &str,
+        text: &str,
+        gateway: Option<&str>,
+    ) -> Result<NodeView> {
+        let (id, node) = self.load_node(tx, name).await?;
+        let (cid, c) = self.load_cluster(tx, &node.cluster).await?;
+        if c.network_type != NetworkType::Routing {
+            return Err(Error::invalid(
+                "ipv6",
+                text,
+                format!(
+                    "only nodes of routing clusters take --ipv6; cluster {} is {} and takes VM addresses from its networks (`network add`)",
+                    c.name, c.network_type
+                ),
+            ));
+        }
+        if let Some(six) = node.routing.as_ref().and_then(|r| r.ipv6.as_ref()) {
+            return Err(Error::conflict(
+                "ipv6",
+                text,
+                format!(
+                    "node {name} has the IPv6 /64 {} already (node remove-ipv6 first)",
+                    six.network
+                ),
+            ));
+        }
+        let mut input = NodeInput::of(&node);
+        input.ipv6 = Some(text.to_string());
+        input.ipv6_gateway = gateway.map(String::from);
+        let (new, blocks) = input.validate(&c)?;
+        let (Some(six), Some(b)) = (
+            new.routing.as_ref().and_then(|r| r.ipv6.clone()),
+            blocks.iter().find(|b| b.role == BlockRole::NodeIpv6),
+        ) else {
+            return Err(super::corrupt("a validated IPv6 /64 vanished"));
+        };
+        sqlx::query("UPDATE nodes SET ipv6_address = $1, ipv6_gateway = $2 WHERE id = $3")
+            .bind(six.address.to_string())
+            .bind(six.gateway.to_string())
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        self.claim_node_address(tx, &c, id, name, "ipv6", IpAddr::V6(six.address))
+            .await?;
+        let hole: Vec<(Range, &str)> = if six.network.contains(IpAddr::V6(six.gateway)) {
+            vec![(
+                Range::single(key::key(IpAddr::V6(six.gateway))),
+                "the node's IPv6 gateway (the provider's router)",
+            )]
+        } else {
+            Vec::new()
+        };
+        self.insert_block(
+            tx,
+            cid,
+            &c,
+            Some(id),
+            b.role,
+            b.range,
+            b.cidr,
+            None,
+            &hole,
+            "ipv6",
+        )
+        .await?;
+        self.log_change(
+            tx,
+            "node.add-ipv6",
+            name,
+            Some(&c.name),
+            Reach::Nodes(&[name]),
+            &json!({"cluster": c.name, "after": {"address": six.address.to_string(), "network": six.network.to_string(), "gateway": six.gateway.to_string()}}),
+        );
+        self.node_view(tx, id, new).await
+    }
+
+    /// Take a routing node's IPv6 /64: refused while any address in it is
+    /// held, or while the node has IPv6 subnets or ranges (their VMs' gateway
+    /// is the node's IPv6 address).
+    pub(crate) async fn remove_node_ipv6_tx(&self, tx: &mut Tx, name: &str) -> Result<NodeView> {
+        let (id, node) = self.load_node(tx, name).await?;
+        let Some(six) = node.routing.as_ref().and_then(|r| r.ipv6.clone()) else {
+            return Err(Error::not_found("ipv6", format!("/64 of node {name}")));
+        };
+        let view = self.node_view(tx, id, node.clone()).await?;
+        if let Some(other) = view
+            .ranges
+            .iter()
+            .find(|b| b.role != BlockRole::NodeIpv6 && b.family() == vmfabric_ipam::Family::V6)
+        {
+            return Err(Error::conflict(
+                "ipv6",
+                six.network,
+                format!(
+                    "{} of node {name} uses the node's IPv6 address as its VMs' gateway; remove it first",
+                    other.label()
+                ),
+            ));
+        }
+        let Some(b) = view.ranges.iter().find(|b| b.role == BlockRole::NodeIpv6) else {
+            return Err(super::corrupt("a node's IPv6 /64 without its block"));
+        };
+        self.check_block_empty(tx, b, "ipv6", &b.text()).await?;
+        sqlx::query("DELETE FROM blocks WHERE id = $1")
+            .bind(b.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        sqlx::query("DELETE FROM node_addresses WHERE address = $1 AND node_id = $2")
+            .bind(kb(key::key(IpAddr::V6(six.address))))
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        sqlx::query("UPDATE nodes SET ipv6_address = NULL, ipv6_gateway = NULL WHERE id = $1")
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        self.log_change(
+            tx,
+            "node.remove-ipv6",
+            name,
+            Some(&node.cluster),
+            Reach::Nodes(&[name]),
+            &json!({"cluster": node.cluster, "before": {"address": six.address.to_string(), "network": six.network.to_string(), "gateway": six.gateway.to_string()}}),
+        );
+        let (_, node) = self.load_node(tx, name).await?;
+        self.node_view(tx, id, node).await
+    }
+
     pub(crate) async fn remove_node_tx(&self, tx: &mut Tx, name: &str) -> Result<NodeView> {
         let (id, n) = self.load_node(tx, name).await?;
         let view = self.node_view(tx, id, n).await?;
