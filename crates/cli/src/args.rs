@@ -314,6 +314,20 @@ pub enum NetworkCmd {
     List { cluster: Option<String> },
     /// Remove a network without allocations
     Remove { cluster: String, cidr: String },
+    /// Change a network in place: its gateway, exclusions (every node gets the new plan)
+    Set {
+        cluster: String,
+        cidr: String,
+        /// The switching network's gateway
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Never hand out this address or range A-B any more (repeat; it must be free)
+        #[arg(long, value_name = "IP|A-B")]
+        exclude: Vec<String>,
+        /// Give back an exclusion, exactly as listed (repeat)
+        #[arg(long, value_name = "IP|A-B")]
+        include: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

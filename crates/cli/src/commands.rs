@@ -233,6 +233,22 @@ async fn network(s: &dyn Store, c: NetworkCmd, json: bool) -> Result<Out> {
             let c = cluster.as_deref();
             stream(json, text, |p| async move { s.networks(c, &p).await }).await
         }
+        NetworkCmd::Set {
+            cluster,
+            cidr,
+            gateway,
+            exclude,
+            include,
+        } => {
+            let patch = vmfabric_model::NetworkPatch {
+                gateway,
+                add_exclusions: exclude,
+                remove_exclusions: include,
+            };
+            let n = s.update_network(&cluster, &cidr, &patch).await?;
+            let text = format!("changed network {cidr} of cluster {cluster}\n");
+            Out::new(&n, text)
+        }
         NetworkCmd::Remove { cluster, cidr } => {
             let n = s.remove_network(&cluster, &cidr).await?;
             Out::new(

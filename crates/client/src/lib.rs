@@ -14,8 +14,8 @@ use vmfabric_model::view::{
     Allocation, ClusterSummary, FreeSpace, HistoryEntry, NetworkView, ReleaseResult, Usage,
 };
 use vmfabric_model::{
-    AgentStatus, Cluster, ClusterInput, ClusterPatch, Error, NetworkInput, NewToken, NodeInput,
-    Result, Timestamp, TokenInfo, TokenInput, Vm, VmInput,
+    AgentStatus, Cluster, ClusterInput, ClusterPatch, Error, NetworkInput, NetworkPatch, NewToken,
+    NodeInput, Result, Timestamp, TokenInfo, TokenInput, Vm, VmInput,
 };
 use vmfabric_plan::PlanInput;
 use vmfabric_store::{
@@ -304,6 +304,19 @@ impl Store for RemoteStore {
         ))
         .await
     }
+    async fn update_network(
+        &self,
+        cluster: &str,
+        cidr: &str,
+        patch: &NetworkPatch,
+    ) -> Result<NetworkView> {
+        self.patch(
+            &format!("/clusters/{}/networks?cidr={}", enc(cluster), enc(cidr)),
+            patch,
+        )
+        .await
+    }
+
     async fn remove_network(&self, cluster: &str, cidr: &str) -> Result<NetworkView> {
         self.delete(&format!(
             "/clusters/{}/networks?cidr={}",

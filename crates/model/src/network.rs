@@ -18,6 +18,24 @@ pub struct NetworkInput {
     pub exclude: Vec<String>,
 }
 
+/// A change of a network in place: its gateway, and operator exclusions
+/// added or removed (`A-B` or one address).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub add_exclusions: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove_exclusions: Vec<String>,
+}
+
+/// Addresses one `network set` may exclude or give back: each is one row
+/// operation, so a change stays one short transaction.
+pub const MAX_EXCLUSION_CHANGE: u128 = 65_536;
+
 /// A checked network, ready to be stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkSpec {

@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use vmfabric_model::{
-    Access, ClusterInput, ClusterPatch, Error, NetworkInput, NodeInput, Timestamp, TokenInfo,
-    TokenInput, VmInput,
+    Access, ClusterInput, ClusterPatch, Error, NetworkInput, NetworkPatch, NodeInput, Timestamp,
+    TokenInfo, TokenInput, VmInput,
 };
 use vmfabric_plan::{NodePlan, build, files};
 use vmfabric_store::{
@@ -48,7 +48,9 @@ pub fn routes() -> Router<Ctl> {
         .route("/api/v1/clusters/{name}/rr-config", get(rr_config))
         .route(
             "/api/v1/clusters/{name}/networks",
-            post(add_network).delete(remove_network),
+            post(add_network)
+                .patch(update_network)
+                .delete(remove_network),
         )
         .route("/api/v1/clusters/{name}/nodes", post(add_node))
         .route("/api/v1/clusters/{name}/vms", post(create_vm))
@@ -367,6 +369,20 @@ async fn add_network(
 #[serde(default)]
 struct CidrQuery {
     cidr: String,
+}
+
+#[utoipa::path(patch, path = "/api/v1/clusters/{name}/networks", tag = "networks", description = "Change a network in place (admin): its gateway, exclusions added (every address free) or removed (given back). Every node of the cluster gets the new plan.", params(("name" = String, Path), ("cidr" = String, Query)), request_body = NetworkPatch, responses((status = 200, body = NetworkView)))]
+async fn update_network(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    b: Bytes,
+) -> ApiResult<Response> {
+    require(&t, Access::Admin)?;
+    let q: CidrQuery = query(&q)?;
+    let patch: NetworkPatch = body(&b)?;
+    Ok(Json(c.store.update_network(&name, &q.cidr, &patch).await?).into_response())
 }
 
 #[utoipa::path(delete, path = "/api/v1/clusters/{name}/networks", tag = "networks", description = "Remove a network without allocations (admin).", params(("name" = String, Path), ("cidr" = String, Query)), responses((status = 200, body = NetworkView)))]

@@ -17,7 +17,7 @@ use crate::api;
     ),
     paths(
         api::openapi, api::revision, api::clusters, api::create_cluster, api::cluster,
-        api::update_cluster, api::delete_cluster, api::rr_config, api::add_network, api::remove_network,
+        api::update_cluster, api::delete_cluster, api::rr_config, api::add_network, api::update_network, api::remove_network,
         api::networks, api::nodes, api::add_node, api::node, api::remove_node, api::add_node_block, api::add_node_ipv6, api::remove_node_ipv6,
         api::remove_node_block, api::plan,
         api::plan_file, api::plan_input, api::report_status, api::agents, api::vms,

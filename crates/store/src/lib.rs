@@ -21,8 +21,8 @@ use vmfabric_model::view::{
     Allocation, ClusterSummary, FreeSpace, HistoryEntry, NetworkView, ReleaseResult, Usage,
 };
 use vmfabric_model::{
-    AgentStatus, Block, Cluster, ClusterInput, ClusterPatch, NetworkInput, NewToken, Node,
-    NodeInput, Result, Timestamp, TokenInfo, TokenInput, Vm, VmInput,
+    AgentStatus, Block, Cluster, ClusterInput, ClusterPatch, NetworkInput, NetworkPatch, NewToken,
+    Node, NodeInput, Result, Timestamp, TokenInfo, TokenInput, Vm, VmInput,
 };
 
 pub mod sql;
@@ -376,6 +376,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<Page<NetworkView>>;
     /// Remove a network that holds no allocations or reservations.
     async fn remove_network(&self, cluster: &str, cidr: &str) -> Result<NetworkView>;
+    /// Change a network's gateway or exclusions in place.
+    async fn update_network(
+        &self,
+        cluster: &str,
+        cidr: &str,
+        patch: &NetworkPatch,
+    ) -> Result<NetworkView>;
 
     async fn add_node(&self, cluster: &str, input: &NodeInput) -> Result<NodeView>;
     /// Nodes in name order.

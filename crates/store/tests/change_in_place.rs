@@ -460,3 +460,93 @@ async fn ipv6_on(t: TestStore) {
         .unwrap();
     assert_consistent(s).await;
 }
+
+#[tokio::test]
+async fn a_network_changes_its_gateway_and_exclusions_in_place() {
+    for t in stores().await {
+        network_on(t).await;
+    }
+}
+
+async fn network_on(t: TestStore) {
+    use vmfabric_model::NetworkPatch;
+    let s = &t.store;
+    let b = t.backend;
+    s.create_cluster(&cluster("sw", "switching")).await.unwrap();
+    s.add_network("sw", &network("192.0.2.0/28")).await.unwrap();
+    s.add_node("sw", &node("s1", "192.0.2.2")).await.unwrap();
+    s.create_vm("sw", &vm("a", "s1")).await.unwrap();
+    assert_eq!(ip_of(s, "a").await, "192.0.2.3", "{b}");
+    let patch = |gw: Option<&str>, add: &[&str], remove: &[&str]| NetworkPatch {
+        gateway: gw.map(String::from),
+        add_exclusions: add.iter().map(|x| x.to_string()).collect(),
+        remove_exclusions: remove.iter().map(|x| x.to_string()).collect(),
+    };
+
+    // Refusals change nothing.
+    let before = s.revision().await.unwrap();
+    for (p, field) in [
+        (patch(None, &[], &[]), "patch"),
+        (patch(None, &["192.0.2.3"], &[]), "add-exclusion"),
+        (patch(None, &["192.0.2.20"], &[]), "exclude"),
+        (patch(None, &[], &["192.0.2.9"]), "remove-exclusion"),
+        (patch(Some("192.0.2.3"), &[], &[]), "gateway"),
+        (patch(Some("192.0.2.2"), &[], &[]), "gateway"),
+        (patch(Some("198.51.100.1"), &[], &[]), "gateway"),
+    ] {
+        match s.update_network("sw", "192.0.2.0/28", &p).await {
+            Err(Error::Invalid { field: f, rule, .. } | Error::Conflict { field: f, rule, .. }) => {
+                assert_eq!(f, field, "{b}: {p:?}: {rule}")
+            }
+            other => panic!("{b}: {p:?}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        s.update_network("sw", "192.0.2.16/28", &patch(Some("192.0.2.14"), &[], &[]))
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(s.revision().await.unwrap(), before, "{b}");
+
+    // The gateway moves to .14 (VMs follow) and .1 becomes a VM's;
+    // .4-.6 are kept back.
+    let v = s
+        .update_network(
+            "sw",
+            "192.0.2.0/28",
+            &patch(Some("192.0.2.14"), &["192.0.2.4-192.0.2.6"], &[]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v.exclusions.len(), 5, "{b}: {v:?}");
+    let a = s.vm("a").await.unwrap();
+    assert_eq!(
+        a.nics[0].addresses[0].gateway.unwrap().to_string(),
+        "192.0.2.14",
+        "{b}"
+    );
+    s.create_vm("sw", &vm("b", "s1")).await.unwrap();
+    s.create_vm("sw", &vm("c", "s1")).await.unwrap();
+    assert_eq!(ip_of(s, "b").await, "192.0.2.1", "{b}");
+    assert_eq!(ip_of(s, "c").await, "192.0.2.7", "{b}");
+    let log = s
+        .all_changes(&ChangeFilter {
+            since: None,
+            object: Some("192.0.2.0/28".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(log[0].kind, "network.set", "{b}");
+    assert_eq!(log[0].reach, Reach::Cluster, "{b}");
+    // Given back: the next VM takes .4.
+    s.update_network(
+        "sw",
+        "192.0.2.0/28",
+        &patch(None, &[], &["192.0.2.4-192.0.2.6"]),
+    )
+    .await
+    .unwrap();
+    s.create_vm("sw", &vm("d", "s1")).await.unwrap();
+    assert_eq!(ip_of(s, "d").await, "192.0.2.4", "{b}");
+    assert_consistent(s).await;
+}

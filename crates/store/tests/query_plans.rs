@@ -341,6 +341,21 @@ async fn workload(t: &TestStore) {
     s.delete_vm("tvm3").await.unwrap();
     s.delete_vm("tvm4").await.unwrap();
     s.remove_node("t1").await.unwrap();
+    let set = |gw: Option<&str>, add: &[&str], remove: &[&str]| vmfabric_model::NetworkPatch {
+        gateway: gw.map(String::from),
+        add_exclusions: add.iter().map(|x| x.to_string()).collect(),
+        remove_exclusions: remove.iter().map(|x| x.to_string()).collect(),
+    };
+    s.update_network(
+        "tmp",
+        "192.0.2.128/29",
+        &set(Some("192.0.2.134"), &["192.0.2.131"], &[]),
+    )
+    .await
+    .unwrap();
+    s.update_network("tmp", "192.0.2.128/29", &set(None, &[], &["192.0.2.131"]))
+        .await
+        .unwrap();
     s.remove_network("tmp", "192.0.2.128/29").await.unwrap();
     s.delete_cluster("tmp").await.unwrap();
     let mut keyed = VmRequest::new("fab", vm("keyed", "f003"));
@@ -373,7 +388,10 @@ async fn workload(t: &TestStore) {
         .await
         .unwrap();
     // A node's IPv6 /64 (whether h03 has one or not, every statement runs).
-    assert!(s.remove_node_ipv6("h03").await.is_err(), "its VMs hold IPv6");
+    assert!(
+        s.remove_node_ipv6("h03").await.is_err(),
+        "its VMs hold IPv6"
+    );
     s.add_node(
         "hz",
         &vmfabric_model::NodeInput {

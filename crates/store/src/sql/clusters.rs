@@ -7,10 +7,11 @@ use sqlx::any::AnyRow;
 use vmfabric_ipam::{Cidr, Range, RangeSet, key};
 use vmfabric_model::block::system_holes;
 use vmfabric_model::cluster::{Community, Fabric, RouteReflector};
+use vmfabric_model::network::MAX_EXCLUSION_CHANGE;
 use vmfabric_model::view::{ClusterSummary, Exclusion, NetworkView};
 use vmfabric_model::{
-    Block, BlockRole, Cluster, ClusterInput, ClusterPatch, Error, NetworkInput, NetworkType,
-    Result, Seconds,
+    Block, BlockRole, Cluster, ClusterInput, ClusterPatch, Error, NetworkInput, NetworkPatch,
+    NetworkType, Result, Seconds,
 };
 
 use super::alloc::{self, BlockAlloc};
@@ -70,6 +71,9 @@ pub(crate) fn cluster_from_row(row: &AnyRow) -> Result<(i64, Cluster)> {
 }
 
 /// Columns of a block row, in `block_from_row` order.
+/// The reason of an operator's exclusion.
+const OPERATOR: &str = "excluded by the operator";
+
 pub(crate) const BLOCK_COLS: &str = "b.id AS block_id, b.role, b.first, b.last, b.prefix_len, b.gateway, c.name AS block_cluster, n.name AS block_node";
 
 pub(crate) const BLOCK_FROM: &str =
@@ -694,7 +698,7 @@ impl SqlStore {
                 &spec
                     .exclusions
                     .iter()
-                    .map(|x| (*x, "excluded by the operator"))
+                    .map(|x| (*x, OPERATOR))
                     .collect::<Vec<_>>(),
                 "cidr",
             )
@@ -711,6 +715,238 @@ impl SqlStore {
         );
         let b = self.block_by_id(tx, id).await?;
         self.network_view(tx, b).await
+    }
+
+    /// Change a network in place: its gateway, and operator exclusions
+    /// added (every address free, or already kept back) or removed (given
+    /// back unless something else keeps them). Validated as `network add`
+    /// with the new settings; every node of the cluster gets the new plan.
+    pub(crate) async fn update_network_tx(
+        &self,
+        tx: &mut Tx,
+        counters: &mut super::Counters,
+        cluster: &str,
+        cidr: &str,
+        patch: &NetworkPatch,
+    ) -> Result<NetworkView> {
+        if *patch == NetworkPatch::default() {
+            return Err(Error::invalid(
+                "patch",
+                "",
+                "name at least one setting to change",
+            ));
+        }
+        let (cid, c) = self.load_cluster(tx, cluster).await?;
+        let parsed = vmfabric_model::network::parse_cidr("cidr", cidr)?;
+        let sql = format!(
+            "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.cluster_id = $1 AND b.role = 'network' AND b.first = $2 AND b.last = $3"
+        );
+        let row = sqlx::query(SqlStore::dynamic(sql))
+            .bind(cid)
+            .bind(kb(parsed.range().first))
+            .bind(kb(parsed.range().last))
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Error::not_found("network", format!("{parsed} of cluster {cluster}")))?;
+        let b = block_from_row(&row)?;
+        self.lock_block(tx, b.id).await?;
+        let before = self.network_view(tx, b.clone()).await?;
+        let operator: Vec<Range> = self
+            .exclusions_of(tx, b.id)
+            .await?
+            .into_iter()
+            .filter(|(_, why)| why == OPERATOR)
+            .map(|(r, _)| r)
+            .collect();
+        let mut exclude: Vec<String> = operator.iter().map(ToString::to_string).collect();
+        for text in &patch.remove_exclusions {
+            let r = Range::parse(text).map_err(|e| Error::invalid("remove-exclusion", text, e))?;
+            let Some(i) = operator.iter().position(|o| *o == r) else {
+                let have: Vec<String> = operator.iter().map(ToString::to_string).collect();
+                return Err(Error::invalid(
+                    "remove-exclusion",
+                    text,
+                    format!(
+                        "not an exclusion of {parsed} (it has: {})",
+                        if have.is_empty() {
+                            "none".to_string()
+                        } else {
+                            have.join(", ")
+                        }
+                    ),
+                ));
+            };
+            exclude.retain(|x| *x != operator[i].to_string());
+        }
+        exclude.extend(patch.add_exclusions.iter().cloned());
+        let spec = NetworkInput {
+            cidr: parsed.to_string(),
+            gateway: patch
+                .gateway
+                .clone()
+                .or_else(|| b.gateway.map(|g| g.to_string())),
+            exclude,
+        }
+        .validate(&c)?;
+        let added: Vec<Range> = spec
+            .exclusions
+            .iter()
+            .copied()
+            .filter(|r| !operator.contains(r))
+            .collect();
+        let removed: Vec<Range> = operator
+            .iter()
+            .copied()
+            .filter(|r| !spec.exclusions.contains(r))
+            .collect();
+        let size: u128 = added.iter().chain(&removed).map(|r| r.len()).sum();
+        if size > MAX_EXCLUSION_CHANGE {
+            return Err(Error::invalid(
+                "exclusion",
+                size,
+                format!(
+                    "one change may exclude or give back at most {MAX_EXCLUSION_CHANGE} addresses; split it"
+                ),
+            ));
+        }
+        let ba = SqlStore::block_alloc(&c, &b);
+        // Give back first, so that a replaced exclusion may overlap the old.
+        for r in &removed {
+            sqlx::query("DELETE FROM exclusions WHERE block_id = $1 AND first = $2 AND last = $3 AND reason = $4")
+                .bind(b.id)
+                .bind(kb(r.first))
+                .bind(kb(r.last))
+                .bind(OPERATOR)
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+            self.give_back_uncovered(tx, b.id, *r).await?;
+        }
+        if spec.gateway != b.gateway {
+            if let Some(old) = b.gateway {
+                let k = key::key(old);
+                sqlx::query("DELETE FROM exclusions WHERE block_id = $1 AND first = $2 AND last = $2 AND reason = 'gateway'")
+                    .bind(b.id)
+                    .bind(kb(k))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db)?;
+                self.give_back_uncovered(tx, b.id, Range::single(k)).await?;
+            }
+            if let Some(new) = spec.gateway {
+                let node = sqlx::query("SELECT n.name FROM node_addresses na JOIN nodes n ON n.id = na.node_id WHERE na.address = $1")
+                    .bind(kb(key::key(new)))
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(db)?;
+                if let Some(n) = node {
+                    return Err(Error::conflict(
+                        "gateway",
+                        new,
+                        format!("this is the address of node {}", n.text("name")?),
+                    ));
+                }
+                self.keep_back(
+                    tx,
+                    counters,
+                    &ba,
+                    &b,
+                    Range::single(key::key(new)),
+                    "gateway",
+                    "gateway",
+                )
+                .await?;
+            }
+            sqlx::query("UPDATE blocks SET gateway = $1 WHERE id = $2")
+                .bind(spec.gateway.map(|g| g.to_string()))
+                .bind(b.id)
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+        }
+        for r in &added {
+            self.keep_back(tx, counters, &ba, &b, *r, OPERATOR, "add-exclusion")
+                .await?;
+        }
+        let b = self.block_by_id(tx, b.id).await?;
+        let after = self.network_view(tx, b).await?;
+        self.log_change(
+            tx,
+            "network.set",
+            &parsed.to_string(),
+            Some(cluster),
+            Reach::Cluster,
+            &json!({"cluster": cluster, "before": before, "after": after}),
+        );
+        Ok(after)
+    }
+
+    /// Keep `r` of block `b` back with `reason`: each address must be free
+    /// (it is taken) or kept back already; a held one is refused.
+    #[allow(clippy::too_many_arguments)]
+    async fn keep_back(
+        &self,
+        tx: &mut Tx,
+        counters: &mut super::Counters,
+        ba: &BlockAlloc,
+        b: &Block,
+        r: Range,
+        reason: &str,
+        field: &str,
+    ) -> Result<()> {
+        let mut k = r.first;
+        loop {
+            if !alloc::take(tx, counters, ba, k).await? && !self.covered(tx, b.id, k).await? {
+                let why = self.describe_unavailable(tx, b, k).await?;
+                return Err(Error::conflict(
+                    field,
+                    r,
+                    format!("{} is {why}", key::addr(k)),
+                ));
+            }
+            if k >= r.last {
+                break;
+            }
+            k += 1;
+        }
+        sqlx::query("INSERT INTO exclusions (block_id, first, last, reason, node_id) VALUES ($1, $2, $3, $4, NULL)")
+            .bind(b.id)
+            .bind(kb(r.first))
+            .bind(kb(r.last))
+            .bind(reason)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Whether an exclusion of block `block` covers `k`.
+    async fn covered(&self, tx: &mut Tx, block: i64, k: vmfabric_ipam::Key) -> Result<bool> {
+        let n = sqlx::query(
+            "SELECT COUNT(*) AS n FROM exclusions WHERE block_id = $1 AND first <= $2 AND last >= $2",
+        )
+        .bind(block)
+        .bind(kb(k))
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db)?
+        .int("n")?;
+        Ok(n > 0)
+    }
+
+    /// Free every address of `r` that no exclusion keeps back any more.
+    async fn give_back_uncovered(&self, tx: &mut Tx, block: i64, r: Range) -> Result<()> {
+        let mut k = r.first;
+        loop {
+            if !self.covered(tx, block, k).await? {
+                alloc::free_one(tx, block, k).await?;
+            }
+            if k >= r.last {
+                return Ok(());
+            }
+            k += 1;
+        }
     }
 
     pub(crate) async fn block_by_id(&self, tx: &mut Tx, id: i64) -> Result<Block> {

@@ -5,8 +5,8 @@ use vmfabric_model::view::{
     Allocation, ClusterSummary, FreeSpace, HistoryEntry, NetworkView, ReleaseResult, Usage,
 };
 use vmfabric_model::{
-    AgentStatus, Cluster, ClusterInput, ClusterPatch, Error, NetworkInput, NewToken, NodeInput,
-    Result, Timestamp, TokenInfo, TokenInput, Vm, VmInput,
+    AgentStatus, Cluster, ClusterInput, ClusterPatch, Error, NetworkInput, NetworkPatch, NewToken,
+    NodeInput, Result, Timestamp, TokenInfo, TokenInput, Vm, VmInput,
 };
 
 use super::{Counters, SqlStore};
@@ -107,6 +107,16 @@ impl Store for SqlStore {
         page: &PageRequest,
     ) -> Result<Page<NetworkView>> {
         read!(self, |tx| self.networks_tx(tx, cluster, page))
+    }
+
+    async fn update_network(
+        &self,
+        cluster: &str,
+        cidr: &str,
+        patch: &NetworkPatch,
+    ) -> Result<NetworkView> {
+        write!(self, |tx, c| self
+            .update_network_tx(tx, c, cluster, cidr, patch))
     }
 
     async fn remove_network(&self, cluster: &str, cidr: &str) -> Result<NetworkView> {
