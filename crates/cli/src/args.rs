@@ -346,6 +346,19 @@ pub enum NodeCmd {
         /// A-B, e.g. 203.0.113.56-203.0.113.59
         range: String,
     },
+    /// Change a node's uplink, uplink MAC, bridge or NDP proxy mode in place
+    Set {
+        name: String,
+        #[arg(long)]
+        uplink: Option<String>,
+        #[arg(long)]
+        uplink_mac: Option<String>,
+        #[arg(long)]
+        bridge: Option<String>,
+        /// kernel, ndppd or off (routing nodes with IPv6)
+        #[arg(long)]
+        ndp_proxy: Option<String>,
+    },
     /// Give a routing node its IPv6 /64: its own address, ::2 by convention
     AddIpv6 {
         node: String,

@@ -307,6 +307,22 @@ async fn node(s: &dyn Store, c: NodeCmd, json: bool) -> Result<Out> {
                 .await?;
             Out::new(&n, format!("node {} now has range {range}\n", n.node.name))
         }
+        NodeCmd::Set {
+            name,
+            uplink,
+            uplink_mac,
+            bridge,
+            ndp_proxy,
+        } => {
+            let patch = vmfabric_model::NodePatch {
+                uplink,
+                uplink_mac,
+                bridge,
+                ndp_proxy,
+            };
+            let n = s.update_node(&name, &patch).await?;
+            Out::new(&n, format!("changed node {}\n", n.node.name))
+        }
         NodeCmd::AddIpv6 {
             node,
             ipv6,

@@ -15,7 +15,7 @@ use vmfabric_model::view::{
 };
 use vmfabric_model::{
     AgentStatus, Cluster, ClusterInput, ClusterPatch, Error, NetworkInput, NetworkPatch, NewToken,
-    NodeInput, Result, Timestamp, TokenInfo, TokenInput, Vm, VmInput,
+    NodeInput, NodePatch, Result, Timestamp, TokenInfo, TokenInput, Vm, VmInput,
 };
 use vmfabric_plan::PlanInput;
 use vmfabric_store::{
@@ -372,6 +372,10 @@ impl Store for RemoteStore {
 
     async fn remove_node_ipv6(&self, node: &str) -> Result<NodeView> {
         self.delete(&format!("/nodes/{}/ipv6", enc(node))).await
+    }
+
+    async fn update_node(&self, name: &str, patch: &NodePatch) -> Result<NodeView> {
+        self.patch(&format!("/nodes/{}", enc(name)), patch).await
     }
 
     async fn remove_node_block(&self, node: &str, text: &str) -> Result<NodeView> {

@@ -27,6 +27,6 @@ pub use cluster::{
 pub use error::{Error, Result};
 pub use names::{IfName, Mac};
 pub use network::{NetworkInput, NetworkPatch, NetworkSpec};
-pub use node::{NdpProxy, Node, NodeBlock, NodeInput};
+pub use node::{NdpProxy, Node, NodeBlock, NodeInput, NodePatch};
 pub use time::{Seconds, Timestamp};
 pub use vm::{AddressRequest, Nic, NicAddress, Vm, VmInput};

@@ -185,6 +185,55 @@ impl NodeInput {
     }
 }
 
+/// A change of a node's interfaces in place: each field given replaces
+/// the node's (NDP proxy mode: routing nodes only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct NodePatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uplink_mac: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ndp_proxy: Option<String>,
+}
+
+impl NodePatch {
+    /// The node after the change, checked by the rules of creation.
+    pub fn apply(&self, node: &Node, cluster: &Cluster, blocks: &[crate::Block]) -> Result<Node> {
+        if *self == NodePatch::default() {
+            return Err(Error::invalid(
+                "patch",
+                "",
+                "name at least one setting to change",
+            ));
+        }
+        let mut input = NodeInput::of(node);
+        for (field, v) in [
+            (&mut input.uplink, &self.uplink),
+            (&mut input.uplink_mac, &self.uplink_mac),
+            (&mut input.bridge, &self.bridge),
+            (&mut input.ndp_proxy, &self.ndp_proxy),
+        ] {
+            if v.is_some() {
+                field.clone_from(v);
+            }
+        }
+        // The node's blocks as they are: validated together, unchanged.
+        for b in blocks {
+            match b.role {
+                BlockRole::NodeSubnet => input.subnets.push(b.text()),
+                BlockRole::NodeRange => input.ranges.push(b.text()),
+                _ => {}
+            }
+        }
+        Ok(input.validate(cluster)?.0)
+    }
+}
+
 /// The uplink name used when none is given (the seed's example).
 pub const DEFAULT_UPLINK: &str = "eno1";
 /// The bridge name used when none is given (the seed's name).

@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use vmfabric_model::{
-    Access, ClusterInput, ClusterPatch, Error, NetworkInput, NetworkPatch, NodeInput, Timestamp,
-    TokenInfo, TokenInput, VmInput,
+    Access, ClusterInput, ClusterPatch, Error, NetworkInput, NetworkPatch, NodeInput, NodePatch,
+    Timestamp, TokenInfo, TokenInput, VmInput,
 };
 use vmfabric_plan::{NodePlan, build, files};
 use vmfabric_store::{
@@ -56,7 +56,10 @@ pub fn routes() -> Router<Ctl> {
         .route("/api/v1/clusters/{name}/vms", post(create_vm))
         .route("/api/v1/networks", get(networks))
         .route("/api/v1/nodes", get(nodes))
-        .route("/api/v1/nodes/{name}", get(node).delete(remove_node))
+        .route(
+            "/api/v1/nodes/{name}",
+            get(node).patch(update_node).delete(remove_node),
+        )
         .route(
             "/api/v1/nodes/{name}/blocks",
             post(add_node_block).delete(remove_node_block),
@@ -428,6 +431,18 @@ async fn node(
 ) -> ApiResult<Response> {
     require(&t, Access::Read)?;
     Ok(Json(c.store.node(&name).await?).into_response())
+}
+
+#[utoipa::path(patch, path = "/api/v1/nodes/{name}", tag = "nodes", description = "Change a node's uplink, uplink MAC, bridge or NDP proxy mode in place (admin); only its agent's plan changes.", params(("name" = String, Path)), request_body = NodePatch, responses((status = 200, body = NodeView)))]
+async fn update_node(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+    b: Bytes,
+) -> ApiResult<Response> {
+    require(&t, Access::Admin)?;
+    let patch: NodePatch = body(&b)?;
+    Ok(Json(c.store.update_node(&name, &patch).await?).into_response())
 }
 
 #[utoipa::path(delete, path = "/api/v1/nodes/{name}", tag = "nodes", description = "Remove a node without VMs (admin).", params(("name" = String, Path)), responses((status = 200, body = NodeView)))]

@@ -18,7 +18,7 @@ use crate::api;
     paths(
         api::openapi, api::revision, api::clusters, api::create_cluster, api::cluster,
         api::update_cluster, api::delete_cluster, api::rr_config, api::add_network, api::update_network, api::remove_network,
-        api::networks, api::nodes, api::add_node, api::node, api::remove_node, api::add_node_block, api::add_node_ipv6, api::remove_node_ipv6,
+        api::networks, api::nodes, api::add_node, api::node, api::update_node, api::remove_node, api::add_node_block, api::add_node_ipv6, api::remove_node_ipv6,
         api::remove_node_block, api::plan,
         api::plan_file, api::plan_input, api::report_status, api::agents, api::vms,
         api::create_vm, api::create_vms, api::vm, api::delete_vm, api::migrate_vm, api::add_nic, api::remove_nic,

@@ -22,7 +22,7 @@ use vmfabric_model::view::{
 };
 use vmfabric_model::{
     AgentStatus, Block, Cluster, ClusterInput, ClusterPatch, NetworkInput, NetworkPatch, NewToken,
-    Node, NodeInput, Result, Timestamp, TokenInfo, TokenInput, Vm, VmInput,
+    Node, NodeInput, NodePatch, Result, Timestamp, TokenInfo, TokenInput, Vm, VmInput,
 };
 
 pub mod sql;
@@ -390,6 +390,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn node(&self, name: &str) -> Result<NodeView>;
     /// Remove a node that has no VMs and no reservations in its ranges.
     async fn remove_node(&self, name: &str) -> Result<NodeView>;
+    /// Change a node's uplink, uplink MAC, bridge or NDP proxy mode.
+    async fn update_node(&self, name: &str, patch: &NodePatch) -> Result<NodeView>;
     /// Give a routing node one more subnet or range (its VMs keep running).
     async fn add_node_block(&self, node: &str, kind: NodeBlockKind, text: &str)
     -> Result<NodeView>;

@@ -550,3 +550,74 @@ async fn network_on(t: TestStore) {
     assert_eq!(ip_of(s, "d").await, "192.0.2.4", "{b}");
     assert_consistent(s).await;
 }
+
+#[tokio::test]
+async fn a_node_changes_its_interfaces_in_place() {
+    for t in stores().await {
+        node_set_on(t).await;
+    }
+}
+
+async fn node_set_on(t: TestStore) {
+    use vmfabric_model::NodePatch;
+    let s = &t.store;
+    let b = t.backend;
+    s.create_cluster(&cluster("hz", "routing")).await.unwrap();
+    s.add_node(
+        "hz",
+        &NodeInput {
+            subnets: vec!["203.0.113.40/29".into()],
+            ipv6: Some("2a01:4f8:1::2/64".into()),
+            ..node("h1", "123.45.12.48")
+        },
+    )
+    .await
+    .unwrap();
+    s.create_vm("hz", &vm("web", "h1")).await.unwrap();
+    let set = |uplink: Option<&str>, bridge: Option<&str>, ndp: Option<&str>| NodePatch {
+        uplink: uplink.map(String::from),
+        bridge: bridge.map(String::from),
+        ndp_proxy: ndp.map(String::from),
+        uplink_mac: None,
+    };
+    let before = s.revision().await.unwrap();
+    for (p, field) in [
+        (set(None, None, None), "patch"),
+        (set(Some("lo"), None, None), "uplink"),
+        (set(Some("vmbr0"), None, None), "bridge"),
+        (set(None, None, Some("sometimes")), "ndp-proxy"),
+        (set(Some("web_net0"), None, None), "uplink"),
+        (
+            set(Some("an-interface-name-too-long"), None, None),
+            "uplink",
+        ),
+    ] {
+        match s.update_node("h1", &p).await {
+            Err(Error::Invalid { field: f, rule, .. } | Error::Conflict { field: f, rule, .. }) => {
+                assert_eq!(f, field, "{b}: {p:?}: {rule}")
+            }
+            other => panic!("{b}: {p:?}: {other:?}"),
+        }
+    }
+    assert_eq!(s.revision().await.unwrap(), before, "{b}");
+    let v = s
+        .update_node("h1", &set(Some("enp1s0"), None, Some("ndppd")))
+        .await
+        .unwrap();
+    assert_eq!(v.node.uplink.as_str(), "enp1s0", "{b}");
+    assert_eq!(v.ranges.len(), 2, "{b}: blocks untouched");
+    let plan = build(&s.plan_input("h1").await.unwrap());
+    assert_eq!(plan.uplink, "enp1s0", "{b}");
+    assert!(plan.ndp.is_some(), "{b}");
+    let log = s
+        .all_changes(&ChangeFilter {
+            since: Some(before),
+            object: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1, "{b}");
+    assert_eq!(log[0].detail["before"]["uplink"], "eno1", "{b}");
+    assert_eq!(log[0].reach, Reach::Nodes(vec!["h1".into()]), "{b}");
+    assert_consistent(s).await;
+}

@@ -405,6 +405,11 @@ async fn workload(t: &TestStore) {
         .await
         .unwrap();
     s.remove_node_ipv6("h-six").await.unwrap();
+    let patch = vmfabric_model::NodePatch {
+        uplink: Some("enp1s0".into()),
+        ..Default::default()
+    };
+    s.update_node("h-six", &patch).await.unwrap();
     s.remove_node("h-six").await.unwrap();
     assert!(s.migrate_vm("vm-h01-1", "h02").await.is_err());
     s.add_node(

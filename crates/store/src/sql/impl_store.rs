@@ -6,7 +6,7 @@ use vmfabric_model::view::{
 };
 use vmfabric_model::{
     AgentStatus, Cluster, ClusterInput, ClusterPatch, Error, NetworkInput, NetworkPatch, NewToken,
-    NodeInput, Result, Timestamp, TokenInfo, TokenInput, Vm, VmInput,
+    NodeInput, NodePatch, Result, Timestamp, TokenInfo, TokenInput, Vm, VmInput,
 };
 
 use super::{Counters, SqlStore};
@@ -209,6 +209,10 @@ impl Store for SqlStore {
 
     async fn remove_node_ipv6(&self, node: &str) -> Result<NodeView> {
         write!(self, |tx, _c| self.remove_node_ipv6_tx(tx, node))
+    }
+
+    async fn update_node(&self, name: &str, patch: &NodePatch) -> Result<NodeView> {
+        write!(self, |tx, _c| self.update_node_tx(tx, name, patch))
     }
 
     async fn remove_node_block(&self, node: &str, text: &str) -> Result<NodeView> {

@@ -6,7 +6,9 @@ use serde_json::json;
 use sqlx::any::AnyRow;
 use vmfabric_ipam::{Cidr, Range, key};
 use vmfabric_model::node::{NodeIpv6, RoutingNode};
-use vmfabric_model::{BlockRole, Cluster, Error, IfName, NetworkType, Node, NodeInput, Result};
+use vmfabric_model::{
+    BlockRole, Cluster, Error, IfName, NetworkType, Node, NodeInput, NodePatch, Result,
+};
 
 use super::alloc;
 use super::clusters::{BLOCK_COLS, BLOCK_FROM, block_from_row};
@@ -601,6 +603,56 @@ impl SqlStore {
         );
         let (_, node) = self.load_node(tx, name).await?;
         self.node_view(tx, id, node).await
+    }
+
+    /// Change a node's uplink, its MAC, bridge or NDP proxy mode in place
+    /// (validated as a creation with them); only its plan changes.
+    pub(crate) async fn update_node_tx(
+        &self,
+        tx: &mut Tx,
+        name: &str,
+        patch: &NodePatch,
+    ) -> Result<NodeView> {
+        let (id, node) = self.load_node(tx, name).await?;
+        let (_, c) = self.load_cluster(tx, &node.cluster).await?;
+        let before = self.node_view(tx, id, node.clone()).await?;
+        let new = patch.apply(&node, &c, &before.ranges)?;
+        // A VM's host interface may not take the new names either.
+        for (field, ifname) in [("uplink", &new.uplink), ("bridge", &new.bridge)] {
+            if let Some((prefix, _)) = ifname.as_str().rsplit_once("_net") {
+                let n = sqlx::query("SELECT COUNT(*) AS n FROM vms WHERE if_prefix = $1")
+                    .bind(prefix)
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(db)?
+                    .int("n")?;
+                if n > 0 {
+                    return Err(Error::conflict(
+                        field,
+                        ifname,
+                        "this is the name of a VM's interface on the nodes",
+                    ));
+                }
+            }
+        }
+        sqlx::query("UPDATE nodes SET uplink = $1, bridge = $2, uplink_mac = $3, ndp_proxy = $4 WHERE id = $5")
+            .bind(new.uplink.as_str())
+            .bind(new.bridge.as_str())
+            .bind(new.uplink_mac.map(|m| m.to_string()))
+            .bind(new.routing.as_ref().map(|r| r.ndp_proxy.as_str()))
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        self.log_change(
+            tx,
+            "node.set",
+            name,
+            Some(&c.name),
+            Reach::Nodes(&[name]),
+            &json!({"cluster": c.name, "before": before.node, "after": new}),
+        );
+        self.node_view(tx, id, new).await
     }
 
     pub(crate) async fn remove_node_tx(&self, tx: &mut Tx, name: &str) -> Result<NodeView> {
