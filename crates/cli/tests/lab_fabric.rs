@@ -216,4 +216,37 @@ fn route_reflectors_change_live_and_the_core_keeps_every_route() {
     for vm in vms {
         assert!(lab.ping(&ns("core"), &ip_of(&lab, vm)), "core -> {vm}");
     }
+
+    // An extra /32 on running vm2, and a second NIC on running vm3: each
+    // new address is announced and answers the core.
+    let v = vf(&lab, &["vm", "add-address", "vm2"]);
+    let extra = v["nics"][0]["addresses"][1]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    agent(&lab, &ns("n2"), "n2");
+    lab.ip(
+        &ns("vm2"),
+        &["addr", "add", &format!("{extra}/32"), "dev", "eth0"],
+    )
+    .unwrap();
+    let v = vf(&lab, &["vm", "add-nic", "vm3"]);
+    let second = v["nics"][1]["addresses"][0]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let r = agent(&lab, &ns("n1"), "n1");
+    assert!(r["changes"].to_string().contains("vm3_net1"), "{r}");
+    let nic = vf_.nic_at("vm3", 1).unwrap();
+    vmfabric_lab::guest::attach(&mut lab, &ns("n1"), "vm3", &nic).unwrap();
+    for (ip, hop) in [(&extra, "172.16.0.12"), (&second, "172.16.0.11")] {
+        let prefix = format!("{ip}/32");
+        let announced = lab.wait_for(Duration::from_secs(30), || {
+            let (hops, _) = at_core(&lab, &core, &prefix);
+            !hops.is_empty() && hops.iter().all(|h| h == hop)
+        });
+        assert!(announced, "{prefix} at the core via {hop}");
+        assert!(lab.ping(&ns("core"), ip), "core -> {ip}");
+    }
+    assert!(lab.ping(&ns("vm1"), &second), "vm1 -> vm3's second NIC");
 }
