@@ -3,7 +3,6 @@
 use serde_json::json;
 use sqlx::any::AnyRow;
 use vmfabric_ipam::Family;
-use vmfabric_ipam::{Cidr, Range};
 use vmfabric_ipam::{Key, key};
 use vmfabric_model::view::{
     Allocation, FreeRange, FreeSpace, HistoryEntry, Holder, ReleaseResult, Released, Usage,
@@ -474,17 +473,11 @@ impl SqlStore {
                 }
             }
             (None, None, Some(text)) => {
-                let range = text
-                    .parse::<Cidr>()
-                    .map(|c| c.range())
-                    .or_else(|_| Range::parse(text))
-                    .map_err(|e| {
-                        Error::invalid(
-                            "network",
-                            text,
-                            format!("a network (CIDR) or a node range (A-B): {e}"),
-                        )
-                    })?;
+                let range = SqlStore::block_text(
+                    "network",
+                    text,
+                    "a network (CIDR) or a node range (A-B)",
+                )?;
                 let b = self
                     .block_containing(tx, range.first)
                     .await?

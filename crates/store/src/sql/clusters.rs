@@ -500,18 +500,7 @@ impl SqlStore {
                 .map_err(db)?;
             // Free again only if nothing else keeps it (the network's own
             // address, an operator's exclusion, a node).
-            let still = sqlx::query(
-                "SELECT COUNT(*) AS n FROM exclusions WHERE block_id = $1 AND first <= $2 AND last >= $2",
-            )
-            .bind(b.id)
-            .bind(kb(k))
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(db)?
-            .int("n")?;
-            if still == 0 {
-                alloc::free_one(tx, b.id, k).await?;
-            }
+            self.give_back_uncovered(tx, b.id, Range::single(k)).await?;
         }
         for came in is.iter().filter(|a| !was.contains(a)) {
             let k = key::key(*came);
@@ -736,20 +725,7 @@ impl SqlStore {
                 "name at least one setting to change",
             ));
         }
-        let (cid, c) = self.load_cluster(tx, cluster).await?;
-        let parsed = vmfabric_model::network::parse_cidr("cidr", cidr)?;
-        let sql = format!(
-            "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.cluster_id = $1 AND b.role = 'network' AND b.first = $2 AND b.last = $3"
-        );
-        let row = sqlx::query(SqlStore::dynamic(sql))
-            .bind(cid)
-            .bind(kb(parsed.range().first))
-            .bind(kb(parsed.range().last))
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db)?
-            .ok_or_else(|| Error::not_found("network", format!("{parsed} of cluster {cluster}")))?;
-        let b = block_from_row(&row)?;
+        let (c, parsed, b) = self.network_of(tx, cluster, cidr).await?;
         self.lock_block(tx, b.id).await?;
         let before = self.network_view(tx, b.clone()).await?;
         let operator: Vec<Range> = self
@@ -949,6 +925,29 @@ impl SqlStore {
         }
     }
 
+    /// Network `cidr` of `cluster`: the cluster, the parsed CIDR, the block.
+    async fn network_of(
+        &self,
+        tx: &mut Tx,
+        cluster: &str,
+        cidr: &str,
+    ) -> Result<(Cluster, Cidr, Block)> {
+        let (cid, c) = self.load_cluster(tx, cluster).await?;
+        let parsed = vmfabric_model::network::parse_cidr("cidr", cidr)?;
+        let sql = format!(
+            "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.cluster_id = $1 AND b.role = 'network' AND b.first = $2 AND b.last = $3"
+        );
+        let row = sqlx::query(SqlStore::dynamic(sql))
+            .bind(cid)
+            .bind(kb(parsed.range().first))
+            .bind(kb(parsed.range().last))
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Error::not_found("network", format!("{parsed} of cluster {cluster}")))?;
+        Ok((c, parsed, block_from_row(&row)?))
+    }
+
     pub(crate) async fn block_by_id(&self, tx: &mut Tx, id: i64) -> Result<Block> {
         let sql = format!("SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.id = $1");
         let row = sqlx::query(SqlStore::dynamic(sql))
@@ -1066,20 +1065,7 @@ impl SqlStore {
         cluster: &str,
         cidr: &str,
     ) -> Result<NetworkView> {
-        let (cid, _) = self.load_cluster(tx, cluster).await?;
-        let c = vmfabric_model::network::parse_cidr("cidr", cidr)?;
-        let sql = format!(
-            "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.cluster_id = $1 AND b.role = 'network' AND b.first = $2 AND b.last = $3"
-        );
-        let row = sqlx::query(SqlStore::dynamic(sql))
-            .bind(cid)
-            .bind(kb(c.range().first))
-            .bind(kb(c.range().last))
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db)?
-            .ok_or_else(|| Error::not_found("network", format!("{c} of cluster {cluster}")))?;
-        let b = block_from_row(&row)?;
+        let (_, c, b) = self.network_of(tx, cluster, cidr).await?;
         self.check_block_empty(tx, &b, "cidr", &b.text()).await?;
         let view = self.network_view(tx, b.clone()).await?;
         sqlx::query("DELETE FROM blocks WHERE id = $1")

@@ -446,6 +446,15 @@ impl SqlStore {
         row.parsed("value")
     }
 
+    /// A block as an operator names it: a CIDR or a range `A-B`; `what`
+    /// says what was expected, for the error.
+    pub(crate) fn block_text(field: &str, text: &str, what: &str) -> Result<vmfabric_ipam::Range> {
+        text.parse::<vmfabric_ipam::Cidr>()
+            .map(|c| c.range())
+            .or_else(|_| vmfabric_ipam::Range::parse(text))
+            .map_err(|e| Error::invalid(field, text, format!("{what}: {e}")))
+    }
+
     /// Append to the change log (written with the commit, see `Tx::log`):
     /// what changed, in which cluster, and whose plans it may change.
     pub(crate) fn log_change(

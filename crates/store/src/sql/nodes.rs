@@ -414,17 +414,8 @@ impl SqlStore {
         text: &str,
     ) -> Result<NodeView> {
         let (id, node) = self.load_node(tx, name).await?;
-        let range = text
-            .parse::<Cidr>()
-            .map(|c| c.range())
-            .or_else(|_| Range::parse(text))
-            .map_err(|e| {
-                Error::invalid(
-                    "block",
-                    text,
-                    format!("a subnet (CIDR) or range (A-B) of the node: {e}"),
-                )
-            })?;
+        let range =
+            SqlStore::block_text("block", text, "a subnet (CIDR) or range (A-B) of the node")?;
         let sql = format!(
             "SELECT {BLOCK_COLS} FROM {BLOCK_FROM} WHERE b.node_id = $1 AND b.first = $2 AND b.last = $3"
         );

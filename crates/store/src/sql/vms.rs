@@ -716,15 +716,25 @@ impl SqlStore {
             Reach::Nodes(&[&vm.node]),
             &json!({"nic": next, "mac": mac.to_string(), "interface": host.as_str()}),
         );
+        // Each address step answers with the VM as it is then: the last
+        // one is the answer (no further read).
+        let mut answer = None;
         if with.ipv4 {
-            self.add_vm_address_tx(tx, counters, name, next, false, None)
-                .await?;
+            answer = Some(
+                self.add_vm_address_tx(tx, counters, name, next, false, None)
+                    .await?,
+            );
         }
         if with.ipv6 {
-            self.add_vm_address_tx(tx, counters, name, next, true, None)
-                .await?;
+            answer = Some(
+                self.add_vm_address_tx(tx, counters, name, next, true, None)
+                    .await?,
+            );
         }
-        self.vm_tx(tx, name).await
+        match answer {
+            Some(vm) => Ok(vm),
+            None => self.vm_tx(tx, name).await,
+        }
     }
 
     /// Remove a NIC without addresses (not the first: it goes with the VM).
