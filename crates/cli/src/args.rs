@@ -488,7 +488,8 @@ pub enum VmCmd {
         #[arg(long, value_enum, default_value_t = GuestFormat::CloudInit)]
         format: GuestFormat,
     },
-    /// Create VMs from JSON lines on stdin ({"cluster","name","node","ip":[..],"ipv6":bool}),
+    /// Create VMs from JSON lines on stdin ({"cluster","name","node","ip":[..],"ipv6":bool},
+    /// or with "nics":[{"ips":[..],"ipv6":bool,"no_ipv4":bool,"extra_ipv4":K,"extra_ipv6":K},..]),
     /// printing one JSON line per VM as soon as its commit is on disk
     Import {
         /// VMs per commit
@@ -512,6 +513,15 @@ pub struct VmCreate {
     /// Give the VM no IPv4 address
     #[arg(long)]
     pub no_ipv4: bool,
+    /// This many more IPv4 addresses on the first NIC
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub extra_ipv4: u8,
+    /// This many more IPv6 addresses on the first NIC (implies --ipv6)
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub extra_ipv6: u8,
+    /// NICs (<vm>_net0 …): each further one gets addresses of the same families
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=i64::from(vmfabric_model::names::MAX_NIC_INDEX) + 1))]
+    pub nics: u8,
 }
 
 #[derive(Debug, Subcommand)]

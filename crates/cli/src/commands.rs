@@ -367,6 +367,12 @@ struct ImportLine {
     ipv6: bool,
     #[serde(default)]
     no_ipv4: bool,
+    #[serde(default)]
+    extra_ipv4: u8,
+    #[serde(default)]
+    extra_ipv6: u8,
+    #[serde(default)]
+    nics: Vec<vmfabric_model::NicInput>,
 }
 
 async fn vm(s: &dyn Store, c: VmCmd, json: bool) -> Result<Out> {
@@ -378,7 +384,11 @@ async fn vm(s: &dyn Store, c: VmCmd, json: bool) -> Result<Out> {
                 ips: a.ips,
                 ipv6: a.ipv6,
                 no_ipv4: a.no_ipv4,
-            };
+                extra_ipv4: a.extra_ipv4,
+                extra_ipv6: a.extra_ipv6,
+                nics: Vec::new(),
+            }
+            .with_nic_count(a.nics);
             let v = s.create_vm(&a.cluster, &input).await?;
             Out::new(&v, render::vm(&v))
         }
@@ -470,6 +480,9 @@ async fn import(s: &dyn Store, batch: usize, json: bool) -> Result<Out> {
                         ips: l.ip,
                         ipv6: l.ipv6,
                         no_ipv4: l.no_ipv4,
+                        extra_ipv4: l.extra_ipv4,
+                        extra_ipv6: l.extra_ipv6,
+                        nics: l.nics,
                     },
                 )),
                 Err(e) => bad.push(Error::invalid(

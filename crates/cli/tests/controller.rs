@@ -325,6 +325,31 @@ fn the_cli_through_the_controller_answers_like_the_database() {
     assert_eq!(s, 422, "{raw}");
     assert_eq!(p["field"], "body");
     assert_eq!(p["status"], 422);
+
+    // A list of NICs in the body: one VM, every NIC and address at once;
+    // a NIC that cannot be met refuses the whole VM, naming the NIC.
+    let url = format!("{u}/api/v1/clusters/sw/vms");
+    let body = json!({"name": "multi", "node": "kvm1", "nics": [
+        {"extra_ipv4": 1}, {"ips": ["192.0.2.30"]}
+    ]});
+    let (s, v, raw) = http("POST", &url, Some(&admin), &[], Some(&body));
+    assert_eq!(s, 201, "{raw}");
+    assert_eq!(v["nics"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(
+        v["nics"][0]["addresses"].as_array().map(Vec::len),
+        Some(2),
+        "{v}"
+    );
+    assert_eq!(v["nics"][1]["addresses"][0]["address"], "192.0.2.30", "{v}");
+    assert_eq!(v["nics"][1]["host_interface"], "multi_net1", "{v}");
+    let before = env.dump();
+    let body = json!({"name": "multi2", "node": "kvm1", "nics": [
+        {}, {"ips": ["203.0.113.9"]}
+    ]});
+    let (s, p, raw) = http("POST", &url, Some(&admin), &[], Some(&body));
+    assert_eq!(s, 422, "{raw}");
+    assert_eq!(p["field"], "nics[1].ip", "{p}");
+    assert_eq!(env.dump(), before, "a refused VM changed the database");
 }
 
 #[test]

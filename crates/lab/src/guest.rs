@@ -43,6 +43,30 @@ fn contains(a: &GuestAddress, gw: IpAddr) -> bool {
     (x & mask) == (y & mask)
 }
 
+/// The network of `a` (`192.0.2.37/27` gives `192.0.2.32/27`).
+fn network(a: &GuestAddress) -> String {
+    match a.address {
+        IpAddr::V4(v) => {
+            let host = 32 - u32::from(a.prefix_len.min(32));
+            let mask = u32::MAX.checked_shl(host).unwrap_or(0);
+            format!(
+                "{}/{}",
+                std::net::Ipv4Addr::from(u32::from(v) & mask),
+                a.prefix_len
+            )
+        }
+        IpAddr::V6(v) => {
+            let host = 128 - u32::from(a.prefix_len.min(128));
+            let mask = u128::MAX.checked_shl(host).unwrap_or(0);
+            format!(
+                "{}/{}",
+                std::net::Ipv6Addr::from(u128::from(v) & mask),
+                a.prefix_len
+            )
+        }
+    }
+}
+
 /// Move the NIC into VM namespace `vm_ns` (creating it) and configure it.
 pub fn attach(lab: &mut Lab, node_ns: &str, vm_short: &str, nic: &GuestNic) -> Result<String> {
     let vm_ns = lab.ns(vm_short);
@@ -54,24 +78,48 @@ pub fn attach(lab: &mut Lab, node_ns: &str, vm_short: &str, nic: &GuestNic) -> R
     lab.ip(&vm_ns, &["link", "set", &nic.peer, "name", &eth])?;
     lab.ip(&vm_ns, &["link", "set", &eth, "address", &nic.mac])?;
     lab.ip(&vm_ns, &["link", "set", &eth, "up"])?;
+    // Each NIC also routes in a table of its own, chosen by source address,
+    // as the cloud-init config vmfabric renders for several NICs says:
+    // replies leave through the NIC their address belongs to. The first
+    // NIC's default route is in the main table too.
+    let table = (100 + u32::from(nic.index)).to_string();
+    let first = nic.index == 0;
     for a in &nic.addresses {
         let cidr = format!("{}/{}", a.address, a.prefix_len);
+        let fam = if a.address.is_ipv6() { "-6" } else { "-4" };
         if a.address.is_ipv6() {
             lab.ip(&vm_ns, &["-6", "addr", "add", &cidr, "dev", &eth, "nodad"])?;
         } else {
             lab.ip(&vm_ns, &["addr", "add", &cidr, "dev", &eth])?;
         }
-        if let Some(gw) = a.gateway {
-            let fam = if gw.is_ipv6() { "-6" } else { "-4" };
-            let g = gw.to_string();
-            // A gateway outside the prefix (or link-local) is on-link.
-            if !contains(a, gw) && !matches!(gw, IpAddr::V6(v) if v.segments()[0] == 0xfe80) {
-                lab.ip(&vm_ns, &[fam, "route", "replace", &g, "dev", &eth])?;
-            }
+        let host = if a.address.is_ipv6() { 128 } else { 32 };
+        let from = format!("{}/{host}", a.address);
+        lab.ip(
+            &vm_ns,
+            &[fam, "rule", "add", "from", &from, "table", &table],
+        )?;
+        if a.prefix_len < host {
+            let net = network(a);
             lab.ip(
                 &vm_ns,
-                &[fam, "route", "replace", "default", "via", &g, "dev", &eth],
+                &[fam, "route", "replace", &net, "dev", &eth, "table", &table],
             )?;
+        }
+        let Some(gw) = a.gateway else { continue };
+        let g = gw.to_string();
+        // A gateway outside the prefix (or link-local) is on-link.
+        let onlink = !contains(a, gw) && !matches!(gw, IpAddr::V6(v) if v.segments()[0] == 0xfe80);
+        let default = [fam, "route", "replace", "default", "via", &g, "dev", &eth];
+        let to_gw = [fam, "route", "replace", &g, "dev", &eth];
+        for in_main in [false, true] {
+            if in_main && !first {
+                continue;
+            }
+            let extra: &[&str] = if in_main { &[] } else { &["table", &table] };
+            if onlink {
+                lab.ip(&vm_ns, &[&to_gw[..], extra].concat())?;
+            }
+            lab.ip(&vm_ns, &[&default[..], extra].concat())?;
         }
     }
     Ok(vm_ns)

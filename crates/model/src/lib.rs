@@ -29,4 +29,4 @@ pub use names::{IfName, Mac};
 pub use network::{NetworkInput, NetworkPatch, NetworkSpec};
 pub use node::{NdpProxy, Node, NodeBlock, NodeInput, NodePatch};
 pub use time::{Seconds, Timestamp};
-pub use vm::{AddressRequest, Nic, NicAddress, Vm, VmInput};
+pub use vm::{AddressRequest, Nic, NicAddress, NicInput, Vm, VmInput};

@@ -9,11 +9,12 @@ use vmfabric_ipam::Family;
 use crate::block::{Block, BlockRole};
 use crate::cluster::{Cluster, NetworkType};
 use crate::error::{Error, Result};
-use crate::names::{IfName, Mac, check_name};
+use crate::names::{IfName, MAX_NIC_INDEX, Mac, check_name};
 use crate::network::parse_ip;
 use crate::node::Node;
 
-/// `vm create` as the user typed it.
+/// `vm create` as the user typed it. The simple form (top-level fields)
+/// describes one NIC; `nics` describes each NIC instead.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
@@ -30,7 +31,44 @@ pub struct VmInput {
     pub ipv6: bool,
     /// Give the VM no IPv4 address.
     pub no_ipv4: bool,
+    /// This many more IPv4 addresses on the first NIC.
+    // Left out when zero, so that a stored idempotency fingerprint of a
+    // simple request stays the same.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub extra_ipv4: u8,
+    /// This many more IPv6 addresses on the first NIC (implies IPv6).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub extra_ipv6: u8,
+    /// Every NIC of the VM, `<vm>_net0` first; when given, the address
+    /// fields above stay empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<NicInput>,
 }
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+/// One NIC of a new VM: the same choices as the simple form of `vm create`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default)]
+pub struct NicInput {
+    /// Explicit addresses, at most one per family.
+    pub ips: Vec<String>,
+    /// Also give the NIC an IPv6 address.
+    pub ipv6: bool,
+    /// Give the NIC no IPv4 address.
+    pub no_ipv4: bool,
+    /// This many more IPv4 addresses.
+    pub extra_ipv4: u8,
+    /// This many more IPv6 addresses (implies IPv6).
+    pub extra_ipv6: u8,
+}
+
+/// The most addresses of one family a new NIC takes beyond its first: a
+/// bound on what one request can hold, far above what a guest uses.
+pub const MAX_EXTRA_ADDRESSES: u8 = 63;
 
 /// One address a new VM needs, in the order they are taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,14 +108,77 @@ pub fn pool_label(cluster: &Cluster, node: &Node, family: Family) -> String {
 }
 
 impl VmInput {
-    /// Check the VM and decide which addresses it needs from which blocks.
-    /// `blocks` are the blocks of the VM's cluster.
+    /// The simple form on `count` NICs: the first as given, each further
+    /// one with the same families (no explicit addresses, no extras).
+    pub fn with_nic_count(mut self, count: u8) -> VmInput {
+        if count <= 1 {
+            return self;
+        }
+        let first = NicInput {
+            ips: std::mem::take(&mut self.ips),
+            ipv6: self.ipv6,
+            no_ipv4: self.no_ipv4,
+            extra_ipv4: std::mem::take(&mut self.extra_ipv4),
+            extra_ipv6: std::mem::take(&mut self.extra_ipv6),
+        };
+        let more = NicInput {
+            ipv6: self.ipv6 || first.extra_ipv6 > 0,
+            no_ipv4: self.no_ipv4,
+            ..NicInput::default()
+        };
+        self.ipv6 = false;
+        self.no_ipv4 = false;
+        self.nics = std::iter::once(first)
+            .chain(std::iter::repeat_n(more, usize::from(count) - 1))
+            .collect();
+        self
+    }
+
+    /// Each NIC the VM gets, in order: `nics`, or the simple form as one.
+    pub fn nic_inputs(&self) -> Result<Vec<NicInput>> {
+        if self.nics.is_empty() {
+            return Ok(vec![NicInput {
+                ips: self.ips.clone(),
+                ipv6: self.ipv6,
+                no_ipv4: self.no_ipv4,
+                extra_ipv4: self.extra_ipv4,
+                extra_ipv6: self.extra_ipv6,
+            }]);
+        }
+        let simple = [
+            ("ips", !self.ips.is_empty()),
+            ("ipv6", self.ipv6),
+            ("no_ipv4", self.no_ipv4),
+            ("extra_ipv4", self.extra_ipv4 != 0),
+            ("extra_ipv6", self.extra_ipv6 != 0),
+        ];
+        if let Some((field, _)) = simple.iter().find(|(_, set)| *set) {
+            return Err(Error::invalid(
+                field,
+                "set",
+                "with a list of nics, give each NIC's addresses in its own entry",
+            ));
+        }
+        let most = usize::from(MAX_NIC_INDEX) + 1;
+        if self.nics.len() > most {
+            return Err(Error::invalid(
+                "nics",
+                self.nics.len(),
+                format!("a VM has at most {most} NICs"),
+            ));
+        }
+        Ok(self.nics.clone())
+    }
+
+    /// Check the VM and decide which addresses each of its NICs needs from
+    /// which blocks (one list per NIC, in NIC order). `blocks` are the
+    /// blocks of the VM's cluster.
     pub fn plan(
         &self,
         cluster: &Cluster,
         node: &Node,
         blocks: &[Block],
-    ) -> Result<Vec<AddressRequest>> {
+    ) -> Result<Vec<Vec<AddressRequest>>> {
         check_name("name", &self.name)?;
         if node.cluster != cluster.name {
             return Err(Error::invalid(
@@ -89,15 +190,79 @@ impl VmInput {
                 ),
             ));
         }
+        let nics = self.nic_inputs()?;
+        let mut seen: Vec<IpAddr> = Vec::new();
+        let mut plans = Vec::with_capacity(nics.len());
+        for (i, nic) in nics.iter().enumerate() {
+            // Errors name the NIC when there are several.
+            let field = |f: &str| {
+                if self.nics.is_empty() {
+                    f.to_string()
+                } else {
+                    format!("nics[{i}].{f}")
+                }
+            };
+            let requests = nic.plan(cluster, node, blocks, &field)?;
+            for r in &requests {
+                if let AddressRequest::Exact { ip, .. } = r {
+                    if seen.contains(ip) {
+                        return Err(Error::invalid(
+                            &field("ips"),
+                            ip,
+                            "the address is asked for twice",
+                        ));
+                    }
+                    seen.push(*ip);
+                }
+            }
+            plans.push(requests);
+        }
+        Ok(plans)
+    }
+}
+
+impl NicInput {
+    /// The addresses this NIC needs: explicit ones from the block holding
+    /// them, the others as the next free of the eligible blocks.
+    fn plan(
+        &self,
+        cluster: &Cluster,
+        node: &Node,
+        blocks: &[Block],
+        field: &dyn Fn(&str) -> String,
+    ) -> Result<Vec<AddressRequest>> {
+        for (f, n) in [
+            ("extra_ipv4", self.extra_ipv4),
+            ("extra_ipv6", self.extra_ipv6),
+        ] {
+            if n > MAX_EXTRA_ADDRESSES {
+                return Err(Error::invalid(
+                    &field(f),
+                    n,
+                    format!("at most {MAX_EXTRA_ADDRESSES} more addresses of a family per NIC"),
+                ));
+            }
+        }
+        if self.no_ipv4 && self.extra_ipv4 > 0 {
+            return Err(Error::invalid(
+                &field("extra_ipv4"),
+                self.extra_ipv4,
+                "extra IPv4 addresses were requested together with --no-ipv4",
+            ));
+        }
         let mut exact: Vec<(Family, IpAddr)> = Vec::new();
         for text in &self.ips {
-            let ip = parse_ip("ip", text)?;
+            let ip = parse_ip(&field("ip"), text)?;
             let f = Family::of(ip);
             if exact.iter().any(|(g, _)| *g == f) {
                 return Err(Error::invalid(
-                    "ip",
+                    &field("ip"),
                     text,
-                    format!("at most one {} address per VM may be requested", f.name()),
+                    format!(
+                        "at most one {} address per NIC may be requested (the others come with --extra-{})",
+                        f.name(),
+                        f.name().to_lowercase()
+                    ),
                 ));
             }
             exact.push((f, ip));
@@ -110,27 +275,33 @@ impl VmInput {
             && let Some((_, ip)) = exact.iter().find(|(f, _)| *f == Family::V4)
         {
             return Err(Error::invalid(
-                "ip",
+                &field("ip"),
                 ip,
                 "an IPv4 address was requested together with --no-ipv4",
             ));
         }
+        let asks_v6 = self.ipv6 || exact_has(Family::V6) || self.extra_ipv6 > 0;
         let want_v4 = !self.no_ipv4
             && (exact_has(Family::V4)
+                || self.extra_ipv4 > 0
                 || has(Family::V4)
-                || !(self.ipv6 || exact_has(Family::V6) || has(Family::V6)));
-        let want_v6 = self.ipv6 || exact_has(Family::V6) || !want_v4;
-        let families = [(Family::V4, want_v4), (Family::V6, want_v6)]
-            .into_iter()
-            .filter_map(|(f, w)| w.then_some(f));
+                || !(asks_v6 || has(Family::V6)));
+        let want_v6 = asks_v6 || !want_v4;
+        let families = [
+            (Family::V4, want_v4, self.extra_ipv4),
+            (Family::V6, want_v6, self.extra_ipv6),
+        ]
+        .into_iter()
+        .filter(|(_, w, _)| *w);
         let mut requests = Vec::new();
-        for family in families {
+        for (family, _, extra) in families {
             let eligible = eligible_blocks(cluster, node, blocks, family);
-            if let Some((_, ip)) = exact.iter().find(|(f, _)| *f == family) {
-                let block = eligible.iter().find(|b| b.contains(*ip)).ok_or_else(|| {
+            let exact_ip = exact.iter().find(|(f, _)| *f == family).map(|(_, ip)| *ip);
+            if let Some(ip) = exact_ip {
+                let block = eligible.iter().find(|b| b.contains(ip)).ok_or_else(|| {
                     let list: Vec<String> = eligible.iter().map(|b| b.text()).collect();
                     Error::invalid(
-                        "ip",
+                        &field("ip"),
                         ip,
                         format!(
                             "the address is outside {} ({})",
@@ -144,10 +315,12 @@ impl VmInput {
                     )
                 })?;
                 requests.push(AddressRequest::Exact {
-                    ip: *ip,
+                    ip,
                     block: block.id,
                 });
-                continue;
+                if extra == 0 {
+                    continue;
+                }
             }
             if eligible.is_empty() {
                 let hint = match cluster.network_type {
@@ -172,10 +345,13 @@ impl VmInput {
                     ),
                 ));
             }
-            requests.push(AddressRequest::Next {
-                family,
-                blocks: eligible.iter().map(|b| b.id).collect(),
-            });
+            let next = usize::from(extra) + usize::from(exact_ip.is_none());
+            for _ in 0..next {
+                requests.push(AddressRequest::Next {
+                    family,
+                    blocks: eligible.iter().map(|b| b.id).collect(),
+                });
+            }
         }
         Ok(requests)
     }
@@ -345,6 +521,7 @@ mod tests {
             ips: ips.iter().map(|s| s.to_string()).collect(),
             ipv6,
             no_ipv4,
+            ..VmInput::default()
         }
     }
 
@@ -358,11 +535,11 @@ mod tests {
         ];
         let plan = input(&[], false, false).plan(&c, &n, &blocks).unwrap();
         assert_eq!(
-            plan,
-            [AddressRequest::Next {
+            plan[..],
+            [vec![AddressRequest::Next {
                 family: Family::V4,
                 blocks: vec![1, 2]
-            }]
+            }]]
         );
         let a = nic_address(&c, &n, &blocks[1], "192.0.2.5".parse().unwrap());
         assert_eq!(a.prefix_len, 27);
@@ -385,6 +562,7 @@ mod tests {
             ),
         ];
         let plan = input(&[], true, false).plan(&c, &n1, &blocks).unwrap();
+        let plan = &plan[0];
         assert_eq!(plan.len(), 2);
         assert_eq!(
             plan[0],
@@ -430,7 +608,7 @@ mod tests {
         // An IPv6-only pool gives IPv6 by default.
         let plan = input(&[], false, false).plan(&c, &n, &v6).unwrap();
         assert!(matches!(
-            &plan[..],
+            &plan[0][..],
             [AddressRequest::Next {
                 family: Family::V6,
                 ..
@@ -447,6 +625,84 @@ mod tests {
             .plan(&c, &n, &v6)
             .unwrap_err();
         assert!(e.to_string().contains("at most one"), "{e}");
+    }
+
+    #[test]
+    fn several_nics_and_extra_addresses() {
+        let c = cluster("switching");
+        let n = node(&c, "n1");
+        let blocks = [
+            block(1, &c, None, BlockRole::Network, "192.0.2.0/27"),
+            block(2, &c, None, BlockRole::Network, "2001:db8::/64"),
+        ];
+        let next = |f| AddressRequest::Next {
+            family: f,
+            blocks: vec![if f == Family::V4 { 1 } else { 2 }],
+        };
+        // The simple form with extras: the first address and two more.
+        let mut one = input(&["192.0.2.9"], false, false);
+        one.extra_ipv4 = 2;
+        one.extra_ipv6 = 1;
+        let plan = one.plan(&c, &n, &blocks).unwrap();
+        let exact = AddressRequest::Exact {
+            ip: "192.0.2.9".parse().unwrap(),
+            block: 1,
+        };
+        assert_eq!(
+            plan,
+            [vec![
+                exact.clone(),
+                next(Family::V4),
+                next(Family::V4),
+                next(Family::V6),
+                next(Family::V6)
+            ]]
+        );
+        // A list of NICs: each by the rules of the simple form.
+        let mut list = input(&[], false, false);
+        list.nics = vec![
+            NicInput {
+                ips: vec!["192.0.2.9".into()],
+                ..NicInput::default()
+            },
+            NicInput {
+                no_ipv4: true,
+                ipv6: true,
+                ..NicInput::default()
+            },
+            NicInput::default(),
+        ];
+        let plan = list.plan(&c, &n, &blocks).unwrap();
+        assert_eq!(
+            plan,
+            [vec![exact], vec![next(Family::V6)], vec![next(Family::V4)]]
+        );
+        // Refusals name the NIC, the value and the rule.
+        list.nics[2].ips = vec!["192.0.2.9".into()];
+        let e = list.plan(&c, &n, &blocks).unwrap_err();
+        assert!(e.to_string().contains("nics[2].ips"), "{e}");
+        assert!(e.to_string().contains("asked for twice"), "{e}");
+        list.nics[2] = NicInput {
+            no_ipv4: true,
+            extra_ipv4: 1,
+            ..NicInput::default()
+        };
+        let e = list.plan(&c, &n, &blocks).unwrap_err();
+        assert!(e.to_string().contains("nics[2].extra_ipv4"), "{e}");
+        list.nics[2] = NicInput {
+            extra_ipv6: MAX_EXTRA_ADDRESSES + 1,
+            ..NicInput::default()
+        };
+        let e = list.plan(&c, &n, &blocks).unwrap_err();
+        assert!(e.to_string().contains("at most 63"), "{e}");
+        list.nics = vec![NicInput::default(); usize::from(MAX_NIC_INDEX) + 2];
+        let e = list.plan(&c, &n, &blocks).unwrap_err();
+        assert!(e.to_string().contains("at most 10 NICs"), "{e}");
+        // The simple fields and a list do not mix.
+        list.nics.truncate(2);
+        list.ipv6 = true;
+        let e = list.plan(&c, &n, &blocks).unwrap_err();
+        assert!(e.to_string().contains("each NIC's addresses"), "{e}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use vmfabric_model::view::{
     Allocation, ClusterSummary, Exclusion, FreeRange, FreeSpace, HistoryEntry, Holder, NetworkView,
     ReleaseResult, Released, Usage,
 };
-use vmfabric_model::vm::{Nic, NicAddress};
+use vmfabric_model::vm::{Nic, NicAddress, NicInput};
 use vmfabric_model::{
     AgentStatus, Cluster, ClusterInput, NewToken, Node, NodeInput, Role, Seconds, Timestamp,
     TokenInfo, TokenInput, Vm, VmInput,
@@ -563,6 +563,16 @@ fn serde_output_matches_the_schemas() {
     });
     c.check(&VmInput {
         name: "web1".into(),
+        ..VmInput::default()
+    });
+    c.check(&VmInput {
+        name: "web2".into(),
+        extra_ipv4: 1,
+        extra_ipv6: 1,
+        nics: vec![NicInput {
+            ips: vec!["192.0.2.9".into()],
+            ..NicInput::default()
+        }],
         ..VmInput::default()
     });
     c.check(&TokenInput {

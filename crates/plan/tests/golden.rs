@@ -239,3 +239,61 @@ proptest! {
         }
     }
 }
+
+/// A VM with two NICs and several addresses: one default route per family
+/// in the main table, the second NIC's in a table chosen by its source
+/// addresses, and every NIC in the plan and the libvirt interfaces.
+#[test]
+fn several_nics_and_addresses() {
+    use vmfabric_model::names::{Mac, host_ifname};
+    let mut input = common::fabric("kvm");
+    let (c, n, nets) = (&input.cluster, &input.node, &input.networks);
+    let mut multi = common::vm(
+        c,
+        n,
+        nets,
+        "multi",
+        &["198.51.100.10", "198.51.100.11", "2001:db8:2::10"],
+    );
+    let other = common::vm(c, n, nets, "multi", &["198.51.100.12", "2001:db8:2::12"]);
+    let mut second = other.nics[0].clone();
+    second.index = 1;
+    second.mac = Mac::for_nic(7, "multi", 1, 0);
+    second.host_interface = host_ifname("multi", 1).unwrap();
+    multi.nics.push(second);
+    let cloud = guest::cloud_init(&multi);
+    insta::assert_snapshot!("several_nics_cloud_init", cloud);
+    insta::assert_snapshot!("several_nics_libvirt", guest::libvirt(&multi));
+    // One default route per family in the main table, one in each NIC's.
+    for to in ["0.0.0.0/0", "::/0"] {
+        assert_eq!(cloud.matches(&format!("to: {to}")).count(), 3, "{cloud}");
+    }
+    // net0: 2 routes and 3 sources; net1: 2 routes and 2 sources.
+    assert_eq!(cloud.matches("table: 100").count(), 5, "{cloud}");
+    assert_eq!(cloud.matches("table: 101").count(), 4, "{cloud}");
+    input.vms.push(multi);
+    let plan = build(&input);
+    let text = plan_json(&plan);
+    for name in ["multi_net0", "multi_net1"] {
+        assert!(text.contains(name), "{name} missing from the plan");
+    }
+    for ip in ["198.51.100.11", "198.51.100.12", "2001:db8:2::12"] {
+        assert!(text.contains(ip), "{ip} missing from the plan");
+    }
+}
+
+/// In switching, a second NIC's table also holds its on-link network.
+#[test]
+fn a_second_switching_nic_keeps_its_network_on_link() {
+    use vmfabric_model::names::{Mac, host_ifname};
+    let input = common::switching();
+    let (c, n, nets) = (&input.cluster, &input.node, &input.networks);
+    let mut vm = common::vm(c, n, nets, "two", &["192.0.2.10"]);
+    let other = common::vm(c, n, nets, "two", &["192.0.2.40"]);
+    let mut second = other.nics[0].clone();
+    second.index = 1;
+    second.mac = Mac::for_nic(7, "two", 1, 0);
+    second.host_interface = host_ifname("two", 1).unwrap();
+    vm.nics.push(second);
+    insta::assert_snapshot!("switching_second_nic_cloud_init", guest::cloud_init(&vm));
+}

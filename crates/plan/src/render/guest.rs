@@ -18,13 +18,28 @@ fn needs_onlink(a: &NicAddress, gw: IpAddr) -> bool {
     !inside || matches!(gw, IpAddr::V6(g) if g.is_unicast_link_local())
 }
 
+/// The routing table of NIC `index` in a VM with several (netplan `table:`).
+fn nic_table(index: u8) -> u32 {
+    100 + u32::from(index)
+}
+
 /// cloud-init network-config v2 for `vm`; each NIC is matched by its MAC
 /// and named `eth<N>`.
+///
+/// One default route per family in the main table, on the first NIC with
+/// a gateway of that family (several addresses on one NIC share it). With
+/// several NICs, each NIC also has a table of its own (its default route
+/// and networks), chosen by source address: replies leave through the NIC
+/// their address belongs to, as the node's anti-spoofing rules expect
+/// (they accept a NIC's addresses only from that NIC), even where two NICs
+/// share a network and the main table would pick the other one.
 pub fn cloud_init(vm: &Vm) -> String {
     let mut s = format!(
         "# network-config of VM {}, written by vmfabric\nversion: 2\nethernets:\n",
         vm.name
     );
+    let multi = vm.nics.iter().filter(|n| !n.addresses.is_empty()).count() > 1;
+    let mut main_default = [false; 2];
     for nic in &vm.nics {
         let _ = writeln!(
             s,
@@ -39,20 +54,65 @@ pub fn cloud_init(vm: &Vm) -> String {
         for a in &nic.addresses {
             let _ = writeln!(s, "      - {}/{}", a.address, a.prefix_len);
         }
-        let routes: Vec<(&NicAddress, IpAddr)> = nic
-            .addresses
-            .iter()
-            .filter_map(|a| a.gateway.map(|g| (a, g)))
-            .collect();
+        // The first address of each family with a gateway names the route.
+        let mut gateways: Vec<(&NicAddress, IpAddr)> = Vec::new();
+        for a in &nic.addresses {
+            if let Some(g) = a.gateway
+                && !gateways.iter().any(|(_, h)| h.is_ipv4() == g.is_ipv4())
+            {
+                gateways.push((a, g));
+            }
+        }
+        let mut routes = String::new();
+        let mut policy = String::new();
+        let table = nic_table(nic.index);
+        for (a, g) in gateways {
+            let family = usize::from(g.is_ipv6());
+            let to = if g.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
+            let onlink = if needs_onlink(a, g) {
+                "        on-link: true\n"
+            } else {
+                ""
+            };
+            if !main_default[family] {
+                main_default[family] = true;
+                let _ = write!(routes, "      - to: {to}\n        via: {g}\n{onlink}");
+            }
+            if !multi {
+                continue;
+            }
+            let _ = write!(
+                routes,
+                "      - to: {to}\n        via: {g}\n{onlink}        table: {table}\n"
+            );
+            for b in nic
+                .addresses
+                .iter()
+                .filter(|b| b.address.is_ipv4() == g.is_ipv4())
+            {
+                let host = if b.address.is_ipv4() { 32 } else { 128 };
+                let _ = writeln!(
+                    policy,
+                    "      - from: {}/{host}\n        table: {table}",
+                    b.address
+                );
+                // The NIC's own network is on-link in its table too.
+                if b.prefix_len < host {
+                    let net = Cidr::containing(b.address, b.prefix_len);
+                    let _ = writeln!(
+                        routes,
+                        "      - to: {net}\n        scope: link\n        table: {table}"
+                    );
+                }
+            }
+        }
         if !routes.is_empty() {
             s.push_str("    routes:\n");
+            s.push_str(&routes);
         }
-        for (a, g) in routes {
-            let to = if g.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
-            let _ = writeln!(s, "      - to: {to}\n        via: {g}");
-            if needs_onlink(a, g) {
-                s.push_str("        on-link: true\n");
-            }
+        if !policy.is_empty() {
+            s.push_str("    routing-policy:\n");
+            s.push_str(&policy);
         }
         s.push_str("    accept-ra: false\n");
     }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde_json::{Value, json};
 use sqlx::any::AnyRow;
 use vmfabric_ipam::{Key, Range, RangeSet, Reuse, key};
-use vmfabric_model::names::{host_if_prefix, host_ifname};
+use vmfabric_model::names::{MAX_NIC_INDEX, host_if_prefix, host_ifname};
 use vmfabric_model::vm::nic_address;
 use vmfabric_model::{AddressRequest, Block, Cluster, Error, Mac, Nic, Node, Result, Vm};
 
@@ -262,17 +262,31 @@ impl SqlStore {
             for attempt in 1..more {
                 prefixes.insert(host_if_prefix(&r.vm.name, attempt));
             }
-            macs.insert(Mac::for_nic(self.seed, &r.vm.name, 0, 0).to_string());
+            let nics = r.vm.nics.len().max(1);
+            for nic in 0..nics.min(usize::from(MAX_NIC_INDEX) + 1) {
+                macs.insert(Mac::for_nic(self.seed, &r.vm.name, nic as u8, 0).to_string());
+            }
         }
         // Addresses asked for by name (unparsable ones fail in planning).
         let asked: BTreeSet<String> = reqs
             .iter()
-            .flat_map(|r| r.vm.ips.iter())
+            .flat_map(|r| r.vm.ips.iter().chain(r.vm.nics.iter().flat_map(|n| &n.ips)))
             .filter_map(|t| t.trim().parse::<std::net::IpAddr>().ok())
             .map(|ip| hex(key::key(ip)))
             .collect();
-        // Enough free ranges per block for every request to take one.
-        let window = reqs.len() + asked.len() + 1;
+        // Enough free ranges per block for every address the requests may
+        // take from it: each NIC takes its first address and its extras of
+        // a family from the first block that has them.
+        let takes = |r: &VmRequest| -> usize {
+            match r.vm.nic_inputs() {
+                Ok(nics) => nics
+                    .iter()
+                    .map(|n| 1 + usize::from(n.extra_ipv4.max(n.extra_ipv6)))
+                    .sum(),
+                Err(_) => 0,
+            }
+        };
+        let window = reqs.iter().map(takes).sum::<usize>() + asked.len() + 1;
         let set =
             |f: fn(&VmRequest) -> Option<&str>| reqs.iter().filter_map(f).collect::<BTreeSet<_>>();
         let doc = json!({
@@ -545,7 +559,8 @@ impl SqlStore {
             cluster: Cluster,
             node: Node,
             blocks: Vec<Block>,
-            requests: Vec<AddressRequest>,
+            /// Per NIC, in order.
+            requests: Vec<Vec<AddressRequest>>,
         }
         let mut planned: Vec<Result<Planned>> = Vec::with_capacity(reqs.len());
         for r in reqs {
@@ -596,7 +611,7 @@ impl SqlStore {
             let asked: BTreeSet<(i64, Key)> = planned
                 .iter()
                 .flatten()
-                .flat_map(|p| p.requests.iter())
+                .flat_map(|p| p.requests.iter().flatten())
                 .filter_map(|r| match r {
                     AddressRequest::Exact { ip, block } if reload.contains_key(block) => {
                         Some((*block, key::key(*ip)))
@@ -656,7 +671,6 @@ impl SqlStore {
                 continue;
             }
             let mut prefix = None;
-            let mut mac = None;
             for attempt in 0..ATTEMPTS {
                 let c = host_if_prefix(&r.vm.name, attempt);
                 if self.candidate_free(tx, &mut ctx, &c).await? {
@@ -664,14 +678,21 @@ impl SqlStore {
                     break;
                 }
             }
-            for attempt in 0..ATTEMPTS {
-                let m = Mac::for_nic(self.seed, &r.vm.name, 0, attempt);
-                if self.candidate_free(tx, &mut ctx, &m.to_string()).await? {
-                    mac = Some(m);
-                    break;
+            // One MAC per NIC, none taken by another VM or an earlier NIC.
+            let mut macs: Vec<Mac> = Vec::with_capacity(p.requests.len());
+            for nic in 0..p.requests.len() {
+                let index = u8::try_from(nic).map_err(|_| super::corrupt("NIC index"))?;
+                for attempt in 0..ATTEMPTS {
+                    let m = Mac::for_nic(self.seed, &r.vm.name, index, attempt);
+                    if !macs.contains(&m)
+                        && self.candidate_free(tx, &mut ctx, &m.to_string()).await?
+                    {
+                        macs.push(m);
+                        break;
+                    }
                 }
             }
-            let (Some(prefix), Some(mac)) = (prefix, mac) else {
+            let (Some(prefix), true) = (prefix, macs.len() == p.requests.len()) else {
                 results.push(Err(Error::conflict(
                     "name",
                     &r.vm.name,
@@ -680,26 +701,29 @@ impl SqlStore {
                 continue;
             };
             let mut took: Vec<Took> = Vec::new();
-            let mut addresses = Vec::new();
+            // (NIC, address, block), NIC by NIC.
+            let mut addresses: Vec<(usize, Key, i64)> = Vec::new();
             let mut failure = None;
-            for req in &p.requests {
-                match self
-                    .decide(
-                        tx,
-                        &p.cluster,
-                        &p.node,
-                        &p.blocks,
-                        &mut windows,
-                        req,
-                        &mut took,
-                        &doc.counters,
-                    )
-                    .await?
-                {
-                    Ok((k, block)) => addresses.push((k, block)),
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
+            'nics: for (nic, requests) in p.requests.iter().enumerate() {
+                for req in requests {
+                    match self
+                        .decide(
+                            tx,
+                            &p.cluster,
+                            &p.node,
+                            &p.blocks,
+                            &mut windows,
+                            req,
+                            &mut took,
+                            &doc.counters,
+                        )
+                        .await?
+                    {
+                        Ok((k, block)) => addresses.push((nic, k, block)),
+                        Err(e) => {
+                            failure = Some(e);
+                            break 'nics;
+                        }
                     }
                 }
             }
@@ -716,20 +740,38 @@ impl SqlStore {
             }
             used_names.insert(r.vm.name.clone());
             ctx.taken.insert(prefix.clone());
-            ctx.taken.insert(mac.to_string());
-            let mut nic_addresses = Vec::new();
-            for (k, block_id) in &addresses {
+            let mut nics = Vec::with_capacity(macs.len());
+            for (i, mac) in macs.iter().enumerate() {
+                ctx.taken.insert(mac.to_string());
+                let index = u8::try_from(i).map_err(|_| super::corrupt("NIC index"))?;
+                if i > 0 {
+                    doc.more_nics
+                        .push(json!({"name": r.vm.name, "idx": i, "mac": mac.to_string()}));
+                }
+                nics.push(Nic {
+                    index,
+                    mac: *mac,
+                    host_interface: host_ifname(&prefix, index)?,
+                    addresses: Vec::new(),
+                });
+            }
+            for (nic, k, block_id) in &addresses {
                 let Some(b) = p.blocks.iter().find(|b| b.id == *block_id) else {
                     return Err(super::corrupt("block vanished"));
                 };
-                nic_addresses.push(nic_address(&p.cluster, &p.node, b, key::addr(*k)));
+                let Some(n) = nics.get_mut(*nic) else {
+                    return Err(super::corrupt("NIC vanished"));
+                };
+                n.addresses
+                    .push(nic_address(&p.cluster, &p.node, b, key::addr(*k)));
                 doc.allocation(
                     *k,
                     *block_id,
                     &r.vm.name,
-                    &mac,
+                    &n.mac,
                     &p.cluster.name,
                     &p.node.name,
+                    *nic,
                 );
             }
             for t in &took {
@@ -738,30 +780,37 @@ impl SqlStore {
                     Took::Released { block, .. } => doc.count(block, 1, -1),
                 }
             }
-            let ips: Vec<String> = nic_addresses
+            let ips: Vec<String> = nics
                 .iter()
+                .flat_map(|n| &n.addresses)
                 .map(|a| a.address.to_string())
                 .collect();
+            let mut detail =
+                json!({"cluster": p.cluster.name, "node": p.node.name, "addresses": ips});
+            if nics.len() > 1 {
+                detail["nics"] = nics
+                    .iter()
+                    .map(|n| {
+                        json!({"nic": n.index, "mac": n.mac.to_string(), "interface": n.host_interface.as_str(),
+                            "addresses": n.addresses.iter().map(|a| a.address.to_string()).collect::<Vec<_>>()})
+                    })
+                    .collect();
+            }
             doc.vm(
                 p.nid,
                 &r.vm.name,
                 &prefix,
-                &mac,
+                &macs[0],
                 &p.cluster.name,
                 &p.node.name,
-                json!({"cluster": p.cluster.name, "node": p.node.name, "addresses": ips}),
+                detail,
                 r.actor.clone().unwrap_or_else(crate::actor),
             );
             let vm = Vm {
                 name: r.vm.name.clone(),
                 cluster: p.cluster.name.clone(),
                 node: p.node.name.clone(),
-                nics: vec![Nic {
-                    index: 0,
-                    mac,
-                    host_interface: host_ifname(&prefix, 0)?,
-                    addresses: nic_addresses,
-                }],
+                nics,
             };
             if let Some(key) = r.idempotency_key.as_deref() {
                 answered.insert(key, results.len());
@@ -856,7 +905,11 @@ impl SqlStore {
 struct WriteDoc {
     now: i64,
     vms: Vec<Value>,
+    /// NICs after the first (rare: most VMs have one).
+    more_nics: Vec<Value>,
     allocations: Vec<Value>,
+    /// Addresses on NICs after the first.
+    more_allocations: Vec<Value>,
     counters: BTreeMap<i64, (i64, i64)>,
     /// Free ranges that are gone, whose end moved (same first address),
     /// and that are new: three disjoint sets of rows, so PostgreSQL can
@@ -875,7 +928,9 @@ impl WriteDoc {
         WriteDoc {
             now,
             vms: Vec::new(),
+            more_nics: Vec::new(),
             allocations: Vec::new(),
+            more_allocations: Vec::new(),
             counters: BTreeMap::new(),
             range_deletes: Vec::new(),
             range_updates: Vec::new(),
@@ -914,8 +969,25 @@ impl WriteDoc {
         ));
     }
 
-    fn allocation(&mut self, k: Key, block: i64, vm: &str, mac: &Mac, cluster: &str, node: &str) {
-        self.allocations.push(json!({"key": hex(k), "block_id": block, "vm": vm, "mac": mac.to_string(), "cluster": cluster, "node": node}));
+    #[allow(clippy::too_many_arguments)]
+    fn allocation(
+        &mut self,
+        k: Key,
+        block: i64,
+        vm: &str,
+        mac: &Mac,
+        cluster: &str,
+        node: &str,
+        nic: usize,
+    ) {
+        let row = json!({"key": hex(k), "block_id": block, "vm": vm, "mac": mac.to_string(), "cluster": cluster, "node": node});
+        if nic == 0 {
+            self.allocations.push(row);
+        } else {
+            let mut row = row;
+            row["idx"] = nic.into();
+            self.more_allocations.push(row);
+        }
     }
 
     fn idem(&mut self, key: &str, response: &Value) {
@@ -955,7 +1027,7 @@ impl WriteDoc {
     }
 
     /// The arguments of the write script: `$1` the time and one JSON array
-    /// per part, `$2` … `$9` in the order below (the change log is written
+    /// per part, `$2` … `$11` in the order below (the change log is written
     /// with the commit, see `Tx::log`), so that no statement
     /// parses the whole batch: with one document, PostgreSQL's every
     /// `($1::json)->'part'` parsed all of it, and the time, read per row,
@@ -976,6 +1048,8 @@ impl WriteDoc {
             Value::from(self.allocations),
             Value::from(counters),
             Value::from(self.idem),
+            Value::from(self.more_nics),
+            Value::from(self.more_allocations),
         ];
         std::iter::once(self.now.to_string())
             .chain(parts.iter().map(Value::to_string))
@@ -1058,6 +1132,14 @@ fn sqlite_write(doc: &WriteDoc) -> Vec<String> {
         "INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, cluster, node, since) SELECT unhex(j.value->>'key'), j.value->>'block_id', 'vm', ni.id, j.value->>'vm', 0, j.value->>'mac', j.value->>'cluster', j.value->>'node', CAST($1 AS INTEGER) FROM json_each($7) AS j JOIN nics ni ON ni.mac = j.value->>'mac'",
     );
     add(
+        !doc.more_nics.is_empty(),
+        "INSERT INTO nics (vm_id, idx, mac) SELECT v.id, j.value->>'idx', j.value->>'mac' FROM json_each($10) AS j JOIN vms v ON v.name = j.value->>'name'",
+    );
+    add(
+        !doc.more_allocations.is_empty(),
+        "INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, cluster, node, since) SELECT unhex(j.value->>'key'), j.value->>'block_id', 'vm', ni.id, j.value->>'vm', j.value->>'idx', j.value->>'mac', j.value->>'cluster', j.value->>'node', CAST($1 AS INTEGER) FROM json_each($11) AS j JOIN nics ni ON ni.mac = j.value->>'mac'",
+    );
+    add(
         !doc.idem.is_empty(),
         "INSERT INTO idempotency (key, response, created_at) SELECT j.value->>'key', j.value->>'response', CAST($1 AS INTEGER) FROM json_each($9) AS j",
     );
@@ -1105,6 +1187,12 @@ fn postgres_write(doc: &WriteDoc) -> String {
     parts.push("n AS (INSERT INTO nics (vm_id, idx, mac) SELECT v.id, 0, j.mac FROM v JOIN j ON j.name = v.name RETURNING id, vm_id)".into());
     if !doc.allocations.is_empty() {
         parts.push(format!("a AS (INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, cluster, node, since) SELECT decode(x.key, 'hex'), x.block_id, 'vm', n.id, x.vm, 0, x.mac, x.cluster, x.node, {NOW} FROM json_to_recordset($7::json) AS x(key text, block_id bigint, vm text, mac text, cluster text, node text) JOIN v ON v.name = x.vm JOIN n ON n.vm_id = v.id)"));
+    }
+    if !doc.more_nics.is_empty() {
+        parts.push("n2 AS (INSERT INTO nics (vm_id, idx, mac) SELECT v.id, x.idx, x.mac FROM json_to_recordset($10::json) AS x(name text, idx bigint, mac text) JOIN v ON v.name = x.name RETURNING id, mac)".into());
+    }
+    if !doc.more_allocations.is_empty() {
+        parts.push(format!("a2 AS (INSERT INTO allocations (address, block_id, kind, nic_id, vm, nic_idx, mac, cluster, node, since) SELECT decode(x.key, 'hex'), x.block_id, 'vm', n2.id, x.vm, x.idx, x.mac, x.cluster, x.node, {NOW} FROM json_to_recordset($11::json) AS x(key text, block_id bigint, vm text, mac text, cluster text, node text, idx bigint) JOIN n2 ON n2.mac = x.mac)"));
     }
     if !doc.counters.is_empty() {
         parts.push("c AS (UPDATE blocks SET used = blocks.used + x.used, released = blocks.released + x.released FROM json_to_recordset($8::json) AS x(id bigint, used bigint, released bigint) WHERE blocks.id = x.id)".into());
