@@ -314,10 +314,13 @@ pub enum NetworkCmd {
     List { cluster: Option<String> },
     /// Remove a network without allocations
     Remove { cluster: String, cidr: String },
-    /// Change a network in place: its gateway, exclusions (every node gets the new plan)
+    /// Change a network in place: its gateway, exclusions, or its size (every node gets the new plan)
     Set {
         cluster: String,
         cidr: String,
+        /// Shrink the network to this CIDR inside it (nothing held may fall outside)
+        #[arg(long, value_name = "CIDR", conflicts_with_all = ["gateway", "exclude", "include"])]
+        shrink_to: Option<String>,
         /// The switching network's gateway
         #[arg(long)]
         gateway: Option<String>,

@@ -236,11 +236,13 @@ async fn network(s: &dyn Store, c: NetworkCmd, json: bool) -> Result<Out> {
         NetworkCmd::Set {
             cluster,
             cidr,
+            shrink_to,
             gateway,
             exclude,
             include,
         } => {
             let patch = vmfabric_model::NetworkPatch {
+                shrink_to,
                 gateway,
                 add_exclusions: exclude,
                 remove_exclusions: include,

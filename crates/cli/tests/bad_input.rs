@@ -950,6 +950,36 @@ fn every_bad_input_is_refused_and_changes_nothing() {
         (&["vm", "add-nic", "ghost"], 3, "", "", ""),
         (
             &[
+                "network",
+                "set",
+                "sw",
+                "192.0.2.0/27",
+                "--shrink-to",
+                "10.0.0.0/28",
+            ],
+            2,
+            "shrink-to",
+            "10.0.0.0/28",
+            "must lie inside 192.0.2.0/27",
+        ),
+        (
+            &[
+                "network",
+                "set",
+                "sw",
+                "192.0.2.0/27",
+                "--shrink-to",
+                "192.0.2.0/28",
+                "--gateway",
+                "192.0.2.3",
+            ],
+            2,
+            "",
+            "",
+            "",
+        ),
+        (
+            &[
                 "vm", "create", "sw", "new", "--node", "kvm1", "--nics", "11",
             ],
             2,

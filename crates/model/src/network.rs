@@ -24,6 +24,10 @@ pub struct NetworkInput {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkPatch {
+    /// Shrink the network in place to this CIDR inside it; refused while
+    /// an address outside it is held. A change of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shrink_to: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]

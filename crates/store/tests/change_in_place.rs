@@ -478,6 +478,7 @@ async fn network_on(t: TestStore) {
     s.create_vm("sw", &vm("a", "s1")).await.unwrap();
     assert_eq!(ip_of(s, "a").await, "192.0.2.3", "{b}");
     let patch = |gw: Option<&str>, add: &[&str], remove: &[&str]| NetworkPatch {
+        shrink_to: None,
         gateway: gw.map(String::from),
         add_exclusions: add.iter().map(|x| x.to_string()).collect(),
         remove_exclusions: remove.iter().map(|x| x.to_string()).collect(),
@@ -619,5 +620,170 @@ async fn node_set_on(t: TestStore) {
     assert_eq!(log.len(), 1, "{b}");
     assert_eq!(log[0].detail["before"]["uplink"], "eno1", "{b}");
     assert_eq!(log[0].reach, Reach::Nodes(vec!["h1".into()]), "{b}");
+    assert_consistent(s).await;
+}
+
+#[tokio::test]
+async fn a_network_shrinks_in_place_around_what_it_holds() {
+    for t in stores().await {
+        shrink_on(t).await;
+    }
+}
+
+async fn shrink_on(t: TestStore) {
+    use vmfabric_model::NetworkPatch;
+    let s = &t.store;
+    let b = t.backend;
+    s.create_cluster(&cluster("sw", "switching")).await.unwrap();
+    s.add_network(
+        "sw",
+        &vmfabric_model::network::NetworkInput {
+            exclude: vec!["192.0.2.28-192.0.2.40".into()],
+            ..network("192.0.2.0/26")
+        },
+    )
+    .await
+    .unwrap();
+    s.add_node("sw", &node("s1", "192.0.2.2")).await.unwrap();
+    for name in ["a", "b", "c"] {
+        s.create_vm("sw", &vm(name, "s1")).await.unwrap();
+    }
+    // c (.5) goes: its address cools down outside the smaller network.
+    s.delete_vm("c").await.unwrap();
+    s.reserve("192.0.2.20", Some("lb")).await.unwrap();
+    s.reserve("192.0.2.50", None).await.unwrap();
+    let shrink = |to: &str| NetworkPatch {
+        shrink_to: Some(to.into()),
+        ..NetworkPatch::default()
+    };
+
+    // Refusals name the field and the holders, and change nothing.
+    let before = s.revision().await.unwrap();
+    for (p, field, words) in [
+        (shrink("192.0.2.0/27"), "shrink-to", "192.0.2.50 (reserved)"),
+        (shrink("192.0.2.0/28"), "shrink-to", "192.0.2.20 (reserved)"),
+        (shrink("192.0.2.32/27"), "shrink-to", "gateway 192.0.2.1"),
+        (shrink("192.0.2.0/26"), "shrink-to", "smaller"),
+        (shrink("192.0.2.64/27"), "shrink-to", "inside"),
+        (shrink("10.0.0.0/8"), "shrink-to", "inside"),
+        (shrink("192.0.2.0/33"), "shrink-to", ""),
+        (
+            NetworkPatch {
+                gateway: Some("192.0.2.3".into()),
+                ..shrink("192.0.2.0/27")
+            },
+            "shrink-to",
+            "of its own",
+        ),
+    ] {
+        match s.update_network("sw", "192.0.2.0/26", &p).await {
+            Err(Error::Invalid { field: f, rule, .. } | Error::Conflict { field: f, rule, .. }) => {
+                assert_eq!(f, field, "{b}: {p:?}: {rule}");
+                assert!(rule.contains(words), "{b}: {p:?}: {rule}");
+            }
+            other => panic!("{b}: {p:?}: {other:?}"),
+        }
+    }
+    assert_eq!(s.revision().await.unwrap(), before, "{b}");
+
+    // Released, .50 is no longer in the way: the /26 becomes a /27.
+    s.release("192.0.2.50").await.unwrap();
+    let v = s
+        .update_network("sw", "192.0.2.0/26", &shrink("192.0.2.0/27"))
+        .await
+        .unwrap();
+    assert_eq!(
+        v.block.cidr.map(|c| c.to_string()).as_deref(),
+        Some("192.0.2.0/27"),
+        "{b}"
+    );
+    let reasons: Vec<(String, String)> = v
+        .exclusions
+        .iter()
+        .map(|e| (e.range.clone(), e.reason.clone()))
+        .collect();
+    // The operator's exclusion is clipped; .31 is the new broadcast.
+    assert!(
+        reasons.contains(&(
+            "192.0.2.28-192.0.2.31".into(),
+            "excluded by the operator".into()
+        )),
+        "{b}: {reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|(r, why)| r == "192.0.2.31" && why == "broadcast address"),
+        "{b}: {reasons:?}"
+    );
+    assert!(
+        !reasons.iter().any(|(r, _)| r.contains("192.0.2.63")),
+        "{b}: {reasons:?}"
+    );
+    // The old network is gone, the new one answers; the VMs stay.
+    assert!(matches!(
+        s.update_network("sw", "192.0.2.0/26", &shrink("192.0.2.0/28"))
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(ip_of(s, "a").await, "192.0.2.3", "{b}");
+    assert_eq!(
+        s.vm("a").await.unwrap().nics[0].addresses[0].prefix_len,
+        27,
+        "{b}"
+    );
+    // .50 left the pool with the rest of the upper half: no block holds it.
+    assert!(s.reserve("192.0.2.50", None).await.is_err(), "{b}");
+    let log = s
+        .all_changes(&ChangeFilter {
+            since: Some(before),
+            object: Some("192.0.2.0/27".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1, "{b}: {log:?}");
+    assert_eq!(log[0].kind, "network.shrink", "{b}");
+    assert_eq!(
+        log[0].detail["before"]["cidr"], "192.0.2.0/26",
+        "{b}: {:?}",
+        log[0].detail
+    );
+    // New VMs fill what is left: .6 .. .27, never .31.
+    for i in 0..22 {
+        s.create_vm("sw", &vm(&format!("n{i}"), "s1"))
+            .await
+            .unwrap();
+    }
+    assert!(
+        matches!(
+            s.create_vm("sw", &vm("full", "s1")).await,
+            Err(Error::Exhausted { .. })
+        ),
+        "{b}"
+    );
+    assert_consistent(s).await;
+
+    // A VM on the would-be broadcast address refuses the smaller network.
+    s.add_network("sw", &network("198.51.100.0/27"))
+        .await
+        .unwrap();
+    s.create_vm(
+        "sw",
+        &vmfabric_model::VmInput {
+            ips: vec!["198.51.100.15".into()],
+            ..vm("edge", "s1")
+        },
+    )
+    .await
+    .unwrap();
+    let before = s.revision().await.unwrap();
+    match s
+        .update_network("sw", "198.51.100.0/27", &shrink("198.51.100.0/28"))
+        .await
+    {
+        Err(Error::Conflict { rule, .. }) => assert!(rule.contains("VM edge"), "{b}: {rule}"),
+        other => panic!("{b}: {other:?}"),
+    }
+    assert_eq!(s.revision().await.unwrap(), before, "{b}");
     assert_consistent(s).await;
 }

@@ -342,6 +342,7 @@ async fn workload(t: &TestStore) {
     s.delete_vm("tvm4").await.unwrap();
     s.remove_node("t1").await.unwrap();
     let set = |gw: Option<&str>, add: &[&str], remove: &[&str]| vmfabric_model::NetworkPatch {
+        shrink_to: None,
         gateway: gw.map(String::from),
         add_exclusions: add.iter().map(|x| x.to_string()).collect(),
         remove_exclusions: remove.iter().map(|x| x.to_string()).collect(),
@@ -356,8 +357,27 @@ async fn workload(t: &TestStore) {
     s.update_network("tmp", "192.0.2.128/29", &set(None, &[], &["192.0.2.131"]))
         .await
         .unwrap();
-    s.remove_network("tmp", "192.0.2.128/29").await.unwrap();
+    // Shrunk in place (the gateway .134 stays inside), then removed.
+    s.update_network(
+        "tmp",
+        "192.0.2.128/29",
+        &vmfabric_model::NetworkPatch {
+            shrink_to: Some("192.0.2.132/30".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.remove_network("tmp", "192.0.2.132/30").await.unwrap();
     s.delete_cluster("tmp").await.unwrap();
+    // Several NICs and extra addresses in one create.
+    let multi = VmInput {
+        extra_ipv4: 1,
+        ..vm("multi", "f003")
+    }
+    .with_nic_count(2);
+    s.create_vm("fab", &multi).await.unwrap();
+    s.delete_vm("multi").await.unwrap();
     let mut keyed = VmRequest::new("fab", vm("keyed", "f003"));
     keyed.idempotency_key = Some("order-77".into());
     s.create_vms(&[keyed.clone(), VmRequest::new("fab", vm("plain", "f003"))])

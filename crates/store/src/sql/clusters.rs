@@ -728,6 +728,34 @@ impl SqlStore {
         let (c, parsed, b) = self.network_of(tx, cluster, cidr).await?;
         self.lock_block(tx, b.id).await?;
         let before = self.network_view(tx, b.clone()).await?;
+        if let Some(to) = &patch.shrink_to {
+            if *patch
+                != (NetworkPatch {
+                    shrink_to: Some(to.clone()),
+                    ..NetworkPatch::default()
+                })
+            {
+                return Err(Error::invalid(
+                    "shrink-to",
+                    to,
+                    "shrink a network in a change of its own (then set gateway or exclusions)",
+                ));
+            }
+            let new = self
+                .shrink_network(tx, counters, &c, &b, parsed, to)
+                .await?;
+            let b = self.block_by_id(tx, b.id).await?;
+            let after = self.network_view(tx, b).await?;
+            self.log_change(
+                tx,
+                "network.shrink",
+                &new.to_string(),
+                Some(cluster),
+                Reach::Cluster,
+                &json!({"cluster": cluster, "before": before, "after": after}),
+            );
+            return Ok(after);
+        }
         let operator: Vec<Range> = self
             .exclusions_of(tx, b.id)
             .await?
@@ -856,6 +884,198 @@ impl SqlStore {
             &json!({"cluster": cluster, "before": before, "after": after}),
         );
         Ok(after)
+    }
+
+    /// Shrink network `b` (now `old`) to `to`, inside it: refused while an
+    /// address outside `to` is held or the gateway lies outside it; the
+    /// free and cooling addresses outside leave the pool, exclusions are
+    /// clipped, and the system addresses become those a new network `to`
+    /// would have (a held one is refused).
+    async fn shrink_network(
+        &self,
+        tx: &mut Tx,
+        counters: &mut super::Counters,
+        c: &Cluster,
+        b: &Block,
+        old: Cidr,
+        to: &str,
+    ) -> Result<Cidr> {
+        let new = vmfabric_model::network::parse_cidr("shrink-to", to)?;
+        let (o, n) = (old.range(), new.range());
+        if new == old || !(o.first <= n.first && n.last <= o.last) {
+            return Err(Error::invalid(
+                "shrink-to",
+                new,
+                format!("must lie inside {old} and be smaller (to grow, add another network)"),
+            ));
+        }
+        if let Some(g) = b.gateway
+            && !new.contains(g)
+        {
+            return Err(Error::conflict(
+                "shrink-to",
+                new,
+                format!("the gateway {g} would fall outside it; move it first (--gateway)"),
+            ));
+        }
+        // The same rules as a new network of this cluster.
+        NetworkInput {
+            cidr: new.to_string(),
+            gateway: b.gateway.map(|g| g.to_string()),
+            exclude: Vec::new(),
+        }
+        .validate(c)
+        .map_err(|e| match e {
+            Error::Invalid { value, rule, .. } => Error::Invalid {
+                field: "shrink-to".into(),
+                value,
+                rule,
+            },
+            other => other,
+        })?;
+        // What is held outside, in two index ranges (the first ten named).
+        let mut outside: Vec<Range> = Vec::new();
+        if o.first < n.first {
+            outside.push(Range::new(o.first, n.first - 1));
+        }
+        if n.last < o.last {
+            outside.push(Range::new(n.last + 1, o.last));
+        }
+        let mut holders = Vec::new();
+        for r in &outside {
+            let rows = sqlx::query(
+                "SELECT address, vm FROM allocations WHERE until IS NULL AND address >= $1 AND address <= $2 ORDER BY address LIMIT 11",
+            )
+            .bind(kb(r.first))
+            .bind(kb(r.last))
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db)?;
+            for row in rows {
+                let addr = key::addr(row.key("address")?);
+                holders.push(match row.opt_text("vm")? {
+                    Some(vm) => format!("{addr} (VM {vm})"),
+                    None => format!("{addr} (reserved)"),
+                });
+            }
+        }
+        if !holders.is_empty() {
+            let more = if holders.len() > 10 { ", …" } else { "" };
+            holders.truncate(10);
+            return Err(Error::conflict(
+                "shrink-to",
+                new,
+                format!(
+                    "{}{more} would fall outside it; move or release them first",
+                    holders.join(", ")
+                ),
+            ));
+        }
+        // Exclusions: outside ones go, crossing ones are clipped; system
+        // holes of the old network that the new one does not have go too.
+        let old_system = system_holes(c.network_type, b.role, Some(old), b.gateway);
+        let new_system = system_holes(c.network_type, b.role, Some(new), b.gateway);
+        let mut give_back: Vec<Range> = Vec::new();
+        for (r, why) in self.exclusions_of(tx, b.id).await? {
+            let system = old_system.iter().any(|(x, w)| *x == r && *w == why);
+            let keep = if system {
+                new_system.iter().any(|(x, w)| *x == r && *w == why)
+            } else {
+                r.intersect(&n).is_some()
+            };
+            let clipped = r.intersect(&n);
+            if keep && clipped == Some(r) {
+                continue;
+            }
+            sqlx::query("DELETE FROM exclusions WHERE block_id = $1 AND first = $2 AND last = $3 AND reason = $4")
+                .bind(b.id)
+                .bind(kb(r.first))
+                .bind(kb(r.last))
+                .bind(&why)
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+            match (keep, clipped) {
+                (true, Some(x)) => {
+                    sqlx::query("INSERT INTO exclusions (block_id, first, last, reason, node_id) VALUES ($1, $2, $3, $4, NULL)")
+                        .bind(b.id)
+                        .bind(kb(x.first))
+                        .bind(kb(x.last))
+                        .bind(&why)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(db)?;
+                }
+                (false, Some(x)) => give_back.push(x),
+                _ => {}
+            }
+        }
+        // Free and cooling addresses outside leave the pool.
+        sqlx::query("DELETE FROM free_ranges WHERE block_id = $1 AND first < $2 AND last < $2")
+            .bind(b.id)
+            .bind(kb(n.first))
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "UPDATE free_ranges SET first = $2 WHERE block_id = $1 AND first < $2 AND last >= $2",
+        )
+        .bind(b.id)
+        .bind(kb(n.first))
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        sqlx::query("DELETE FROM free_ranges WHERE block_id = $1 AND first > $2")
+            .bind(b.id)
+            .bind(kb(n.last))
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "UPDATE free_ranges SET last = $2 WHERE block_id = $1 AND first <= $2 AND last > $2",
+        )
+        .bind(b.id)
+        .bind(kb(n.last))
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        for r in &outside {
+            let gone = sqlx::query("DELETE FROM released WHERE address >= $1 AND address <= $2")
+                .bind(kb(r.first))
+                .bind(kb(r.last))
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
+            counters.add(
+                b.id,
+                super::RELEASED,
+                -i64::try_from(gone).unwrap_or(i64::MAX),
+            );
+        }
+        sqlx::query("UPDATE blocks SET first = $1, last = $2, prefix_len = $3 WHERE id = $4")
+            .bind(kb(n.first))
+            .bind(kb(n.last))
+            .bind(i64::from(new.prefix_len()))
+            .bind(b.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        let shrunk = self.block_by_id(tx, b.id).await?;
+        for r in give_back {
+            self.give_back_uncovered(tx, b.id, r).await?;
+        }
+        // The new network's own system addresses (a broadcast address
+        // where a VM sits is refused).
+        let ba = SqlStore::block_alloc(c, &shrunk);
+        for (r, why) in new_system {
+            if why == "gateway" || old_system.iter().any(|(x, w)| *x == r && *w == why) {
+                continue;
+            }
+            self.keep_back(tx, counters, &ba, &shrunk, r, why, "shrink-to")
+                .await?;
+        }
+        Ok(new)
     }
 
     /// Keep `r` of block `b` back with `reason`: each address must be free
