@@ -349,9 +349,15 @@ pub enum NodeCmd {
         /// A-B, e.g. 203.0.113.56-203.0.113.59
         range: String,
     },
-    /// Change a node's uplink, uplink MAC, bridge or NDP proxy mode in place
+    /// Change a node's address, primary IP, uplink, uplink MAC, bridge or NDP proxy mode in place
     Set {
         name: String,
+        /// The node's own address (ADDRESS or ADDRESS/PREFIX)
+        #[arg(long)]
+        address: Option<String>,
+        /// Routing: the primary IP on the uplink, the VMs' IPv4 gateway
+        #[arg(long)]
+        primary_ip: Option<String>,
         #[arg(long)]
         uplink: Option<String>,
         #[arg(long)]

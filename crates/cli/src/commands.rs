@@ -311,12 +311,16 @@ async fn node(s: &dyn Store, c: NodeCmd, json: bool) -> Result<Out> {
         }
         NodeCmd::Set {
             name,
+            address,
+            primary_ip,
             uplink,
             uplink_mac,
             bridge,
             ndp_proxy,
         } => {
             let patch = vmfabric_model::NodePatch {
+                address,
+                primary_ip,
                 uplink,
                 uplink_mac,
                 bridge,

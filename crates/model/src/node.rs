@@ -191,6 +191,13 @@ impl NodeInput {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct NodePatch {
+    /// The node's own address (`ADDRESS` or `ADDRESS/PREFIX`); in routing,
+    /// the primary IP follows it unless it was set apart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Routing: the primary IP on the uplink, the VMs' IPv4 gateway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_ip: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uplink: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -212,7 +219,19 @@ impl NodePatch {
             ));
         }
         let mut input = NodeInput::of(node);
+        if let Some(a) = &self.address {
+            // A primary IP that was the address follows it.
+            if node
+                .routing
+                .as_ref()
+                .is_some_and(|r| r.primary_ip == node.address)
+            {
+                input.primary_ip = None;
+            }
+            input.address.clone_from(a);
+        }
         for (field, v) in [
+            (&mut input.primary_ip, &self.primary_ip),
             (&mut input.uplink, &self.uplink),
             (&mut input.uplink_mac, &self.uplink_mac),
             (&mut input.bridge, &self.bridge),

@@ -580,6 +580,8 @@ async fn node_set_on(t: TestStore) {
         bridge: bridge.map(String::from),
         ndp_proxy: ndp.map(String::from),
         uplink_mac: None,
+        address: None,
+        primary_ip: None,
     };
     let before = s.revision().await.unwrap();
     for (p, field) in [
@@ -785,5 +787,125 @@ async fn shrink_on(t: TestStore) {
         other => panic!("{b}: {other:?}"),
     }
     assert_eq!(s.revision().await.unwrap(), before, "{b}");
+    assert_consistent(s).await;
+}
+
+#[tokio::test]
+async fn a_node_changes_its_own_address_in_place() {
+    for t in stores().await {
+        node_address_on(t).await;
+    }
+}
+
+async fn node_address_on(t: TestStore) {
+    use vmfabric_model::NodePatch;
+    let s = &t.store;
+    let b = t.backend;
+    let to = |a: &str| NodePatch {
+        address: Some(a.into()),
+        ..NodePatch::default()
+    };
+    // Routing: the primary IP follows the address, and with it the VMs'
+    // IPv4 gateway.
+    s.create_cluster(&cluster("hz", "routing")).await.unwrap();
+    s.add_node(
+        "hz",
+        &NodeInput {
+            subnets: vec!["203.0.113.40/29".into()],
+            ..node("h1", "123.45.12.48")
+        },
+    )
+    .await
+    .unwrap();
+    s.add_node(
+        "hz",
+        &NodeInput {
+            subnets: vec!["203.0.113.48/29".into()],
+            ..node("h2", "123.45.12.49")
+        },
+    )
+    .await
+    .unwrap();
+    s.create_vm("hz", &vm("web", "h1")).await.unwrap();
+    let before = s.revision().await.unwrap();
+    for (p, field, words) in [
+        (to("123.45.12.49"), "address", "node h2"),
+        (to("203.0.113.50"), "address", "another node"),
+        (to("not-an-ip"), "address", ""),
+        (
+            NodePatch {
+                primary_ip: Some("2001:db8::1".into()),
+                ..NodePatch::default()
+            },
+            "primary-ip",
+            "IPv4",
+        ),
+    ] {
+        match s.update_node("h1", &p).await {
+            Err(Error::Invalid { field: f, rule, .. } | Error::Conflict { field: f, rule, .. }) => {
+                assert_eq!(f, field, "{b}: {p:?}: {rule}");
+                assert!(rule.contains(words), "{b}: {p:?}: {rule}");
+            }
+            other => panic!("{b}: {p:?}: {other:?}"),
+        }
+    }
+    assert_eq!(s.revision().await.unwrap(), before, "{b}");
+    let v = s.update_node("h1", &to("123.45.12.50")).await.unwrap();
+    assert_eq!(v.node.address.to_string(), "123.45.12.50", "{b}");
+    assert_eq!(
+        v.node.routing.as_ref().map(|r| r.primary_ip.to_string()),
+        Some("123.45.12.50".into()),
+        "{b}"
+    );
+    let web = s.vm("web").await.unwrap();
+    assert_eq!(
+        web.nics[0].addresses[0].gateway.map(|g| g.to_string()),
+        Some("123.45.12.50".into()),
+        "{b}"
+    );
+    // The old address is free for another node now.
+    s.update_node("h2", &to("123.45.12.48")).await.unwrap();
+    let log = s
+        .all_changes(&ChangeFilter {
+            since: Some(before),
+            object: Some("h1".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(log[0].detail["before"]["address"], "123.45.12.48", "{b}");
+    assert_eq!(log[0].reach, Reach::Cluster, "{b}");
+
+    // Switching: the node's address is carved out of the pool; a new one
+    // is carved, the old one goes back to the pool.
+    s.create_cluster(&cluster("sw", "switching")).await.unwrap();
+    s.add_network("sw", &network("192.0.2.0/29")).await.unwrap();
+    s.add_node("sw", &node("s1", "192.0.2.2")).await.unwrap();
+    s.create_vm("sw", &vm("a", "s1")).await.unwrap();
+    assert_eq!(ip_of(s, "a").await, "192.0.2.3", "{b}");
+    match s.update_node("s1", &to("192.0.2.3")).await {
+        Err(Error::Conflict { field, rule, .. }) => {
+            assert_eq!(field, "address", "{b}");
+            assert!(rule.contains("VM a"), "{b}: {rule}");
+        }
+        other => panic!("{b}: {other:?}"),
+    }
+    s.update_node("s1", &to("192.0.2.6")).await.unwrap();
+    // .2 is free again, .6 is the node's: the pool hands out .2, .4, .5.
+    for name in ["b", "c", "d"] {
+        s.create_vm("sw", &vm(name, "s1")).await.unwrap();
+    }
+    let got = [
+        ip_of(s, "b").await,
+        ip_of(s, "c").await,
+        ip_of(s, "d").await,
+    ];
+    assert_eq!(got, ["192.0.2.2", "192.0.2.4", "192.0.2.5"], "{b}");
+    assert!(
+        matches!(
+            s.create_vm("sw", &vm("e", "s1")).await,
+            Err(Error::Exhausted { .. })
+        ),
+        "{b}"
+    );
     assert_consistent(s).await;
 }

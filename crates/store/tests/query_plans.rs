@@ -430,6 +430,11 @@ async fn workload(t: &TestStore) {
         ..Default::default()
     };
     s.update_node("h-six", &patch).await.unwrap();
+    let moved = vmfabric_model::NodePatch {
+        address: Some("100.64.9.10".into()),
+        ..Default::default()
+    };
+    s.update_node("h-six", &moved).await.unwrap();
     s.remove_node("h-six").await.unwrap();
     assert!(s.migrate_vm("vm-h01-1", "h02").await.is_err());
     s.add_node(

@@ -100,6 +100,52 @@ impl SqlStore {
         })
     }
 
+    /// Give back one of a node's own addresses: no longer the node's, and
+    /// free again where it was carved out of a cluster network (unless
+    /// held back for another reason too).
+    async fn unclaim_node_address(&self, tx: &mut Tx, node_id: i64, ip: IpAddr) -> Result<()> {
+        let k = key::key(ip);
+        sqlx::query("DELETE FROM node_addresses WHERE address = $1 AND node_id = $2")
+            .bind(kb(k))
+            .bind(node_id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        let carved = sqlx::query(
+            "SELECT block_id FROM exclusions WHERE node_id = $1 AND first = $2 AND last = $2",
+        )
+        .bind(node_id)
+        .bind(kb(k))
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)?;
+        for row in carved {
+            let block = row.int("block_id")?;
+            sqlx::query(
+                "DELETE FROM exclusions WHERE block_id = $1 AND node_id = $2 AND first = $3 AND last = $3",
+            )
+            .bind(block)
+            .bind(node_id)
+            .bind(kb(k))
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+            let other = sqlx::query(
+                "SELECT COUNT(*) AS n FROM exclusions WHERE block_id = $1 AND first <= $2 AND last >= $2",
+            )
+            .bind(block)
+            .bind(kb(k))
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db)?
+            .int("n")?;
+            if other == 0 {
+                alloc::free_one(tx, block, k).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Claim one of a new node's addresses: unique among nodes, not held by
     /// anyone, and carved out of its cluster's block if it lies in one.
     async fn claim_node_address(
@@ -626,6 +672,34 @@ impl SqlStore {
                 }
             }
         }
+        // Own addresses that change: the old ones are given back, the new
+        // ones claimed by the rules of a new node.
+        let (was, now) = (node.own_addresses(), new.own_addresses());
+        for ip in was.iter().filter(|ip| !now.contains(ip)) {
+            self.unclaim_node_address(tx, id, *ip).await?;
+        }
+        for ip in now.iter().filter(|ip| !was.contains(ip)) {
+            let field = if *ip == new.address {
+                "address"
+            } else {
+                "primary-ip"
+            };
+            self.claim_node_address(tx, &c, id, name, field, *ip)
+                .await?;
+        }
+        let moved = was != now;
+        if moved {
+            let r = new.routing.as_ref();
+            sqlx::query("UPDATE nodes SET address = $1, address_prefix = $2, primary_ip = $3, primary_prefix = $4 WHERE id = $5")
+                .bind(new.address.to_string())
+                .bind(new.address_prefix.map(i64::from))
+                .bind(r.map(|r| r.primary_ip.to_string()))
+                .bind(r.and_then(|r| r.primary_prefix).map(i64::from))
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+        }
         sqlx::query("UPDATE nodes SET uplink = $1, bridge = $2, uplink_mac = $3, ndp_proxy = $4 WHERE id = $5")
             .bind(new.uplink.as_str())
             .bind(new.bridge.as_str())
@@ -635,12 +709,19 @@ impl SqlStore {
             .execute(&mut **tx)
             .await
             .map_err(db)?;
+        // A node's address is in every plan of its cluster (the bridge's
+        // peers, the reflectors' neighbours, routing VMs' gateway).
+        let reach = if moved {
+            Reach::Cluster
+        } else {
+            Reach::Nodes(&[name])
+        };
         self.log_change(
             tx,
             "node.set",
             name,
             Some(&c.name),
-            Reach::Nodes(&[name]),
+            reach,
             &json!({"cluster": c.name, "before": before.node, "after": new}),
         );
         self.node_view(tx, id, new).await
