@@ -312,8 +312,14 @@ pub enum NetworkCmd {
     },
     /// List networks
     List { cluster: Option<String> },
-    /// Remove a network without allocations
-    Remove { cluster: String, cidr: String },
+    /// Remove a network (refused, naming the holders, while anything in it is held)
+    Remove {
+        cluster: String,
+        cidr: String,
+        /// Release what is held first (each release recorded in history and the change log)
+        #[arg(long)]
+        force: bool,
+    },
     /// Change a network in place: its gateway, exclusions, or its size (every node gets the new plan)
     Set {
         cluster: String,
@@ -378,12 +384,20 @@ pub enum NodeCmd {
         gateway: Option<String>,
     },
     /// Take a routing node's IPv6 /64 (refused while held)
-    RemoveIpv6 { node: String },
+    RemoveIpv6 {
+        node: String,
+        /// Release what is held first (each release recorded in history and the change log)
+        #[arg(long)]
+        force: bool,
+    },
     /// Take a subnet or range from a routing node (refused while held)
     RemoveSubnet {
         node: String,
         /// The subnet (CIDR) or range (A-B)
         block: String,
+        /// Release what is held first (each release recorded in history and the change log)
+        #[arg(long)]
+        force: bool,
     },
     /// List nodes
     List {
@@ -392,8 +406,13 @@ pub enum NodeCmd {
     },
     /// Show a node
     Show { name: String },
-    /// Remove a node without VMs
-    Remove { name: String },
+    /// Remove a node (refused while VMs run on it or its ranges hold reservations)
+    Remove {
+        name: String,
+        /// Delete its VMs and release its reservations first (each recorded)
+        #[arg(long)]
+        force: bool,
+    },
     /// The node's plan: everything its kernel, FRR, nftables and ndppd must look like
     Plan {
         name: String,
@@ -474,8 +493,14 @@ pub enum VmCmd {
         #[arg(long)]
         ipv6: bool,
     },
-    /// Remove a NIC that holds no address (not the first)
-    RemoveNic { name: String, index: u8 },
+    /// Remove a NIC (not the first; refused while it holds addresses)
+    RemoveNic {
+        name: String,
+        index: u8,
+        /// Release what is held first (each release recorded in history and the change log)
+        #[arg(long)]
+        force: bool,
+    },
     /// One more address on a VM's NIC: the next by the cluster's rules, or --ip
     AddAddress {
         name: String,

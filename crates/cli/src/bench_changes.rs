@@ -93,7 +93,7 @@ pub async fn changes(count: usize, dir: Option<PathBuf>) -> Result<Out> {
         s.add_node_block("h1", NodeBlockKind::Range, &range).await?;
         time(5, t);
         let t = Instant::now();
-        s.remove_node_block("h1", &range).await?;
+        s.remove_node_block("h1", &range, false).await?;
         time(6, t);
     }
     for l in &mut lat {

@@ -251,8 +251,12 @@ async fn network(s: &dyn Store, c: NetworkCmd, json: bool) -> Result<Out> {
             let text = format!("changed network {cidr} of cluster {cluster}\n");
             Out::new(&n, text)
         }
-        NetworkCmd::Remove { cluster, cidr } => {
-            let n = s.remove_network(&cluster, &cidr).await?;
+        NetworkCmd::Remove {
+            cluster,
+            cidr,
+            force,
+        } => {
+            let n = s.remove_network(&cluster, &cidr, force).await?;
             Out::new(
                 &n,
                 format!(
@@ -337,19 +341,19 @@ async fn node(s: &dyn Store, c: NodeCmd, json: bool) -> Result<Out> {
             let n = s.add_node_ipv6(&node, &ipv6, gateway.as_deref()).await?;
             Out::new(&n, format!("node {} now has IPv6 {ipv6}\n", n.node.name))
         }
-        NodeCmd::RemoveIpv6 { node } => {
-            let n = s.remove_node_ipv6(&node).await?;
+        NodeCmd::RemoveIpv6 { node, force } => {
+            let n = s.remove_node_ipv6(&node, force).await?;
             Out::new(
                 &n,
                 format!("removed the IPv6 /64 of node {}\n", n.node.name),
             )
         }
-        NodeCmd::RemoveSubnet { node, block } => {
-            let n = s.remove_node_block(&node, &block).await?;
+        NodeCmd::RemoveSubnet { node, block, force } => {
+            let n = s.remove_node_block(&node, &block, force).await?;
             Out::new(&n, format!("removed {block} from node {}\n", n.node.name))
         }
-        NodeCmd::Remove { name } => {
-            let n = s.remove_node(&name).await?;
+        NodeCmd::Remove { name, force } => {
+            let n = s.remove_node(&name, force).await?;
             Out::new(&n, format!("removed node {}\n", n.node.name))
         }
         NodeCmd::Plan {
@@ -429,8 +433,8 @@ async fn vm(s: &dyn Store, c: VmCmd, json: bool) -> Result<Out> {
             let text = render::vm(&v);
             Out::new(&v, text)
         }
-        VmCmd::RemoveNic { name, index } => {
-            let v = s.remove_nic(&name, index).await?;
+        VmCmd::RemoveNic { name, index, force } => {
+            let v = s.remove_nic(&name, index, force).await?;
             let text = render::vm(&v);
             Out::new(&v, text)
         }

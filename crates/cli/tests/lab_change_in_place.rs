@@ -115,10 +115,28 @@ fn a_subnet_added_to_a_running_routing_node_carries_a_new_vm_without_loss() {
         refused.to_string().contains("203.0.113.49 (VM vm9)"),
         "{refused}"
     );
-    vf(&lab, &["vm", "delete", "vm9"]);
-    vf(&lab, &["node", "remove-subnet", "n1", "203.0.113.48/29"]);
+    // --force releases vm9's address (recorded), the route to it goes.
+    vf(
+        &lab,
+        &["node", "remove-subnet", "n1", "203.0.113.48/29", "--force"],
+    );
+    let v = vf(&lab, &["vm", "show", "vm9"]);
+    assert_eq!(
+        v["nics"][0]["addresses"].as_array().map(Vec::len),
+        Some(0),
+        "{v}"
+    );
+    let h = vf(&lab, &["ip", "history", "203.0.113.49"]);
+    assert!(
+        h[0]["until"].is_string() || h[0]["until"].is_number(),
+        "{h}"
+    );
     let r = agent(&lab, &n1, "n1");
-    assert!(r["changes"].to_string().contains("vm9_net0"), "{r}");
+    assert!(r["changes"].to_string().contains("203.0.113.49"), "{r}");
+    assert!(
+        !lab.ping(&dc, "203.0.113.49"),
+        "vm9's released address still answers"
+    );
     assert!(lab.ping(&dc, "203.0.113.40"), "provider -> vm1 after");
 }
 

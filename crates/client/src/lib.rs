@@ -45,6 +45,15 @@ pub struct RemoteStore {
 }
 
 /// Percent-encode one path segment or query value.
+/// The `force=true` query parameter, after `sep`, when asked for.
+fn forced(force: bool, sep: char) -> String {
+    if force {
+        format!("{sep}force=true")
+    } else {
+        String::new()
+    }
+}
+
 fn enc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -317,11 +326,12 @@ impl Store for RemoteStore {
         .await
     }
 
-    async fn remove_network(&self, cluster: &str, cidr: &str) -> Result<NetworkView> {
+    async fn remove_network(&self, cluster: &str, cidr: &str, force: bool) -> Result<NetworkView> {
         self.delete(&format!(
-            "/clusters/{}/networks?cidr={}",
+            "/clusters/{}/networks?cidr={}{}",
             enc(cluster),
-            enc(cidr)
+            enc(cidr),
+            if force { "&force=true" } else { "" }
         ))
         .await
     }
@@ -340,8 +350,9 @@ impl Store for RemoteStore {
     async fn node(&self, name: &str) -> Result<NodeView> {
         self.get(&format!("/nodes/{}", enc(name))).await
     }
-    async fn remove_node(&self, name: &str) -> Result<NodeView> {
-        self.delete(&format!("/nodes/{}", enc(name))).await
+    async fn remove_node(&self, name: &str, force: bool) -> Result<NodeView> {
+        self.delete(&format!("/nodes/{}{}", enc(name), forced(force, '?')))
+            .await
     }
 
     async fn add_node_block(
@@ -370,17 +381,23 @@ impl Store for RemoteStore {
         .await
     }
 
-    async fn remove_node_ipv6(&self, node: &str) -> Result<NodeView> {
-        self.delete(&format!("/nodes/{}/ipv6", enc(node))).await
+    async fn remove_node_ipv6(&self, node: &str, force: bool) -> Result<NodeView> {
+        self.delete(&format!("/nodes/{}/ipv6{}", enc(node), forced(force, '?')))
+            .await
     }
 
     async fn update_node(&self, name: &str, patch: &NodePatch) -> Result<NodeView> {
         self.patch(&format!("/nodes/{}", enc(name)), patch).await
     }
 
-    async fn remove_node_block(&self, node: &str, text: &str) -> Result<NodeView> {
-        self.delete(&format!("/nodes/{}/blocks?block={}", enc(node), enc(text)))
-            .await
+    async fn remove_node_block(&self, node: &str, text: &str, force: bool) -> Result<NodeView> {
+        self.delete(&format!(
+            "/nodes/{}/blocks?block={}{}",
+            enc(node),
+            enc(text),
+            forced(force, '&')
+        ))
+        .await
     }
 
     async fn create_vm(&self, cluster: &str, input: &VmInput) -> Result<Vm> {
@@ -433,8 +450,13 @@ impl Store for RemoteStore {
         .await
     }
 
-    async fn remove_nic(&self, vm: &str, index: u8) -> Result<Vm> {
-        self.delete(&format!("/vms/{}/nics/{index}", enc(vm))).await
+    async fn remove_nic(&self, vm: &str, index: u8, force: bool) -> Result<Vm> {
+        self.delete(&format!(
+            "/vms/{}/nics/{index}{}",
+            enc(vm),
+            forced(force, '?')
+        ))
+        .await
     }
 
     async fn delete_vm(&self, name: &str) -> Result<Vm> {

@@ -388,7 +388,21 @@ async fn update_network(
     Ok(Json(c.store.update_network(&name, &q.cidr, &patch).await?).into_response())
 }
 
-#[utoipa::path(delete, path = "/api/v1/clusters/{name}/networks", tag = "networks", description = "Remove a network without allocations (admin).", params(("name" = String, Path), ("cidr" = String, Query)), responses((status = 200, body = NetworkView)))]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RemoveNetworkQuery {
+    cidr: String,
+    force: bool,
+}
+
+/// `?force=true` on a removal.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ForceQuery {
+    force: bool,
+}
+
+#[utoipa::path(delete, path = "/api/v1/clusters/{name}/networks", tag = "networks", description = "Remove a network (admin); refused, naming the holders, while any address in it is held, unless force.", params(("name" = String, Path), ("cidr" = String, Query), ("force" = Option<bool>, Query, description = "release what is held first, each release recorded in history")), responses((status = 200, body = NetworkView)))]
 async fn remove_network(
     State(c): State<Ctl>,
     Extension(t): Tok,
@@ -396,8 +410,8 @@ async fn remove_network(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     require(&t, Access::Admin)?;
-    let q: CidrQuery = query(&q)?;
-    Ok(Json(c.store.remove_network(&name, &q.cidr).await?).into_response())
+    let q: RemoveNetworkQuery = query(&q)?;
+    Ok(Json(c.store.remove_network(&name, &q.cidr, q.force).await?).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", description = "List nodes, by name.", params(("cluster" = Option<String>, Query), ("after" = Option<String>, Query, description = "the `next` of the page before"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")), responses((status = 200, body = Page<NodeView>)))]
@@ -445,14 +459,16 @@ async fn update_node(
     Ok(Json(c.store.update_node(&name, &patch).await?).into_response())
 }
 
-#[utoipa::path(delete, path = "/api/v1/nodes/{name}", tag = "nodes", description = "Remove a node without VMs (admin).", params(("name" = String, Path)), responses((status = 200, body = NodeView)))]
+#[utoipa::path(delete, path = "/api/v1/nodes/{name}", tag = "nodes", description = "Remove a node (admin); refused while VMs run on it or its ranges hold reservations, unless force (each VM deleted and each reservation released, recorded).", params(("name" = String, Path), ("force" = Option<bool>, Query, description = "release what is held first, each release recorded in history")), responses((status = 200, body = NodeView)))]
 async fn remove_node(
     State(c): State<Ctl>,
     Extension(t): Tok,
     Path(name): Path<String>,
+    RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     require(&t, Access::Admin)?;
-    Ok(Json(c.store.remove_node(&name).await?).into_response())
+    let q: ForceQuery = query(&q)?;
+    Ok(Json(c.store.remove_node(&name, q.force).await?).into_response())
 }
 
 /// A subnet or range to give a routing node.
@@ -503,23 +519,26 @@ async fn add_node_ipv6(
     .into_response())
 }
 
-#[utoipa::path(delete, path = "/api/v1/nodes/{name}/ipv6", tag = "nodes", description = "Take a routing node's IPv6 /64 (admin); refused while any address in it is held.", params(("name" = String, Path)), responses((status = 200, body = NodeView)))]
+#[utoipa::path(delete, path = "/api/v1/nodes/{name}/ipv6", tag = "nodes", description = "Take a routing node's IPv6 /64 (admin); refused while any address in it is held, unless force.", params(("name" = String, Path), ("force" = Option<bool>, Query, description = "release what is held first, each release recorded in history")), responses((status = 200, body = NodeView)))]
 async fn remove_node_ipv6(
     State(c): State<Ctl>,
     Extension(t): Tok,
     Path(name): Path<String>,
+    RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     require(&t, Access::Admin)?;
-    Ok(Json(c.store.remove_node_ipv6(&name).await?).into_response())
+    let q: ForceQuery = query(&q)?;
+    Ok(Json(c.store.remove_node_ipv6(&name, q.force).await?).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct BlockQuery {
     block: String,
+    force: bool,
 }
 
-#[utoipa::path(delete, path = "/api/v1/nodes/{name}/blocks", tag = "nodes", description = "Take a subnet or range from a routing node (admin); refused, naming the holders, while any address in it is held.", params(("name" = String, Path), ("block" = String, Query, description = "the subnet (CIDR) or range (A-B)")), responses((status = 200, body = NodeView)))]
+#[utoipa::path(delete, path = "/api/v1/nodes/{name}/blocks", tag = "nodes", description = "Take a subnet or range from a routing node (admin); refused, naming the holders, while any address in it is held, unless force.", params(("name" = String, Path), ("block" = String, Query, description = "the subnet (CIDR) or range (A-B)"), ("force" = Option<bool>, Query, description = "release what is held first, each release recorded in history")), responses((status = 200, body = NodeView)))]
 async fn remove_node_block(
     State(c): State<Ctl>,
     Extension(t): Tok,
@@ -528,7 +547,7 @@ async fn remove_node_block(
 ) -> ApiResult<Response> {
     require(&t, Access::Admin)?;
     let q: BlockQuery = query(&q)?;
-    Ok(Json(c.store.remove_node_block(&name, &q.block).await?).into_response())
+    Ok(Json(c.store.remove_node_block(&name, &q.block, q.force).await?).into_response())
 }
 
 // --- plans: what agents long-poll ---
@@ -847,17 +866,19 @@ async fn add_nic(
     Ok(Json(c.store.add_nic(&name, n.ipv4, n.ipv6).await?).into_response())
 }
 
-#[utoipa::path(delete, path = "/api/v1/vms/{name}/nics/{index}", tag = "vms", description = "Remove a NIC that holds no address (not the first) (operator).", params(("name" = String, Path), ("index" = u8, Path)), responses((status = 200, body = Vm)))]
+#[utoipa::path(delete, path = "/api/v1/vms/{name}/nics/{index}", tag = "vms", description = "Remove a NIC (not the first) (operator); refused while it holds addresses, unless force.", params(("name" = String, Path), ("index" = u8, Path), ("force" = Option<bool>, Query, description = "release what is held first, each release recorded in history")), responses((status = 200, body = Vm)))]
 async fn remove_nic(
     State(c): State<Ctl>,
     Extension(t): Tok,
     Path((name, index)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     require(&t, Access::Operate)?;
+    let q: ForceQuery = query(&q)?;
     let index: u8 = index
         .parse()
         .map_err(|_| Error::invalid("index", &index, "a NIC index, 0 to 9"))?;
-    Ok(Json(c.store.remove_nic(&name, index).await?).into_response())
+    Ok(Json(c.store.remove_nic(&name, index, q.force).await?).into_response())
 }
 
 /// One more address on a VM's NIC.

@@ -362,8 +362,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn remove_vm_address(&self, vm: &str, ip: &str) -> Result<Vm>;
     /// One more NIC, with an IPv4 and/or IPv6 address by the cluster's rules.
     async fn add_nic(&self, vm: &str, ipv4: bool, ipv6: bool) -> Result<Vm>;
-    /// Remove a NIC that holds no address (not the first).
-    async fn remove_nic(&self, vm: &str, index: u8) -> Result<Vm>;
+    /// Remove a NIC (not the first): refused while it holds addresses,
+    /// unless `force`, which releases them first (recorded in history).
+    async fn remove_nic(&self, vm: &str, index: u8, force: bool) -> Result<Vm>;
     /// Change a cluster's settings in place; every node gets the new plan.
     async fn update_cluster(&self, name: &str, patch: &ClusterPatch) -> Result<Cluster>;
 
@@ -374,8 +375,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         cluster: Option<&str>,
         page: &PageRequest,
     ) -> Result<Page<NetworkView>>;
-    /// Remove a network that holds no allocations or reservations.
-    async fn remove_network(&self, cluster: &str, cidr: &str) -> Result<NetworkView>;
+    /// Remove a network: refused while anything in it is held, unless
+    /// `force`, which releases every holding first (recorded in history).
+    async fn remove_network(&self, cluster: &str, cidr: &str, force: bool) -> Result<NetworkView>;
     /// Change a network's gateway or exclusions in place.
     async fn update_network(
         &self,
@@ -388,16 +390,18 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Nodes in name order.
     async fn nodes(&self, cluster: Option<&str>, page: &PageRequest) -> Result<Page<NodeView>>;
     async fn node(&self, name: &str) -> Result<NodeView>;
-    /// Remove a node that has no VMs and no reservations in its ranges.
-    async fn remove_node(&self, name: &str) -> Result<NodeView>;
+    /// Remove a node: refused while VMs run on it or its ranges hold
+    /// reservations, unless `force`, which deletes those VMs and releases
+    /// those reservations first (each recorded).
+    async fn remove_node(&self, name: &str, force: bool) -> Result<NodeView>;
     /// Change a node's uplink, uplink MAC, bridge or NDP proxy mode.
     async fn update_node(&self, name: &str, patch: &NodePatch) -> Result<NodeView>;
     /// Give a routing node one more subnet or range (its VMs keep running).
     async fn add_node_block(&self, node: &str, kind: NodeBlockKind, text: &str)
     -> Result<NodeView>;
     /// Take a subnet or range from a routing node: refused while anything
-    /// in it is held.
-    async fn remove_node_block(&self, node: &str, text: &str) -> Result<NodeView>;
+    /// in it is held, unless `force` (every holding released, recorded).
+    async fn remove_node_block(&self, node: &str, text: &str, force: bool) -> Result<NodeView>;
     /// Give a routing node its IPv6 /64 (`ADDR/64`, the node's own address,
     /// `::2` by convention), with the provider's router (default fe80::1).
     async fn add_node_ipv6(
@@ -406,8 +410,8 @@ pub trait Store: Send + Sync + fmt::Debug {
         ipv6: &str,
         gateway: Option<&str>,
     ) -> Result<NodeView>;
-    /// Take a routing node's IPv6 /64 (refused while held).
-    async fn remove_node_ipv6(&self, node: &str) -> Result<NodeView>;
+    /// Take a routing node's IPv6 /64 (refused while held, unless `force`).
+    async fn remove_node_ipv6(&self, node: &str, force: bool) -> Result<NodeView>;
 
     async fn create_vm(&self, cluster: &str, input: &VmInput) -> Result<Vm>;
     /// Create many VMs in one commit (group commit). Each request succeeds

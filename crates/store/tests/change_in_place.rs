@@ -160,7 +160,7 @@ async fn on(t: TestStore) {
         Err(Error::NotFound { .. })
     ));
     // Removing what holds addresses names the holders.
-    match s.remove_node_block("h1", "203.0.113.40/30").await {
+    match s.remove_node_block("h1", "203.0.113.40/30", false).await {
         Err(Error::Conflict { field, rule, .. }) => {
             assert_eq!(field, "block", "{b}");
             assert!(rule.contains("203.0.113.40 (VM v0)"), "{b}: {rule}");
@@ -168,24 +168,27 @@ async fn on(t: TestStore) {
         other => panic!("{b}: {other:?}"),
     }
     assert!(matches!(
-        s.remove_node_block("h1", "203.0.113.56/29").await,
+        s.remove_node_block("h1", "203.0.113.56/29", false).await,
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(
-        s.remove_node_block("h1", "bogus").await,
+        s.remove_node_block("h1", "bogus", false).await,
         Err(Error::Invalid { .. })
     ));
     assert_eq!(s.revision().await.unwrap(), before, "{b}");
 
     // Once empty, a subnet goes, and its addresses are in no block.
-    let view = s.remove_node_block("h1", "203.0.113.48/29").await.unwrap();
+    let view = s
+        .remove_node_block("h1", "203.0.113.48/29", false)
+        .await
+        .unwrap();
     assert_eq!(view.ranges.len(), 2, "{b}");
     assert!(matches!(
         s.reserve("203.0.113.50", None).await,
         Err(Error::Invalid { .. })
     ));
     s.delete_vm("v4").await.unwrap();
-    s.remove_node_block("h1", "198.51.100.10-198.51.100.11")
+    s.remove_node_block("h1", "198.51.100.10-198.51.100.11", false)
         .await
         .unwrap();
     assert_consistent(s).await;
@@ -345,9 +348,9 @@ async fn nics_on(t: TestStore) {
         ),
         (s.add_vm_address("ghost", 0, false, None).await, "vm"),
         (s.remove_vm_address("web", "192.0.2.9").await, "ip"),
-        (s.remove_nic("web", 0).await, "nic"),
-        (s.remove_nic("web", 1).await, "nic"),
-        (s.remove_nic("web", 5).await, "nic"),
+        (s.remove_nic("web", 0, false).await, "nic"),
+        (s.remove_nic("web", 1, false).await, "nic"),
+        (s.remove_nic("web", 5, false).await, "nic"),
     ];
     for (r, field) in bad {
         match r {
@@ -362,7 +365,7 @@ async fn nics_on(t: TestStore) {
 
     // Remove the NIC's address, then the NIC; the log has each step.
     s.remove_vm_address("web", &nic1_ip).await.unwrap();
-    let v = s.remove_nic("web", 1).await.unwrap();
+    let v = s.remove_nic("web", 1, false).await.unwrap();
     assert_eq!(v.nics.len(), 1, "{b}");
     let kinds: Vec<String> = s
         .all_changes(&ChangeFilter {
@@ -439,7 +442,7 @@ async fn ipv6_on(t: TestStore) {
     let text = serde_json::to_string(&plan).unwrap();
     assert!(text.contains("2a01:4f8:1:2::3"), "{b}: {text}");
     // Held: refused, naming the holder; then it goes.
-    match s.remove_node_ipv6("h1").await {
+    match s.remove_node_ipv6("h1", false).await {
         Err(Error::Conflict { rule, .. }) => {
             assert!(rule.contains("2a01:4f8:1:2::3 (VM mail)"), "{b}: {rule}")
         }
@@ -448,10 +451,10 @@ async fn ipv6_on(t: TestStore) {
     s.remove_vm_address("mail", "2a01:4f8:1:2::3")
         .await
         .unwrap();
-    let view = s.remove_node_ipv6("h1").await.unwrap();
+    let view = s.remove_node_ipv6("h1", false).await.unwrap();
     assert!(view.node.routing.as_ref().unwrap().ipv6.is_none(), "{b}");
     assert!(matches!(
-        s.remove_node_ipv6("h1").await,
+        s.remove_node_ipv6("h1", false).await,
         Err(Error::NotFound { .. })
     ));
     // And back again, as a node added with it would have it.
@@ -907,5 +910,126 @@ async fn node_address_on(t: TestStore) {
         ),
         "{b}"
     );
+    assert_consistent(s).await;
+}
+
+#[tokio::test]
+async fn forced_removals_release_what_they_remove_and_record_it() {
+    for t in stores().await {
+        force_on(t).await;
+    }
+}
+
+async fn force_on(t: TestStore) {
+    let s = &t.store;
+    let b = t.backend;
+    s.create_cluster(&cluster("hz", "routing")).await.unwrap();
+    s.add_node(
+        "hz",
+        &NodeInput {
+            subnets: vec!["203.0.113.40/29".into(), "203.0.113.48/29".into()],
+            ..node("h1", "123.45.12.48")
+        },
+    )
+    .await
+    .unwrap();
+    for name in ["a", "b"] {
+        s.create_vm("hz", &vm(name, "h1")).await.unwrap();
+    }
+    s.reserve("203.0.113.45", Some("vip")).await.unwrap();
+    s.reserve("203.0.113.50", None).await.unwrap();
+    s.add_nic("b", true, false).await.unwrap();
+    let nic1 = s.vm("b").await.unwrap().nics[1].addresses[0]
+        .address
+        .to_string();
+
+    // Without --force: refused, naming the holders, nothing changes.
+    let before = s.revision().await.unwrap();
+    match s.remove_node_block("h1", "203.0.113.48/29", false).await {
+        Err(Error::Conflict { rule, .. }) => {
+            assert!(rule.contains("203.0.113.50 (reserved)"), "{b}: {rule}");
+            assert!(rule.contains("--force"), "{b}: {rule}");
+        }
+        other => panic!("{b}: {other:?}"),
+    }
+    assert!(matches!(
+        s.remove_nic("b", 1, false).await,
+        Err(Error::Conflict { .. })
+    ));
+    assert!(matches!(
+        s.remove_node("h1", false).await,
+        Err(Error::Conflict { .. })
+    ));
+    assert_eq!(s.revision().await.unwrap(), before, "{b}");
+
+    // A NIC with its address, then a subnet with a reservation.
+    let v = s.remove_nic("b", 1, true).await.unwrap();
+    assert_eq!(v.nics.len(), 1, "{b}");
+    let h = s.all_history(&nic1, None).await.unwrap();
+    assert!(h[0].until.is_some(), "{b}: {h:?}");
+    let view = s
+        .remove_node_block("h1", "203.0.113.48/29", true)
+        .await
+        .unwrap();
+    assert_eq!(view.ranges.len(), 1, "{b}");
+    // The whole node: its VMs deleted, its reservation released.
+    let since = s.revision().await.unwrap();
+    s.remove_node("h1", true).await.unwrap();
+    let kinds: Vec<(String, String)> = s
+        .all_changes(&ChangeFilter {
+            since: Some(since),
+            object: None,
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.kind, c.subject))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("vm.delete".to_string(), "a".to_string()),
+            ("vm.delete".into(), "b".into()),
+            ("ip.release".into(), "203.0.113.45".into()),
+            ("node.remove".into(), "h1".into()),
+        ],
+        "{b}"
+    );
+    for ip in [
+        "203.0.113.40",
+        "203.0.113.41",
+        "203.0.113.45",
+        "203.0.113.50",
+    ] {
+        let h = s.all_history(ip, None).await.unwrap();
+        assert!(
+            !h.is_empty() && h.iter().all(|e| e.until.is_some()),
+            "{b}: {ip}: {h:?}"
+        );
+    }
+    assert!(
+        matches!(s.node("h1").await, Err(Error::NotFound { .. })),
+        "{b}"
+    );
+
+    // A pool network: the VM keeps its NIC, without the address.
+    s.create_cluster(&cluster("sw", "switching")).await.unwrap();
+    s.add_network("sw", &network("192.0.2.0/29")).await.unwrap();
+    s.add_network("sw", &network("192.0.2.8/29")).await.unwrap();
+    s.add_node("sw", &node("s1", "192.0.2.2")).await.unwrap();
+    s.create_vm("sw", &vm("c", "s1")).await.unwrap();
+    s.add_vm_address("c", 0, false, Some("192.0.2.10"))
+        .await
+        .unwrap();
+    s.remove_network("sw", "192.0.2.8/29", true).await.unwrap();
+    let c = s.vm("c").await.unwrap();
+    let left: Vec<String> = c.nics[0]
+        .addresses
+        .iter()
+        .map(|a| a.address.to_string())
+        .collect();
+    assert_eq!(left, ["192.0.2.3"], "{b}");
+    let h = s.all_history("192.0.2.10", None).await.unwrap();
+    assert!(h[0].until.is_some(), "{b}: {h:?}");
     assert_consistent(s).await;
 }

@@ -66,13 +66,16 @@ async fn lifecycle(t: TestStore) {
     // Removals refuse while something is held, then succeed.
     assert!(
         matches!(
-            s.remove_network("sw", "192.0.2.0/27").await,
+            s.remove_network("sw", "192.0.2.0/27", false).await,
             Err(Error::Conflict { .. })
         ),
         "{b}"
     );
     assert!(
-        matches!(s.remove_node("h1").await, Err(Error::Conflict { .. })),
+        matches!(
+            s.remove_node("h1", false).await,
+            Err(Error::Conflict { .. })
+        ),
         "{b}"
     );
     assert!(
@@ -80,7 +83,7 @@ async fn lifecycle(t: TestStore) {
         "{b}"
     );
     s.delete_vm("b").await.unwrap();
-    s.remove_node("h1").await.unwrap();
+    s.remove_node("h1", false).await.unwrap();
     s.delete_cluster("hz").await.unwrap();
     s.delete_vm("a").await.unwrap();
     assert!(
@@ -88,8 +91,8 @@ async fn lifecycle(t: TestStore) {
         "{b}: reservation"
     );
     s.release("192.0.2.10").await.unwrap();
-    s.remove_node("n1").await.unwrap();
-    s.remove_network("sw", "192.0.2.0/27").await.unwrap();
+    s.remove_node("n1", false).await.unwrap();
+    s.remove_network("sw", "192.0.2.0/27", false).await.unwrap();
     s.delete_cluster("sw").await.unwrap();
     assert!(s.all_clusters().await.unwrap().is_empty(), "{b}");
     // History outlives everything.
@@ -220,8 +223,8 @@ async fn held_back(t: TestStore) {
     };
     s.add_network("s", &net).await.unwrap();
     s.add_node("s", &node("nz", "192.0.2.30")).await.unwrap();
-    s.remove_node("nx").await.unwrap();
-    s.remove_node("ny").await.unwrap();
+    s.remove_node("nx", false).await.unwrap();
+    s.remove_node("ny", false).await.unwrap();
     let mut got = Vec::new();
     for i in 0..8 {
         match s.create_vm("s", &vm(&format!("v{i}"), "nz")).await {

@@ -313,7 +313,11 @@ async fn workload(t: &TestStore) {
         ..vm("tvm5", "t1")
     };
     assert!(s.create_vm("tmp", &clash).await.is_err());
-    assert!(s.remove_network("tmp", "192.0.2.128/29").await.is_err());
+    assert!(
+        s.remove_network("tmp", "192.0.2.128/29", false)
+            .await
+            .is_err()
+    );
     // The next free address, from each kind of source (here: exhausted).
     for (cluster, node, network) in [
         (Some("tmp"), None, None),
@@ -339,8 +343,8 @@ async fn workload(t: &TestStore) {
     s.delete_vm("tvm1").await.unwrap();
     s.delete_vm("tvm2").await.unwrap();
     s.delete_vm("tvm3").await.unwrap();
-    s.delete_vm("tvm4").await.unwrap();
-    s.remove_node("t1").await.unwrap();
+    // --force deletes the last VM (recorded as `vm delete` would).
+    s.remove_node("t1", true).await.unwrap();
     let set = |gw: Option<&str>, add: &[&str], remove: &[&str]| vmfabric_model::NetworkPatch {
         shrink_to: None,
         gateway: gw.map(String::from),
@@ -368,7 +372,10 @@ async fn workload(t: &TestStore) {
     )
     .await
     .unwrap();
-    s.remove_network("tmp", "192.0.2.132/30").await.unwrap();
+    s.reserve("192.0.2.133", None).await.unwrap();
+    s.remove_network("tmp", "192.0.2.132/30", true)
+        .await
+        .unwrap();
     s.delete_cluster("tmp").await.unwrap();
     // Several NICs and extra addresses in one create.
     let multi = VmInput {
@@ -391,7 +398,9 @@ async fn workload(t: &TestStore) {
     let extra = v.nics[1].addresses[0].address.to_string();
     s.add_vm_address("keyed", 0, false, None).await.unwrap();
     s.remove_vm_address("keyed", &extra).await.unwrap();
-    s.remove_nic("keyed", 1).await.unwrap();
+    s.remove_nic("keyed", 1, false).await.unwrap();
+    s.add_nic("keyed", true, false).await.unwrap();
+    s.remove_nic("keyed", 1, true).await.unwrap();
     let patch = vmfabric_model::ClusterPatch {
         cooldown: Some("2h".into()),
         ..Default::default()
@@ -404,12 +413,12 @@ async fn workload(t: &TestStore) {
     )
     .await
     .unwrap();
-    s.remove_node_block("h03", "192.0.2.250-192.0.2.251")
+    s.remove_node_block("h03", "192.0.2.250-192.0.2.251", false)
         .await
         .unwrap();
     // A node's IPv6 /64 (whether h03 has one or not, every statement runs).
     assert!(
-        s.remove_node_ipv6("h03").await.is_err(),
+        s.remove_node_ipv6("h03", false).await.is_err(),
         "its VMs hold IPv6"
     );
     s.add_node(
@@ -424,7 +433,7 @@ async fn workload(t: &TestStore) {
     s.add_node_ipv6("h-six", "2001:db8:ffe3::2/64", None)
         .await
         .unwrap();
-    s.remove_node_ipv6("h-six").await.unwrap();
+    s.remove_node_ipv6("h-six", false).await.unwrap();
     let patch = vmfabric_model::NodePatch {
         uplink: Some("enp1s0".into()),
         ..Default::default()
@@ -435,7 +444,7 @@ async fn workload(t: &TestStore) {
         ..Default::default()
     };
     s.update_node("h-six", &moved).await.unwrap();
-    s.remove_node("h-six").await.unwrap();
+    s.remove_node("h-six", false).await.unwrap();
     assert!(s.migrate_vm("vm-h01-1", "h02").await.is_err());
     s.add_node(
         "hz",
@@ -464,7 +473,7 @@ async fn workload(t: &TestStore) {
         .to_string();
     s.release(&h99).await.unwrap();
     s.delete_vm("vm-h99").await.unwrap();
-    s.remove_node("h99").await.unwrap();
+    s.remove_node("h99", false).await.unwrap();
     s.delete_vm("plain").await.unwrap();
     let tok = s
         .create_token(&TokenInput {

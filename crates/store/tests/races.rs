@@ -61,14 +61,16 @@ async fn a_network_is_never_removed_under_a_new_reservation() {
                 .unwrap();
             let (r, n) = tokio::join!(
                 s.reserve("198.51.100.2", None),
-                s.remove_network("f", "198.51.100.0/29")
+                s.remove_network("f", "198.51.100.0/29", false)
             );
             // Either order is fine; both at once is not.
             assert!(r.is_ok() != n.is_ok(), "{b}: {r:?} / {n:?}");
             assert_consistent(s).await;
             if r.is_ok() {
                 s.release("198.51.100.2").await.unwrap();
-                s.remove_network("f", "198.51.100.0/29").await.unwrap();
+                s.remove_network("f", "198.51.100.0/29", false)
+                    .await
+                    .unwrap();
             }
         }
     }

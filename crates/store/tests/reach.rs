@@ -151,12 +151,13 @@ async fn run(t: TestStore, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 } else {
                     ("sw", "192.0.2.64/27")
                 };
-                let _ = s.remove_network(c, cidr).await;
+                let _ = s.remove_network(c, cidr, false).await;
             }
             Op::ToggleNode(k) => {
                 let n = usize::from(k) % NODES.len();
                 let (c, name, addr) = NODES[n];
-                if live.iter().all(|(_, at)| *at != n) && s.remove_node(name).await.is_err() {
+                if live.iter().all(|(_, at)| *at != n) && s.remove_node(name, false).await.is_err()
+                {
                     let input = if c == "hz" {
                         routing_input(name, addr)
                     } else {

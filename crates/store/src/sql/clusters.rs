@@ -16,6 +16,11 @@ use vmfabric_model::{
 
 use super::alloc::{self, BlockAlloc};
 use super::{Reach, RowExt, SqlStore, Tx, db, kb};
+
+/// The most holdings one `--force` releases (or VMs it deletes): each is
+/// a few row operations and a change-log entry, and one change stays one
+/// short transaction.
+pub(crate) const MAX_FORCED: i64 = 4096;
 use crate::{Page, PageRequest};
 
 /// Columns of a cluster row, in `cluster_from_row` order.
@@ -1228,6 +1233,44 @@ impl SqlStore {
     }
 
     /// Refuse to drop a block that still holds allocations or reservations.
+    /// `--force`: release every address held in block `b` (VMs' and
+    /// reservations), each recorded in history and the change log like a
+    /// release. Bounded: a larger block is emptied in several steps.
+    pub(crate) async fn release_holders(
+        &self,
+        tx: &mut Tx,
+        counters: &mut super::Counters,
+        b: &Block,
+        field: &str,
+    ) -> Result<()> {
+        self.lock_block(tx, b.id).await?;
+        let rows = sqlx::query(
+            "SELECT address FROM allocations WHERE until IS NULL AND address >= $1 AND address <= $2 ORDER BY address LIMIT $3",
+        )
+        .bind(kb(b.range.first))
+        .bind(kb(b.range.last))
+        .bind(MAX_FORCED + 1)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)?;
+        if rows.len() > usize::try_from(MAX_FORCED).unwrap_or(usize::MAX) {
+            return Err(Error::conflict(
+                field,
+                b.text(),
+                format!(
+                    "more than {MAX_FORCED} addresses are held in {}; --force releases at most {MAX_FORCED} at once: release some first",
+                    b.label()
+                ),
+            ));
+        }
+        for row in rows {
+            let addr = key::addr(row.key("address")?);
+            self.release_tx(tx, counters, &addr.to_string()).await?;
+        }
+        // The block's counts are read next (check_block_empty).
+        counters.flush(tx).await
+    }
+
     pub(crate) async fn check_block_empty(
         &self,
         tx: &mut Tx,
@@ -1270,7 +1313,7 @@ impl SqlStore {
                 field,
                 value,
                 format!(
-                    "{} still has {used} addresses held by VMs and {reserved} reserved: {}; delete those VMs and release the reservations first",
+                    "{} still has {used} addresses held by VMs and {reserved} reserved: {}; remove those addresses (vm remove-address, vm delete) and release the reservations first, or --force to release them all (each recorded in history)",
                     b.label(),
                     holders.join(", ")
                 ),
@@ -1282,10 +1325,15 @@ impl SqlStore {
     pub(crate) async fn remove_network_tx(
         &self,
         tx: &mut Tx,
+        counters: &mut super::Counters,
         cluster: &str,
         cidr: &str,
+        force: bool,
     ) -> Result<NetworkView> {
         let (_, c, b) = self.network_of(tx, cluster, cidr).await?;
+        if force {
+            self.release_holders(tx, counters, &b, "cidr").await?;
+        }
         self.check_block_empty(tx, &b, "cidr", &b.text()).await?;
         let view = self.network_view(tx, b.clone()).await?;
         sqlx::query("DELETE FROM blocks WHERE id = $1")

@@ -85,8 +85,8 @@ impl Store for SqlStore {
         write!(self, |tx, c| self.add_nic_tx(tx, c, vm, with))
     }
 
-    async fn remove_nic(&self, vm: &str, index: u8) -> Result<Vm> {
-        write!(self, |tx, _c| self.remove_nic_tx(tx, vm, index))
+    async fn remove_nic(&self, vm: &str, index: u8, force: bool) -> Result<Vm> {
+        write!(self, |tx, c| self.remove_nic_tx(tx, c, vm, index, force))
     }
 
     async fn update_cluster(&self, name: &str, patch: &ClusterPatch) -> Result<Cluster> {
@@ -119,8 +119,9 @@ impl Store for SqlStore {
             .update_network_tx(tx, c, cluster, cidr, patch))
     }
 
-    async fn remove_network(&self, cluster: &str, cidr: &str) -> Result<NetworkView> {
-        write!(self, |tx, _c| self.remove_network_tx(tx, cluster, cidr))
+    async fn remove_network(&self, cluster: &str, cidr: &str, force: bool) -> Result<NetworkView> {
+        write!(self, |tx, c| self
+            .remove_network_tx(tx, c, cluster, cidr, force))
     }
 
     async fn add_node(&self, cluster: &str, input: &NodeInput) -> Result<NodeView> {
@@ -135,8 +136,8 @@ impl Store for SqlStore {
         read!(self, |tx| self.node_tx(tx, name))
     }
 
-    async fn remove_node(&self, name: &str) -> Result<NodeView> {
-        write!(self, |tx, _c| self.remove_node_tx(tx, name))
+    async fn remove_node(&self, name: &str, force: bool) -> Result<NodeView> {
+        write!(self, |tx, c| self.remove_node_tx(tx, c, name, force))
     }
 
     async fn create_vm(&self, cluster: &str, input: &VmInput) -> Result<Vm> {
@@ -207,16 +208,17 @@ impl Store for SqlStore {
             .add_node_ipv6_tx(tx, node, ipv6, gateway))
     }
 
-    async fn remove_node_ipv6(&self, node: &str) -> Result<NodeView> {
-        write!(self, |tx, _c| self.remove_node_ipv6_tx(tx, node))
+    async fn remove_node_ipv6(&self, node: &str, force: bool) -> Result<NodeView> {
+        write!(self, |tx, c| self.remove_node_ipv6_tx(tx, c, node, force))
     }
 
     async fn update_node(&self, name: &str, patch: &NodePatch) -> Result<NodeView> {
         write!(self, |tx, _c| self.update_node_tx(tx, name, patch))
     }
 
-    async fn remove_node_block(&self, node: &str, text: &str) -> Result<NodeView> {
-        write!(self, |tx, _c| self.remove_node_block_tx(tx, node, text))
+    async fn remove_node_block(&self, node: &str, text: &str, force: bool) -> Result<NodeView> {
+        write!(self, |tx, c| self
+            .remove_node_block_tx(tx, c, node, text, force))
     }
 
     async fn reserve_next(&self, r: &ReserveNext) -> Result<Allocation> {

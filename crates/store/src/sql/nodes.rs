@@ -456,8 +456,10 @@ impl SqlStore {
     pub(crate) async fn remove_node_block_tx(
         &self,
         tx: &mut Tx,
+        counters: &mut Counters,
         name: &str,
         text: &str,
+        force: bool,
     ) -> Result<NodeView> {
         let (id, node) = self.load_node(tx, name).await?;
         let range =
@@ -480,6 +482,9 @@ impl SqlStore {
                 text,
                 "this is the node's IPv6 /64; it goes with the node's IPv6 address (`node remove-ipv6`)",
             ));
+        }
+        if force {
+            self.release_holders(tx, counters, &b, "block").await?;
         }
         self.check_block_empty(tx, &b, "block", &b.text()).await?;
         sqlx::query("DELETE FROM blocks WHERE id = $1")
@@ -590,7 +595,13 @@ impl SqlStore {
     /// Take a routing node's IPv6 /64: refused while any address in it is
     /// held, or while the node has IPv6 subnets or ranges (their VMs' gateway
     /// is the node's IPv6 address).
-    pub(crate) async fn remove_node_ipv6_tx(&self, tx: &mut Tx, name: &str) -> Result<NodeView> {
+    pub(crate) async fn remove_node_ipv6_tx(
+        &self,
+        tx: &mut Tx,
+        counters: &mut Counters,
+        name: &str,
+        force: bool,
+    ) -> Result<NodeView> {
         let (id, node) = self.load_node(tx, name).await?;
         let Some(six) = node.routing.as_ref().and_then(|r| r.ipv6.clone()) else {
             return Err(Error::not_found("ipv6", format!("/64 of node {name}")));
@@ -613,6 +624,9 @@ impl SqlStore {
         let Some(b) = view.ranges.iter().find(|b| b.role == BlockRole::NodeIpv6) else {
             return Err(super::corrupt("a node's IPv6 /64 without its block"));
         };
+        if force {
+            self.release_holders(tx, counters, b, "ipv6").await?;
+        }
         self.check_block_empty(tx, b, "ipv6", &b.text()).await?;
         sqlx::query("DELETE FROM blocks WHERE id = $1")
             .bind(b.id)
@@ -727,15 +741,52 @@ impl SqlStore {
         self.node_view(tx, id, new).await
     }
 
-    pub(crate) async fn remove_node_tx(&self, tx: &mut Tx, name: &str) -> Result<NodeView> {
+    pub(crate) async fn remove_node_tx(
+        &self,
+        tx: &mut Tx,
+        counters: &mut Counters,
+        name: &str,
+        force: bool,
+    ) -> Result<NodeView> {
         let (id, n) = self.load_node(tx, name).await?;
-        let view = self.node_view(tx, id, n).await?;
+        let mut view = self.node_view(tx, id, n.clone()).await?;
+        if force && view.vms > 0 {
+            // Each VM deleted as `vm delete` would: history and change log.
+            let rows =
+                sqlx::query("SELECT name FROM vms WHERE node_id = $1 ORDER BY name LIMIT $2")
+                    .bind(id)
+                    .bind(super::clusters::MAX_FORCED + 1)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(db)?;
+            if rows.len() > usize::try_from(super::clusters::MAX_FORCED).unwrap_or(usize::MAX) {
+                return Err(Error::conflict(
+                    "node",
+                    name,
+                    format!(
+                        "{} VMs run on this node; --force deletes at most {} at once: delete some first",
+                        view.vms,
+                        super::clusters::MAX_FORCED
+                    ),
+                ));
+            }
+            for row in rows {
+                self.delete_vm_tx(tx, counters, &row.text("name")?).await?;
+            }
+            counters.flush(tx).await?;
+            view = self.node_view(tx, id, n).await?;
+        }
+        if force {
+            for b in &view.ranges {
+                self.release_holders(tx, counters, b, "node").await?;
+            }
+        }
         if view.vms > 0 {
             return Err(Error::conflict(
                 "node",
                 name,
                 format!(
-                    "{} VMs run on this node; migrate or delete them first",
+                    "{} VMs run on this node; migrate or delete them first, or --force to delete them (each recorded)",
                     view.vms
                 ),
             ));

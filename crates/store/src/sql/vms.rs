@@ -737,9 +737,28 @@ impl SqlStore {
         }
     }
 
-    /// Remove a NIC without addresses (not the first: it goes with the VM).
-    pub(crate) async fn remove_nic_tx(&self, tx: &mut Tx, name: &str, index: u8) -> Result<Vm> {
-        let vm = self.vm_tx(tx, name).await?;
+    /// Remove a NIC (not the first: it goes with the VM); its addresses
+    /// must be removed first, or are released here with `force`.
+    pub(crate) async fn remove_nic_tx(
+        &self,
+        tx: &mut Tx,
+        counters: &mut Counters,
+        name: &str,
+        index: u8,
+        force: bool,
+    ) -> Result<Vm> {
+        let mut vm = self.vm_tx(tx, name).await?;
+        if force
+            && index != 0
+            && let Some(n) = vm.nics.iter().find(|n| n.index == index)
+            && !n.addresses.is_empty()
+        {
+            let held: Vec<String> = n.addresses.iter().map(|a| a.address.to_string()).collect();
+            for ip in held {
+                self.release_tx(tx, counters, &ip).await?;
+            }
+            vm = self.vm_tx(tx, name).await?;
+        }
         let Some(n) = vm.nics.iter().find(|n| n.index == index) else {
             return Err(Error::not_found("nic", format!("{index} of VM {name}")));
         };
@@ -756,7 +775,7 @@ impl SqlStore {
                 "nic",
                 index,
                 format!(
-                    "NIC {index} of VM {name} still holds {}; remove them first (vm remove-address)",
+                    "NIC {index} of VM {name} still holds {}; remove them first (vm remove-address), or --force to release them (recorded in history)",
                     held.join(", ")
                 ),
             ));
