@@ -53,6 +53,9 @@ pub async fn changes(count: usize, dir: Option<PathBuf>) -> Result<Out> {
         "cluster set (community)",
         "node add-range",
         "node remove-subnet (range)",
+        "vm remove-nic --force (1 address)",
+        "vm create, 3 NICs + 1 extra IPv4",
+        "node set --address",
     ];
     let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
     let mut time = |i: usize, t: Instant| lat[i].push(t.elapsed());
@@ -95,6 +98,24 @@ pub async fn changes(count: usize, dir: Option<PathBuf>) -> Result<Out> {
         let t = Instant::now();
         s.remove_node_block("h1", &range, false).await?;
         time(6, t);
+        let t = Instant::now();
+        s.remove_nic(&name, 1, true).await?;
+        time(7, t);
+        let multi = vmfabric_model::VmInput {
+            extra_ipv4: 1,
+            ..vm(format!("m{i}"))
+        }
+        .with_nic_count(3);
+        let t = Instant::now();
+        s.create_vm("bench", &multi).await?;
+        time(8, t);
+        let moved = vmfabric_model::NodePatch {
+            address: Some(format!("123.45.12.{}", 48 + (i + 1) % 2)),
+            ..vmfabric_model::NodePatch::default()
+        };
+        let t = Instant::now();
+        s.update_node("h1", &moved).await?;
+        time(9, t);
     }
     for l in &mut lat {
         l.sort();
