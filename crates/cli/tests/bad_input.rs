@@ -900,7 +900,7 @@ fn every_bad_input_is_refused_and_changes_nothing() {
         (&["cluster", "set", "fab"], 2, "patch", "", "at least one"),
         (
             &["node", "set", "hz1", "--uplink", "taken_net0"],
-            4,
+            2,
             "uplink",
             "taken_net0",
             "a VM's interface",
@@ -948,6 +948,38 @@ fn every_bad_input_is_refused_and_changes_nothing() {
             "first NIC",
         ),
         (&["vm", "add-nic", "ghost"], 3, "", "", ""),
+        (
+            &["ip", "reserve", "192.0.2.9", "--note", "two\nlines"],
+            2,
+            "note",
+            "two\\nlines",
+            "control character",
+        ),
+        (
+            &["ip", "reserve", "--next", "--cluster", "sw", "--note", ""],
+            2,
+            "note",
+            "",
+            "1 to 256 printable characters",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "hz",
+                "hz9",
+                "--address",
+                "123.45.12.99",
+                "--subnet",
+                "203.0.113.200/29",
+                "--uplink",
+                "later_g0",
+            ],
+            2,
+            "uplink",
+            "later_g0",
+            "a VM's interfaces",
+        ),
         (
             &[
                 "network",

@@ -35,6 +35,30 @@ pub fn check_name(field: &str, name: &str) -> Result<()> {
     }
 }
 
+/// The longest reservation note, in characters.
+pub const MAX_NOTE: usize = 256;
+
+/// Check a reservation note: 1 to 256 characters, none a control
+/// character (a newline or escape in a note would forge lines in text
+/// output and logs). The error shows only the note's start.
+pub fn check_note(note: &str) -> Result<()> {
+    let n = note.chars().count();
+    let bad = note.chars().find(|c| c.is_control());
+    if n == 0 || n > MAX_NOTE || bad.is_some() {
+        let shown: String = note.chars().take(40).flat_map(char::escape_default).collect();
+        let shown = if n > 40 { format!("{shown}…") } else { shown };
+        let why = match bad {
+            Some(c) => format!(
+                "control character {} is not allowed; a note is 1 to {MAX_NOTE} printable characters",
+                c.escape_default()
+            ),
+            None => format!("a note is 1 to {MAX_NOTE} printable characters (this one has {n})"),
+        };
+        return Err(Error::invalid("note", shown, why));
+    }
+    Ok(())
+}
+
 /// A valid Linux interface name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IfName(String);
@@ -95,6 +119,20 @@ pub fn stable_hash(parts: &[&[u8]]) -> u64 {
 }
 
 const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// Whether `name` has the shape of a VM's interface on a node:
+/// `<prefix>_net<N>` (the host side) or `<prefix>_g<N>` (an LXD veth peer
+/// before it moves into the guest).
+pub fn is_vm_interface(name: &str) -> bool {
+    let Some((prefix, suffix)) = name.rsplit_once('_') else {
+        return false;
+    };
+    let digits = suffix
+        .strip_prefix("net")
+        .or_else(|| suffix.strip_prefix('g'));
+    !prefix.is_empty()
+        && digits.is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+}
 
 /// The part of a VM's host interface names before `_net<N>`, for the
 /// `attempt`-th candidate. Attempt 0 is the VM name itself when it fits
@@ -214,6 +252,25 @@ mod tests {
     fn seed_interface_name() {
         assert_eq!(host_if_prefix("vm12", 0), "vm12");
         assert_eq!(host_ifname("vm12", 0).unwrap().as_str(), "vm12_net0");
+        assert!(check_note("abuse hold, ticket #42 — Jörg").is_ok());
+        for bad in ["", "two\nlines", "esc\u{1b}[31m", &"x".repeat(257)] {
+            let e = check_note(bad).unwrap_err().to_string();
+            assert!(e.starts_with("note "), "{e}");
+            assert!(e.len() < 200, "the error echoes at most the start: {e}");
+        }
+        for (name, vm) in [
+            ("x_net0", true),
+            ("web_g3", true),
+            ("a_b_net12", true),
+            ("eno1", false),
+            ("vmbr0", false),
+            ("_net0", false),
+            ("x_net", false),
+            ("x_gx", false),
+            ("br_guest", false),
+        ] {
+            assert_eq!(is_vm_interface(name), vm, "{name}");
+        }
     }
 
     #[test]

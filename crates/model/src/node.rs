@@ -302,6 +302,15 @@ impl NodeInput {
                     "lo, all and default are reserved by the kernel; name the node's real interface",
                 ));
             }
+            // Refused whether or not such a VM exists yet: a VM created
+            // later would otherwise take the node's interface.
+            if crate::names::is_vm_interface(name.as_str()) {
+                return Err(Error::invalid(
+                    field,
+                    name,
+                    "names ending in _net<N> or _g<N> are a VM's interfaces on the node; name the node's real interface",
+                ));
+            }
         }
         if uplink == bridge {
             return Err(Error::invalid(

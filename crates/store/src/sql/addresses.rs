@@ -593,6 +593,9 @@ impl SqlStore {
         addr: std::net::IpAddr,
         note: Option<&str>,
     ) -> Result<Allocation> {
+        if let Some(n) = note {
+            vmfabric_model::names::check_note(n)?;
+        }
         let k = key::key(addr);
         let now = self.now().0;
         sqlx::query("INSERT INTO allocations (address, block_id, kind, note, cluster, node, since) VALUES ($1, $2, 'reserved', $3, $4, $5, $6)")

@@ -668,24 +668,6 @@ impl SqlStore {
         let (_, c) = self.load_cluster(tx, &node.cluster).await?;
         let before = self.node_view(tx, id, node.clone()).await?;
         let new = patch.apply(&node, &c, &before.ranges)?;
-        // A VM's host interface may not take the new names either.
-        for (field, ifname) in [("uplink", &new.uplink), ("bridge", &new.bridge)] {
-            if let Some((prefix, _)) = ifname.as_str().rsplit_once("_net") {
-                let n = sqlx::query("SELECT COUNT(*) AS n FROM vms WHERE if_prefix = $1")
-                    .bind(prefix)
-                    .fetch_one(&mut **tx)
-                    .await
-                    .map_err(db)?
-                    .int("n")?;
-                if n > 0 {
-                    return Err(Error::conflict(
-                        field,
-                        ifname,
-                        "this is the name of a VM's interface on the nodes",
-                    ));
-                }
-            }
-        }
         // Own addresses that change: the old ones are given back, the new
         // ones claimed by the rules of a new node.
         let (was, now) = (node.own_addresses(), new.own_addresses());
