@@ -268,7 +268,7 @@ fn the_cli_through_the_controller_answers_like_the_database() {
     assert_eq!(a["node"], "hz1", "{raw}");
     for (body, field) in [
         (json!({"ip": "192.0.2.20", "cluster": "sw"}), "ip"),
-        (json!({"clustr": "sw"}), "body"),
+        (json!({"clustr": "sw"}), "clustr"),
         (json!({"cluster": "hz"}), "cluster"),
         (json!({}), "next"),
     ] {
@@ -350,6 +350,71 @@ fn the_cli_through_the_controller_answers_like_the_database() {
     assert_eq!(s, 422, "{raw}");
     assert_eq!(p["field"], "nics[1].ip", "{p}");
     assert_eq!(env.dump(), before, "a refused VM changed the database");
+
+    // A misspelt field is refused by name, never ignored for a default.
+    for (path, body, field) in [
+        (
+            "/api/v1/clusters",
+            json!({"name": "c9", "type": "switching"}),
+            "type",
+        ),
+        (
+            "/api/v1/clusters/sw/vms",
+            json!({"name": "x9", "node": "kvm1", "ipv7": true}),
+            "ipv7",
+        ),
+        (
+            "/api/v1/clusters/sw/vms",
+            json!({"name": "x9", "node": "kvm1", "nics": [{"extra_ip": 2}]}),
+            "extra_ip",
+        ),
+        (
+            "/api/v1/tokens",
+            json!({"name": "t", "role": "viewer", "expires": "never"}),
+            "expires",
+        ),
+    ] {
+        let (s, p, raw) = http(
+            "POST",
+            &format!("{u}{path}"),
+            Some(&admin),
+            &[],
+            Some(&body),
+        );
+        assert_eq!(s, 422, "{path}: {raw}");
+        assert_eq!(p["field"], field, "{path}: {p}");
+        assert!(
+            p["rule"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("network_type")
+                || field != "type",
+            "{p}"
+        );
+    }
+    // Required fields are required: no VM named "" looked up on node "".
+    for body in [json!([]), json!({}), json!({"name": "x9"})] {
+        let (s, p, raw) = http(
+            "POST",
+            &format!("{u}/api/v1/clusters/sw/vms"),
+            Some(&admin),
+            &[],
+            Some(&body),
+        );
+        assert_eq!(s, 422, "{body}: {raw}");
+        assert!(!raw.contains("\"\""), "an empty value in the answer: {raw}");
+        let _ = p;
+    }
+    let (s, p, raw) = http(
+        "GET",
+        &format!("{u}/api/v1/vms?clustr=sw"),
+        Some(&admin),
+        &[],
+        None,
+    );
+    assert_eq!(s, 422, "{raw}");
+    assert_eq!(p["field"], "clustr", "{p}");
+    assert_eq!(env.dump(), before, "a refused request changed the database");
 }
 
 #[test]

@@ -102,6 +102,7 @@ impl TokenInfo {
 /// A token to create.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct TokenInput {
     #[serde(default)]
     pub name: String,

@@ -317,7 +317,7 @@ mod reuse_text {
 /// `cluster create` as the user typed it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct ClusterInput {
     #[cfg_attr(
         feature = "openapi",
@@ -326,13 +326,21 @@ pub struct ClusterInput {
     pub name: String,
     #[cfg_attr(feature = "openapi", schema(value_type = NetworkType))]
     pub network_type: String,
+    #[serde(default)]
     pub vm_gateway: Option<String>,
+    #[serde(default)]
     pub vm_gateway6: Option<String>,
+    #[serde(default)]
     pub bgp_community: Option<String>,
+    #[serde(default)]
     pub route_reflectors: Vec<String>,
+    #[serde(default)]
     pub asn: Option<String>,
+    #[serde(default)]
     pub cooldown: Option<String>,
+    #[serde(default)]
     pub reuse: Option<String>,
+    #[serde(default)]
     pub virtualization: Option<String>,
 }
 

@@ -45,7 +45,11 @@ pub fn check_note(note: &str) -> Result<()> {
     let n = note.chars().count();
     let bad = note.chars().find(|c| c.is_control());
     if n == 0 || n > MAX_NOTE || bad.is_some() {
-        let shown: String = note.chars().take(40).flat_map(char::escape_default).collect();
+        let shown: String = note
+            .chars()
+            .take(40)
+            .flat_map(char::escape_default)
+            .collect();
         let shown = if n > 40 { format!("{shown}…") } else { shown };
         let why = match bad {
             Some(c) => format!(

@@ -11,10 +11,12 @@ use crate::error::{Error, Result};
 /// `network add` as the user typed it.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct NetworkInput {
     pub cidr: String,
+    #[serde(default)]
     pub gateway: Option<String>,
+    #[serde(default)]
     pub exclude: Vec<String>,
 }
 

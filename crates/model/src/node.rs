@@ -139,7 +139,7 @@ pub struct NodeBlock {
 /// `node add` as the user typed it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct NodeInput {
     #[cfg_attr(
         feature = "openapi",
@@ -147,14 +147,23 @@ pub struct NodeInput {
     )]
     pub name: String,
     pub address: String,
+    #[serde(default)]
     pub uplink: Option<String>,
+    #[serde(default)]
     pub uplink_mac: Option<String>,
+    #[serde(default)]
     pub bridge: Option<String>,
+    #[serde(default)]
     pub primary_ip: Option<String>,
+    #[serde(default)]
     pub subnets: Vec<String>,
+    #[serde(default)]
     pub ranges: Vec<String>,
+    #[serde(default)]
     pub ipv6: Option<String>,
+    #[serde(default)]
     pub ipv6_gateway: Option<String>,
+    #[serde(default)]
     pub ndp_proxy: Option<String>,
 }
 

@@ -17,7 +17,7 @@ use crate::node::Node;
 /// describes one NIC; `nics` describes each NIC instead.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct VmInput {
     #[cfg_attr(
         feature = "openapi",
@@ -26,22 +26,25 @@ pub struct VmInput {
     pub name: String,
     pub node: String,
     /// Explicit addresses, at most one per family.
+    #[serde(default)]
     pub ips: Vec<String>,
     /// Also give the VM an IPv6 address.
+    #[serde(default)]
     pub ipv6: bool,
     /// Give the VM no IPv4 address.
+    #[serde(default)]
     pub no_ipv4: bool,
     /// This many more IPv4 addresses on the first NIC.
     // Left out when zero, so that a stored idempotency fingerprint of a
     // simple request stays the same.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub extra_ipv4: u8,
     /// This many more IPv6 addresses on the first NIC (implies IPv6).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub extra_ipv6: u8,
     /// Every NIC of the VM, `<vm>_net0` first; when given, the address
     /// fields above stay empty.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nics: Vec<NicInput>,
 }
 
@@ -52,7 +55,7 @@ fn is_zero(n: &u8) -> bool {
 /// One NIC of a new VM: the same choices as the simple form of `vm create`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct NicInput {
     /// Explicit addresses, at most one per family.
     pub ips: Vec<String>,

@@ -100,6 +100,9 @@ pub fn routes() -> Router<Ctl> {
 /// A JSON body, or 422 naming what is wrong with it.
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Problem> {
     serde_json::from_slice(bytes).map_err(|e| {
+        if let Some(p) = unknown_field(&e.to_string(), "field") {
+            return p;
+        }
         let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).into_owned();
         Problem(Error::invalid(
             "body",
@@ -107,6 +110,23 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Problem> {
             format!("not the JSON this call takes: {e}"),
         ))
     })
+}
+
+/// A misspelt field or parameter, named as such: ignored, it would have
+/// made something with defaults the client did not ask for.
+fn unknown_field(serde_error: &str, what: &str) -> Option<Problem> {
+    let rest = serde_error.strip_prefix("unknown field `")?;
+    let (field, expected) = rest.split_once('`')?;
+    let expected = expected
+        .trim_start_matches(", ")
+        .split(" at line")
+        .next()
+        .unwrap_or_default();
+    Some(Problem(Error::invalid(
+        field,
+        field,
+        format!("this call takes no {what} {field:?}; {expected}"),
+    )))
 }
 
 /// The query string, or 422. A parameter with an empty value (`?at=`) is
@@ -122,6 +142,9 @@ fn query<T: DeserializeOwned + Default>(q: &Option<String>) -> Result<T, Problem
     match given.as_str() {
         "" => Ok(T::default()),
         q => serde_urlencoded::from_str(q).map_err(|e| {
+            if let Some(p) = unknown_field(&e.to_string(), "parameter") {
+                return p;
+            }
             Problem(Error::invalid(
                 "query",
                 q,
@@ -250,7 +273,7 @@ async fn delete_cluster(
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct RrQuery {
     format: Option<String>,
     reflector: Option<String>,
@@ -293,7 +316,7 @@ async fn rr_config(
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct ClusterQuery {
     cluster: Option<String>,
     after: Option<String>,
@@ -311,7 +334,7 @@ impl ClusterQuery {
 
 /// A page of the change log.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct ChangeQuery {
     since: Option<i64>,
     object: Option<String>,
@@ -330,7 +353,7 @@ impl ChangeQuery {
 
 /// A page of a listing that has no filter.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct PageQuery {
     after: Option<String>,
     limit: Option<usize>,
@@ -369,7 +392,7 @@ async fn add_network(
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct CidrQuery {
     cidr: String,
 }
@@ -573,7 +596,7 @@ pub fn plan_hash(plan: &NodePlan) -> String {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct PlanQuery {
     /// The hash of the plan the caller has: answer when it differs.
     have: Option<String>,
@@ -698,7 +721,7 @@ async fn agents(
 // --- VMs (operator) ---
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct VmQuery {
     cluster: Option<String>,
     node: Option<String>,
@@ -817,7 +840,7 @@ async fn delete_vm(
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct MigrateBody {
     /// The node to move to.
     pub to: String,
@@ -921,7 +944,7 @@ async fn remove_vm_address(
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct FormatQuery {
     format: Option<String>,
 }
@@ -984,7 +1007,7 @@ pub struct ReserveBody {
 
 /// The address to release.
 #[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ReleaseBody {
     pub ip: String,
 }
@@ -1022,7 +1045,7 @@ async fn release(State(c): State<Ctl>, Extension(t): Tok, b: Bytes) -> ApiResult
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct AtQuery {
     /// RFC 3339 time or microseconds since the epoch.
     at: Option<String>,

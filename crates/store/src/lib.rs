@@ -287,6 +287,7 @@ pub enum Reach {
 /// A VM to create, in a batch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct VmRequest {
     pub cluster: String,
     pub vm: VmInput,
