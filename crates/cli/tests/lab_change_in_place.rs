@@ -243,6 +243,21 @@ fn a_switching_pool_grows_and_a_vm_gets_two_nics_without_loss() {
         .unwrap();
     assert!(lab.ping(&dc, &addr), "router -> vm2's extra address");
     assert!(lab.ping(&vm1, &addr), "vm1 -> vm2's extra address");
+
+    // A second NIC on running vm2: its own port on the bridge, MAC and
+    // address; both of vm2's NICs answer.
+    let v = vf(&lab, &["vm", "add-nic", "vm2"]);
+    let nic1 = v["nics"][1]["addresses"][0]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let r = agent(&lab, &n2, "n2");
+    assert!(r["changes"].to_string().contains("vm2_net1"), "{r}");
+    let g = vf_.nic_at("vm2", 1).unwrap();
+    vmfabric_lab::guest::attach(&mut lab, &n2, "vm2", &g).unwrap();
+    assert!(lab.ping(&dc, &nic1), "router -> vm2's second NIC");
+    assert!(lab.ping(&vm1, &nic1), "vm1 -> vm2's second NIC");
+    assert!(lab.ping(&vm1, &addr), "vm1 -> vm2's first NIC still");
     // vm1's node was not part of any of this.
     assert_eq!(agent(&lab, &n1, "n1")["writes"], 0);
 
