@@ -442,6 +442,24 @@ fn retries_never_allocate_twice_and_agents_wake_on_change() {
     assert_eq!(s, 409, "{p}");
     assert_eq!(p["field"], "idempotency_key");
     assert_eq!(env.dump(), before);
+    // Keys belong to their token: another client's same key is a new
+    // request (here refused by the name), never the first client's VM.
+    let op2 = token(&db, "operator", None);
+    let (s, p, _) = http("POST", &url, Some(&op2), &key, Some(&vm));
+    assert_eq!((s, &p["field"]), (409, &json!("name")), "{p}");
+    // Once its VM is deleted, a retry says so instead of answering with
+    // a VM that is gone.
+    env.ok(&["vm", "delete", "pay1"]);
+    let (s, p, _) = http("POST", &url, Some(&op), &key, Some(&vm));
+    assert_eq!(s, 409, "{p}");
+    assert!(
+        p["rule"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("was deleted"),
+        "{p}"
+    );
+    env.ok(&["vm", "create", "fab", "pay1", "--node", "node1"]);
 
     // Long poll: the agent's wait ends soon after a change commits.
     let (_, first, _) = http(

@@ -785,6 +785,7 @@ async fn create_vm(
     let vm: VmInput = body(&b)?;
     let mut req = VmRequest::new(&cluster, vm);
     req.idempotency_key = idempotency_key(&headers)?;
+    req.idempotency_scope = Some(format!("token {}", t.id));
     Ok(created(c.batcher.create(req).await?))
 }
 
@@ -799,7 +800,10 @@ pub enum BatchResult {
 #[utoipa::path(post, path = "/api/v1/vms/batch", tag = "vms", description = "Create many VMs (operator); they share commits with concurrent creates, and each succeeds or fails on its own.", request_body = [VmRequest], responses((status = 200, body = [Object])))]
 async fn create_vms(State(c): State<Ctl>, Extension(t): Tok, b: Bytes) -> ApiResult<Response> {
     require(&t, Access::Operate)?;
-    let reqs: Vec<VmRequest> = body(&b)?;
+    let mut reqs: Vec<VmRequest> = body(&b)?;
+    for r in &mut reqs {
+        r.idempotency_scope = Some(format!("token {}", t.id));
+    }
     if reqs.len() > 10_000 {
         return Err(Error::invalid("body", reqs.len(), "at most 10000 VMs per batch").into());
     }

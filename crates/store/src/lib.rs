@@ -301,6 +301,11 @@ pub struct VmRequest {
     #[serde(skip)]
     #[cfg_attr(feature = "openapi", schema(ignore))]
     pub actor: Option<String>,
+    /// Whose keys `idempotency_key` is among (the controller sets the
+    /// token's id): one client's key never answers another's request.
+    #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub idempotency_scope: Option<String>,
 }
 
 impl VmRequest {
@@ -310,7 +315,17 @@ impl VmRequest {
             vm,
             idempotency_key: None,
             actor: None,
+            idempotency_scope: None,
         }
+    }
+
+    /// The key as stored: the client's key within its scope.
+    pub fn stored_key(&self) -> Option<String> {
+        let key = self.idempotency_key.as_deref()?;
+        Some(match &self.idempotency_scope {
+            Some(scope) => format!("{scope}:{key}"),
+            None => key.to_string(),
+        })
     }
 }
 

@@ -296,7 +296,7 @@ impl SqlStore {
             "prefixes": prefixes,
             "macs": macs,
             "asked": asked,
-            "keys": set(|r| r.idempotency_key.as_deref()),
+            "keys": reqs.iter().filter_map(VmRequest::stored_key).collect::<BTreeSet<_>>(),
             "n": window,
             "now": now,
         });
@@ -628,19 +628,33 @@ impl SqlStore {
         let mut doc = WriteDoc::new(written_at);
         let mut results: Vec<Result<Vm>> = Vec::with_capacity(reqs.len());
         let mut used_names: HashSet<String> = HashSet::new();
-        // Keys this batch answered, with the index of the answer.
-        let mut answered: HashMap<&str, usize> = HashMap::new();
+        // Keys this batch answered (as stored), with the index of the answer.
+        let mut answered: HashMap<String, usize> = HashMap::new();
         for (r, p) in reqs.iter().zip(planned) {
-            if let Some(key) = r.idempotency_key.as_deref() {
+            if let (Some(key), Some(stored_key)) = (r.idempotency_key.as_deref(), r.stored_key()) {
                 if let Err(e) = check_idem_key(key) {
                     results.push(Err(e));
                     continue;
                 }
-                if let Some(stored) = ctx.idem.get(key) {
-                    results.push(replay(stored, r, key));
+                if let Some(stored) = ctx.idem.get(&stored_key) {
+                    results.push(replay(stored, r, key).and_then(|vm| {
+                        // A retry must not hand out a VM that is gone.
+                        if ctx.taken_names.contains(&vm.name) {
+                            Ok(vm)
+                        } else {
+                            Err(Error::conflict(
+                                "idempotency_key",
+                                key,
+                                format!(
+                                    "the VM this key created, {}, was deleted since; create it again with a new key",
+                                    vm.name
+                                ),
+                            ))
+                        }
+                    }));
                     continue;
                 }
-                if let Some(&i) = answered.get(key) {
+                if let Some(&i) = answered.get(&stored_key) {
                     let first = &reqs[i];
                     results.push(match &results[i] {
                         Ok(vm) if request_fingerprint(first) == request_fingerprint(r) => {
@@ -812,9 +826,9 @@ impl SqlStore {
                 node: p.node.name.clone(),
                 nics,
             };
-            if let Some(key) = r.idempotency_key.as_deref() {
+            if let Some(key) = r.stored_key() {
+                doc.idem(&key, &json!({"request": request_fingerprint(r), "vm": vm}));
                 answered.insert(key, results.len());
-                doc.idem(key, &json!({"request": request_fingerprint(r), "vm": vm}));
             }
             results.push(Ok(vm));
         }
