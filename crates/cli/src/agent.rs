@@ -104,7 +104,7 @@ async fn plan(db: Option<&str>, args: &crate::args::AgentRun, node: &str) -> Res
         }
         return Ok(p);
     }
-    let store = crate::commands::open(db).await?;
+    let store = crate::commands::open(db, false).await?;
     Ok(build(&store.plan_input(node).await?))
 }
 

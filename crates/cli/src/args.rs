@@ -66,6 +66,9 @@ pub enum Command {
     /// Pool usage
     #[command(subcommand)]
     Pool(PoolCmd),
+    /// Create the database (--db, or the default file) with the current
+    /// schema; every other command refuses a database that does not exist
+    Init,
     /// Verify every invariant of the stored state (like fsck)
     Check,
     /// The change log: what changed, when, by whom, before and after, and
@@ -102,6 +105,9 @@ pub struct ServeArgs {
     /// VM creations committed at once [default: 1 on SQLite, 4 on PostgreSQL]
     #[arg(long)]
     pub commit_workers: Option<usize>,
+    /// Create the SQLite database if it does not exist yet (as `vmfabric init`)
+    #[arg(long)]
+    pub init: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -28,7 +28,7 @@ pub async fn open_store(cli: &Cli) -> Result<Arc<dyn Store>> {
             }
             Ok(Arc::new(remote(cli, url)?))
         }
-        None => Ok(Arc::new(open(cli.db.as_deref()).await?)),
+        None => Ok(Arc::new(open(cli.db.as_deref(), false).await?)),
     }
 }
 
@@ -42,8 +42,10 @@ pub fn remote(cli: &Cli, url: &str) -> Result<vmfabric_client::RemoteStore> {
 }
 
 /// The database the user means: `--db`/`$VMFABRIC_DB` (a path or a URL),
-/// else the default file in the user's data directory.
-pub async fn open(db: Option<&str>) -> Result<SqlStore> {
+/// else the default file in the user's data directory. A database file
+/// that does not exist is created only when `create` (`vmfabric init`,
+/// `serve --init`): a mistyped `--db` must not start an empty installation.
+pub async fn open(db: Option<&str>, create: bool) -> Result<SqlStore> {
     if let Some(d) = db {
         if ["sqlite:", "postgres:", "postgresql:"]
             .iter()
@@ -51,7 +53,7 @@ pub async fn open(db: Option<&str>) -> Result<SqlStore> {
         {
             return SqlStore::open(d, Arc::new(SystemClock)).await;
         }
-        return SqlStore::open_sqlite(&PathBuf::from(d)).await;
+        return open_file(&PathBuf::from(d), create).await;
     }
     let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         Some(x) => PathBuf::from(x),
@@ -66,7 +68,18 @@ pub async fn open(db: Option<&str>) -> Result<SqlStore> {
             }
         },
     };
-    SqlStore::open_sqlite(&base.join("vmfabric").join("vmfabric.db")).await
+    open_file(&base.join("vmfabric").join("vmfabric.db"), create).await
+}
+
+async fn open_file(path: &std::path::Path, create: bool) -> Result<SqlStore> {
+    if !create && !path.exists() {
+        return Err(Error::invalid(
+            "db",
+            path.display(),
+            "no database here: `vmfabric init` creates one (check --db or $VMFABRIC_DB for a typo)",
+        ));
+    }
+    SqlStore::open_sqlite(path).await
 }
 
 pub async fn run(mut cli: Cli) -> Result<Out> {
@@ -80,6 +93,25 @@ pub async fn run(mut cli: Cli) -> Result<Out> {
             return crate::agent::run(&cli, a, json).await;
         }
         Command::Serve(a) => return serve(&cli, a).await,
+        Command::Init => {
+            if cli.server.is_some() {
+                return Err(Error::invalid(
+                    "server",
+                    cli.server.as_deref().unwrap_or_default(),
+                    "init creates a database (--db), not a controller",
+                ));
+            }
+            let s = open(cli.db.as_deref(), true).await?;
+            let revision = s.revision().await?;
+            let where_ = cli
+                .db
+                .clone()
+                .unwrap_or_else(|| "the default database".into());
+            return Out::new(
+                &serde_json::json!({"database": where_, "revision": revision}),
+                format!("{where_} is ready (revision {revision})\n"),
+            );
+        }
         Command::Bench(BenchCmd::Store { count, batch, dir }) => {
             return crate::bench::store(count, batch, dir).await;
         }
@@ -146,7 +178,8 @@ pub async fn run(mut cli: Cli) -> Result<Out> {
         | Command::Bench(_)
         | Command::Agent(_)
         | Command::Lab(_)
-        | Command::Serve(_) => Err(Error::storage("unreachable")),
+        | Command::Serve(_)
+        | Command::Init => Err(Error::storage("unreachable")),
     }
 }
 
@@ -678,7 +711,7 @@ async fn serve(cli: &Cli, a: ServeArgs) -> Result<Out> {
             "an address and port, e.g. 127.0.0.1:7480 or [::]:7480",
         )
     })?;
-    let store = open(cli.db.as_deref()).await?;
+    let store = open(cli.db.as_deref(), a.init).await?;
     let postgres = store.dialect() == vmfabric_store::sql::Dialect::Postgres;
     let mut settings = vmfabric_server::Settings::new(listen);
     settings.commit_workers = a.commit_workers.unwrap_or(if postgres { 4 } else { 1 });

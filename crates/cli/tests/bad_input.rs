@@ -1281,3 +1281,41 @@ fn usage_errors_are_json_with_json_output() {
         "error: cluster \"nope\" does not exist"
     );
 }
+
+/// A mistyped --db is an error that creates nothing; `init` creates it.
+#[test]
+fn a_missing_database_is_refused_until_init() {
+    let e = Env::new();
+    let typo = e.dir.path().join("typo").join("vmfabirc.db");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmfabric"))
+            .arg("--db")
+            .arg(&typo)
+            .args(["-o", "json"])
+            .args(args)
+            .env_remove("VMFABRIC_DB")
+            .output()
+            .unwrap();
+        common::parse(out)
+    };
+    for args in [
+        &["cluster", "list"][..],
+        &["serve", "--listen", "127.0.0.1:0"],
+        &["check"],
+    ] {
+        let r = run(args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert_eq!(r.err["error"]["field"], "db", "{}", r.stderr);
+        assert!(r.stderr.contains("vmfabric init"), "{}", r.stderr);
+        assert!(
+            !typo.parent().unwrap().exists(),
+            "{args:?} created the folder"
+        );
+    }
+    let r = run(&["init"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(typo.exists());
+    assert_eq!(run(&["cluster", "list"]).code, 0);
+    // init again changes nothing and says the database is ready.
+    assert_eq!(run(&["init"]).code, 0);
+}

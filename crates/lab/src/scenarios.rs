@@ -195,19 +195,21 @@ impl Vmfabric {
     }
 }
 
-fn topology(lab: &Lab, vf: &Vmfabric, scenario: &str) -> Topology {
-    Topology {
+/// A new topology, its database created (`vmfabric init`).
+fn topology(lab: &Lab, vf: &Vmfabric, scenario: &str) -> Result<Topology> {
+    vf.run(&["init"])?;
+    Ok(Topology {
         scenario: scenario.to_string(),
         db: vf.db.clone(),
         dir: lab.dir.clone(),
         ..Topology::default()
-    }
+    })
 }
 
 /// Switching: a data-center switch holding the gateways of the seed's two
 /// /27 blocks, two bridged nodes, vm1 and vm3 on n1, vm2 on n2.
 pub fn switching(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
-    let mut t = topology(lab, vf, "switching");
+    let mut t = topology(lab, vf, "switching")?;
     let dc = worlds::switch(lab, "dc")?;
     lab.ip(&dc, &["addr", "add", "192.0.2.1/27", "dev", "sw"])?;
     lab.ip(&dc, &["addr", "add", "192.0.2.33/27", "dev", "sw"])?;
@@ -279,7 +281,7 @@ pub fn switching(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
 /// /64 with fe80::1 and ::1) with port security on the node's port and
 /// 203.0.113.40/29 routed to the node's primary IP 192.0.2.10.
 pub fn routing(lab: &mut Lab, vf: &Vmfabric, ndp: &str) -> Result<Topology> {
-    let mut t = topology(lab, vf, "routing");
+    let mut t = topology(lab, vf, "routing")?;
     let dc = worlds::switch(lab, "dc")?;
     lab.ip(&dc, &["addr", "add", "192.0.2.1/26", "dev", "sw"])?;
     lab.ip(
@@ -439,7 +441,7 @@ pub fn fabric_dual_stack(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
 }
 
 fn fabric_world(lab: &mut Lab, vf: &Vmfabric, six: bool) -> Result<Topology> {
-    let mut t = topology(lab, vf, if six { "fabric-dual-stack" } else { "fabric" });
+    let mut t = topology(lab, vf, if six { "fabric-dual-stack" } else { "fabric" })?;
     let fab = worlds::switch(lab, "fab")?;
     t.ns.insert("fab".into(), fab.clone());
     for (short, addr) in [

@@ -13,11 +13,16 @@ pub fn bin() -> &'static str {
 }
 
 /// This test's vmfabric: the binary under test, the lab's database.
+/// The database is created (`vmfabric init`) on first use.
 pub fn vmfabric(lab: &Lab) -> Vmfabric {
-    Vmfabric {
+    let vf = Vmfabric {
         bin: bin().into(),
         db: lab.dir.join("vmfabric.db"),
+    };
+    if !vf.db.exists() {
+        vf.run(&["init"]).expect("vmfabric init");
     }
+    vf
 }
 
 /// `vmfabric -o json ARGS`, insisting that it works.

@@ -25,7 +25,10 @@ impl Env {
     pub fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("vmfabric.db");
-        Env { dir, db }
+        let env = Env { dir, db };
+        let init = env.run(&["init"]);
+        assert_eq!(init.code, 0, "vmfabric init: {}", init.stderr);
+        env
     }
 
     pub fn cmd(&self) -> Command {
