@@ -503,10 +503,14 @@ async fn vm(s: &dyn Store, c: VmCmd, json: bool) -> Result<Out> {
 async fn import(s: &dyn Store, batch: usize, json: bool) -> Result<Out> {
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
-    let (mut created, mut failed, mut line_no) = (0u64, 0u64, 0u64);
+    let (mut created, mut line_no) = (0u64, 0u64);
+    // Failed lines: (line, VM), for the closing error.
+    let mut failures: Vec<(u64, String)> = Vec::new();
     loop {
+        // (line, VM) of each request, in order.
+        let mut asked: Vec<(u64, String)> = Vec::with_capacity(batch);
         let mut requests = Vec::with_capacity(batch);
-        let mut bad = Vec::new();
+        let mut bad: Vec<(u64, String, Error)> = Vec::new();
         for line in lines.by_ref() {
             line_no += 1;
             let line =
@@ -515,23 +519,30 @@ async fn import(s: &dyn Store, batch: usize, json: bool) -> Result<Out> {
                 continue;
             }
             match serde_json::from_str::<ImportLine>(&line) {
-                Ok(l) => requests.push(VmRequest::new(
-                    &l.cluster,
-                    VmInput {
-                        name: l.name,
-                        node: l.node,
-                        ips: l.ip,
-                        ipv6: l.ipv6,
-                        no_ipv4: l.no_ipv4,
-                        extra_ipv4: l.extra_ipv4,
-                        extra_ipv6: l.extra_ipv6,
-                        nics: l.nics,
-                    },
-                )),
-                Err(e) => bad.push(Error::invalid(
-                    "line",
+                Ok(l) => {
+                    asked.push((line_no, l.name.clone()));
+                    requests.push(VmRequest::new(
+                        &l.cluster,
+                        VmInput {
+                            name: l.name,
+                            node: l.node,
+                            ips: l.ip,
+                            ipv6: l.ipv6,
+                            no_ipv4: l.no_ipv4,
+                            extra_ipv4: l.extra_ipv4,
+                            extra_ipv6: l.extra_ipv6,
+                            nics: l.nics,
+                        },
+                    ))
+                }
+                Err(e) => bad.push((
                     line_no,
-                    format!("not a VM: {e} (expected {{\"cluster\",\"name\",\"node\",\"ip\":[..],\"ipv6\":bool}})"),
+                    String::new(),
+                    Error::invalid(
+                        "line",
+                        line_no,
+                        format!("not a VM: {e} (expected {{\"cluster\",\"name\",\"node\",\"ip\":[..],\"ipv6\":bool}})"),
+                    ),
                 )),
             }
             if requests.len() + bad.len() >= batch {
@@ -542,28 +553,49 @@ async fn import(s: &dyn Store, batch: usize, json: bool) -> Result<Out> {
             break;
         }
         let results = s.create_vms(&requests).await?;
+        let mut all: Vec<(u64, String, Result<vmfabric_model::Vm>)> = asked
+            .into_iter()
+            .zip(results)
+            .map(|((n, vm), r)| (n, vm, r))
+            .chain(bad.into_iter().map(|(n, vm, e)| (n, vm, Err(e))))
+            .collect();
+        all.sort_by_key(|(n, _, _)| *n);
         let mut out = std::io::stdout().lock();
-        for r in results.into_iter().chain(bad.into_iter().map(Err)) {
+        for (n, name, r) in all {
             let line = match &r {
                 Ok(v) => {
                     created += 1;
                     if json {
-                        serde_json::json!({"ok": v}).to_string()
+                        serde_json::json!({"line": n, "ok": v}).to_string()
                     } else {
                         let a: Vec<String> = v
                             .nics
                             .iter()
                             .flat_map(|n| n.addresses.iter().map(|a| a.address.to_string()))
                             .collect();
-                        format!("created {} {}", v.name, a.join(" "))
+                        format!("line {n}: created {} {}", v.name, a.join(" "))
                     }
                 }
                 Err(e) => {
-                    failed += 1;
-                    if json {
-                        serde_json::json!({"error": e, "message": e.to_string()}).to_string()
+                    failures.push((n, name.clone()));
+                    let who = if name.is_empty() {
+                        String::new()
                     } else {
-                        format!("failed: {e}")
+                        format!(" (VM {name})")
+                    };
+                    if json {
+                        // The shape of every command's error, with the line.
+                        let mut j = serde_json::to_value(e).unwrap_or_default();
+                        if let Some(o) = j.as_object_mut() {
+                            o.insert("message".into(), e.to_string().into());
+                        }
+                        let mut doc = serde_json::json!({"line": n, "error": j});
+                        if !name.is_empty() {
+                            doc["vm"] = name.clone().into();
+                        }
+                        doc.to_string()
+                    } else {
+                        format!("line {n}{who}: failed: {e}")
                     }
                 }
             };
@@ -571,8 +603,33 @@ async fn import(s: &dyn Store, batch: usize, json: bool) -> Result<Out> {
         }
         let _ = out.flush();
     }
-    let summary = serde_json::json!({"created": created, "failed": failed});
-    Out::new(&summary, format!("{created} created, {failed} failed\n"))
+    let failed = failures.len();
+    if failed > 0 {
+        let mut named: Vec<String> = failures
+            .iter()
+            .take(20)
+            .map(|(n, vm)| {
+                if vm.is_empty() {
+                    format!("line {n}")
+                } else {
+                    format!("line {n} (VM {vm})")
+                }
+            })
+            .collect();
+        if failed > 20 {
+            named.push("…".into());
+        }
+        return Err(Error::invalid(
+            "import",
+            format!("{failed} of {} lines", created + failed as u64),
+            format!(
+                "{created} created; failed: {} (each failure is on its line above)",
+                named.join(", ")
+            ),
+        ));
+    }
+    let summary = serde_json::json!({"created": created, "failed": 0});
+    Out::new(&summary, format!("{created} created, 0 failed\n"))
 }
 
 async fn ip(s: &dyn Store, c: IpCmd, json: bool) -> Result<Out> {

@@ -1319,3 +1319,63 @@ fn a_missing_database_is_refused_until_init() {
     // init again changes nothing and says the database is ready.
     assert_eq!(run(&["init"]).code, 0);
 }
+
+/// `vm import` reports each failed line with its number and VM, in the
+/// error shape of every command, and exits non-zero.
+#[test]
+fn import_names_each_failed_line_and_fails() {
+    use std::io::Write;
+    let e = Env::new();
+    e.seed_world();
+    let input = concat!(
+        "{\"cluster\":\"fab\",\"name\":\"i1\",\"node\":\"node1\"}\n",
+        "not json\n",
+        "\n",
+        "{\"cluster\":\"fab\",\"name\":\"i1\",\"node\":\"node1\"}\n",
+        "{\"cluster\":\"fab\",\"name\":\"i2\",\"node\":\"ghost\"}\n",
+        "{\"cluster\":\"fab\",\"name\":\"i3\",\"node\":\"node1\"}\n",
+    );
+    for batch in ["1", "10"] {
+        let mut child = e
+            .cmd()
+            .args(["-o", "json", "vm", "import", "--batch", batch])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+        let docs: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let lines: Vec<u64> = docs.iter().map(|d| d["line"].as_u64().unwrap()).collect();
+        assert_eq!(lines, [1, 2, 4, 5, 6], "{stdout}");
+        // Each failure: its line, its VM, the usual error document.
+        assert_eq!(docs[1]["error"]["field"], "line", "{stdout}");
+        assert_eq!(docs[2]["vm"], "i1", "{stdout}");
+        assert_eq!(docs[2]["error"]["kind"], "conflict", "{stdout}");
+        assert!(docs[2]["error"]["message"].is_string(), "{stdout}");
+        assert_eq!(docs[3]["vm"], "i2", "{stdout}");
+        assert_eq!(docs[3]["error"]["kind"], "not-found", "{stdout}");
+        let err: serde_json::Value = serde_json::from_str(stderr.trim()).unwrap();
+        let rule = err["error"]["rule"].as_str().unwrap_or_default();
+        assert!(
+            rule.contains("line 2")
+                && rule.contains("line 4 (VM i1)")
+                && rule.contains("line 5 (VM i2)"),
+            "{rule}"
+        );
+        e.ok(&["vm", "delete", "i1"]);
+        e.ok(&["vm", "delete", "i3"]);
+    }
+}
