@@ -134,6 +134,8 @@ pub enum TokenCmd {
 pub enum Scenario {
     Switching,
     Routing,
+    /// The ip-fabric type (also spelt `fabric`)
+    #[value(name = "ip-fabric", alias = "fabric")]
     Fabric,
 }
 
@@ -274,8 +276,8 @@ pub enum GuestFormat {
 pub struct ClusterCreate {
     pub name: String,
     /// Network type
-    #[arg(long = "type", value_name = "switching|routing|ip-fabric")]
-    pub network_type: String,
+    #[arg(long = "type", value_enum)]
+    pub network_type: TypeArg,
     /// ip-fabric: the VMs' gateway address, put on every <vm>_net0 (e.g. 10.0.0.1)
     #[arg(long)]
     pub vm_gateway: Option<String>,
@@ -296,11 +298,62 @@ pub struct ClusterCreate {
     pub cooldown: Option<String>,
     /// Order of automatic allocation: last (never-used addresses first, then
     /// the least recently released) or first-free (lowest free address)
-    #[arg(long, value_name = "last|first-free")]
-    pub reuse: Option<String>,
+    #[arg(long, value_enum)]
+    pub reuse: Option<ReuseArg>,
     /// What runs the VMs: kvm (a tap per NIC) or lxd (a veth pair per NIC) [default: kvm]
-    #[arg(long, value_name = "kvm|lxd")]
-    pub virtualization: Option<String>,
+    #[arg(long, value_enum)]
+    pub virtualization: Option<VirtArg>,
+}
+
+/// `--type`: the spellings the API takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TypeArg {
+    Switching,
+    Routing,
+    #[value(name = "ip-fabric", alias = "fabric")]
+    IpFabric,
+}
+
+impl TypeArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TypeArg::Switching => "switching",
+            TypeArg::Routing => "routing",
+            TypeArg::IpFabric => "ip-fabric",
+        }
+    }
+}
+
+/// `--reuse`: the order of automatic allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReuseArg {
+    Last,
+    FirstFree,
+}
+
+impl ReuseArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReuseArg::Last => "last",
+            ReuseArg::FirstFree => "first-free",
+        }
+    }
+}
+
+/// `--virtualization`: what runs the VMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VirtArg {
+    Kvm,
+    Lxd,
+}
+
+impl VirtArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VirtArg::Kvm => "kvm",
+            VirtArg::Lxd => "lxd",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -794,9 +847,9 @@ pub struct ClusterSet {
     /// How long a released address waits before reuse, e.g. 1h
     #[arg(long)]
     pub cooldown: Option<String>,
-    /// last or first-free
-    #[arg(long)]
-    pub reuse: Option<String>,
+    /// Order of automatic allocation
+    #[arg(long, value_enum)]
+    pub reuse: Option<ReuseArg>,
     /// Replace the route reflectors with these, ADDRESS:ASN (repeat)
     #[arg(long = "route-reflector", value_name = "ADDRESS:ASN")]
     pub route_reflectors: Vec<String>,

@@ -188,15 +188,15 @@ async fn cluster(s: &dyn Store, c: ClusterCmd, json: bool) -> Result<Out> {
         ClusterCmd::Create(a) => {
             let input = ClusterInput {
                 name: a.name,
-                network_type: a.network_type,
+                network_type: a.network_type.as_str().into(),
                 vm_gateway: a.vm_gateway,
                 vm_gateway6: a.vm_gateway6,
                 bgp_community: a.bgp_community,
                 route_reflectors: a.route_reflectors,
                 asn: a.asn,
                 cooldown: a.cooldown,
-                reuse: a.reuse,
-                virtualization: a.virtualization,
+                reuse: a.reuse.map(|r| r.as_str().into()),
+                virtualization: a.virtualization.map(|v| v.as_str().into()),
             };
             let c = s.create_cluster(&input).await?;
             Out::new(&c, render::cluster(&c))
@@ -220,7 +220,7 @@ async fn cluster(s: &dyn Store, c: ClusterCmd, json: bool) -> Result<Out> {
                 bgp_community: a.bgp_community,
                 asn: a.asn,
                 cooldown: a.cooldown,
-                reuse: a.reuse,
+                reuse: a.reuse.map(|r| r.as_str().into()),
                 route_reflectors: (!a.route_reflectors.is_empty()).then_some(a.route_reflectors),
                 add_route_reflectors: a.add_route_reflectors,
                 remove_route_reflectors: a.remove_route_reflectors,

@@ -551,9 +551,9 @@ fn every_bad_input_is_refused_and_changes_nothing() {
         (
             &["cluster", "create", "x", "--type", "bridged"],
             2,
-            "type",
-            "bridged",
-            "switching, routing, ip-fabric",
+            "",
+            "",
+            "",
         ),
         (
             &["cluster", "create", "sw", "--type", "switching"],
@@ -625,9 +625,9 @@ fn every_bad_input_is_refused_and_changes_nothing() {
                 "random",
             ],
             2,
-            "reuse",
-            "random",
-            "first-free",
+            "",
+            "",
+            "",
         ),
         (
             &["cluster", "delete", "fab"],
@@ -1133,6 +1133,36 @@ fn every_bad_input_is_refused_and_changes_nothing() {
         ),
         (&["ip", "list", "--cluster", "ghost"], 3, "", "", ""),
     ];
+    // Closed sets are clap value enums: the values are listed.
+    for (args, listed) in [
+        (
+            &["cluster", "create", "x", "--type", "bridged"][..],
+            "switching, routing, ip-fabric",
+        ),
+        (
+            &[
+                "cluster", "create", "x", "--type", "routing", "--reuse", "random",
+            ],
+            "last, first-free",
+        ),
+        (
+            &[
+                "cluster",
+                "create",
+                "x",
+                "--type",
+                "routing",
+                "--virtualization",
+                "xen",
+            ],
+            "kvm, lxd",
+        ),
+        (&["lab", "up", "bridged"], "switching, routing, ip-fabric"),
+    ] {
+        let err = e.fails(2, args);
+        let message = err["message"].as_str().unwrap_or_default();
+        assert!(message.contains(listed), "{args:?}: {message}");
+    }
     let before = e.dump();
     for (args, code, field, value, rule) in cases {
         let err = e.fails(*code, args);
