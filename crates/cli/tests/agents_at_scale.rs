@@ -46,9 +46,17 @@ fn exactly_the_affected_agents(r: &Value, creates: u64) {
         "no agent was answered for nothing: {r}"
     );
     assert_eq!(r["timeouts"], 0, "{r}");
-    // The controller woke exactly one long poll per change (one VM, one
-    // node), and each woken poll found its plan changed.
-    assert_eq!(r["wakeups"].as_f64(), Some(creates as f64), "{r}");
+    // The controller woke at most one long poll per change (one VM, one
+    // node), and each woken poll found its plan changed. Fewer wakeups
+    // than changes happen when a node's agent polls again after a change
+    // already committed (a loaded machine): that poll is answered at once,
+    // without waiting, and `delivered` above still counts it.
+    let wakeups = r["wakeups"].as_f64().unwrap_or(f64::MAX);
+    assert!(wakeups <= creates as f64, "{r}");
+    assert!(
+        wakeups >= creates as f64 * 0.9,
+        "most changes wake a waiting poll: {r}"
+    );
     assert_eq!(r["wakeups_unchanged"].as_f64(), Some(0.0), "{r}");
 }
 
