@@ -299,7 +299,7 @@ pub fn free_rows(f: &[FreeSpace]) -> Vec<Vec<String>> {
                 opt(&b.node),
                 b.block.clone(),
                 range,
-                r.count.to_string(),
+                count(r.count),
                 "never used".into(),
             ]);
         }
@@ -364,6 +364,27 @@ pub const USAGE_HEADERS: &[&str] = &[
     "CLUSTER", "NODE", "BLOCK", "USED", "RESERVED", "COOLING", "FREE", "SYSTEM", "TOTAL", "FULL",
 ];
 
+/// A count of addresses for people: as is below a million, a power of two
+/// as `2^N`, others with their digits grouped (an IPv6 /64 has
+/// 18,446,744,073,709,551,616 addresses).
+pub fn count(n: u128) -> String {
+    if n < 1_000_000 {
+        return n.to_string();
+    }
+    if n.is_power_of_two() {
+        return format!("2^{}", n.trailing_zeros());
+    }
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 pub fn usage_rows(u: &[Usage]) -> Vec<Vec<String>> {
     let rows: Vec<Vec<String>> = u
         .iter()
@@ -381,12 +402,12 @@ pub fn usage_rows(u: &[Usage]) -> Vec<Vec<String>> {
                 u.cluster.clone(),
                 opt(&u.node),
                 u.block.clone(),
-                u.used.to_string(),
-                u.reserved.to_string(),
-                u.cooling.to_string(),
-                u.free.to_string(),
-                u.system.to_string(),
-                u.total.to_string(),
+                count(u.used),
+                count(u.reserved),
+                count(u.cooling),
+                count(u.free),
+                count(u.system),
+                count(u.total),
                 pct,
             ]
         })
@@ -512,4 +533,15 @@ pub fn changes_rows(all: &[vmfabric_store::Change]) -> Vec<Vec<String>> {
             ]
         })
         .collect()
+}
+
+#[cfg(test)]
+mod count_tests {
+    #[test]
+    fn counts_read_well() {
+        assert_eq!(super::count(8190), "8190");
+        assert_eq!(super::count(1 << 64), "2^64");
+        assert_eq!(super::count((1 << 64) - 3), "18,446,744,073,709,551,613");
+        assert_eq!(super::count(16_777_214), "16,777,214");
+    }
 }

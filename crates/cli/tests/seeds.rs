@@ -419,7 +419,8 @@ fn ipv6_pools_in_switching_and_fabric() {
         .iter()
         .find(|r| r["family"] == "IPv6")
         .unwrap();
-    assert_eq!(six["total"].to_string(), (1u128 << 72).to_string());
+    // Beyond 2^53 a count is a decimal string, exact for any JSON reader.
+    assert_eq!(six["total"], (1u128 << 72).to_string());
     assert_eq!(six["used"], 1);
     e.ok(&["check"]);
 }

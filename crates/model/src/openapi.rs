@@ -41,7 +41,7 @@ macro_rules! schema {
     ($t:ty, $name:literal, $schema:expr) => {
         impl PartialSchema for $t {
             fn schema() -> RefOr<Schema> {
-                $schema.build().into()
+                RefOr::T(Schema::from($schema.build()))
             }
         }
         impl ToSchema for $t {
@@ -207,11 +207,20 @@ pub enum AddressCount {}
 schema!(
     AddressCount,
     "AddressCount",
-    ObjectBuilder::new()
-        .schema_type(Type::Integer)
-        .minimum(Some(0))
+    utoipa::openapi::OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .maximum(Some(9_007_199_254_740_991_i64))
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[0-9]+$"))
+        )
         .description(Some(
-            "A number of addresses: a whole JSON number that may exceed 2^64 (an IPv6 /48 has 2^80 addresses), so clients should read it as a big integer.",
+            "A number of addresses (an IPv6 /48 has 2^80): a JSON number up to 2^53 - 1, the largest integer JavaScript and jq hold exactly, and a decimal string above it.",
         ))
-        .examples([json!(8)])
+        .examples([json!(8), json!("18446744073709551616")])
 );

@@ -65,3 +65,73 @@ macro_rules! text_serde {
     };
 }
 pub(crate) use text_serde;
+
+/// A count of addresses (`u128`: an IPv6 /48 has 2^80): a JSON number up
+/// to 2^53 − 1, the largest integer JavaScript and jq hold exactly, and a
+/// decimal string above it. Either form is read back.
+pub mod count {
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    /// The largest integer an IEEE double holds exactly.
+    pub const EXACT: u128 = (1 << 53) - 1;
+
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        match u64::try_from(*v) {
+            Ok(n) if *v <= EXACT => s.serialize_u64(n),
+            _ => s.collect_str(v),
+        }
+    }
+
+    struct Count;
+
+    impl Visitor<'_> for Count {
+        type Value = u128;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a count: a whole number, or one in a decimal string")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u128, E> {
+            Ok(u128::from(v))
+        }
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<u128, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u128, E> {
+            u128::try_from(v).map_err(|_| E::custom("a count is not negative"))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u128, E> {
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(E::custom(format!("not a count: {v:?}")));
+            }
+            v.parse().map_err(E::custom)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        d.deserialize_any(Count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct C(#[serde(with = "super::count")] u128);
+
+    #[test]
+    fn counts_beyond_2_53_travel_as_strings() {
+        for (n, json) in [
+            (0u128, "0"),
+            (8, "8"),
+            ((1 << 53) - 1, "9007199254740991"),
+            (1 << 53, "\"9007199254740992\""),
+            (1 << 80, "\"1208925819614629174706176\""),
+        ] {
+            assert_eq!(serde_json::to_string(&C(n)).unwrap(), json);
+            assert_eq!(serde_json::from_str::<C>(json).unwrap(), C(n));
+        }
+        for bad in ["-1", "\"\"", "\"1e3\"", "\" 5\"", "1.5"] {
+            assert!(serde_json::from_str::<C>(bad).is_err(), "{bad}");
+        }
+    }
+}

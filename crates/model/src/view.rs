@@ -113,6 +113,7 @@ pub struct FreeRange {
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::IpAddress))]
     pub last: IpAddr,
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::AddressCount))]
+    #[serde(with = "crate::serde_text::count")]
     pub count: u128,
 }
 
@@ -139,20 +140,26 @@ pub struct Usage {
     #[cfg_attr(feature = "openapi", schema(example = "IPv4"))]
     pub family: String,
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::AddressCount))]
+    #[serde(with = "crate::serde_text::count")]
     pub total: u128,
     /// Never handed out: network, broadcast, gateway, node addresses, exclusions.
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::AddressCount))]
+    #[serde(with = "crate::serde_text::count")]
     pub system: u128,
     /// Held by VMs.
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::AddressCount))]
+    #[serde(with = "crate::serde_text::count")]
     pub used: u128,
     /// Held by operator reservations.
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::AddressCount))]
+    #[serde(with = "crate::serde_text::count")]
     pub reserved: u128,
     /// Released, waiting for the cool-down.
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::AddressCount))]
+    #[serde(with = "crate::serde_text::count")]
     pub cooling: u128,
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::AddressCount))]
+    #[serde(with = "crate::serde_text::count")]
     pub free: u128,
 }
 
