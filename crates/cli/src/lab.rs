@@ -32,8 +32,12 @@ fn dir_of(s: Scenario, dir: Option<PathBuf>) -> PathBuf {
     dir.unwrap_or_else(|| PathBuf::from("/var/tmp/vmfabric-lab").join(tag(s)))
 }
 
+/// A missing prerequisite (root, a tool) is not a storage error.
 fn lab_err(e: vmfabric_lab::Error) -> Error {
-    Error::storage(format!("lab: {e}"))
+    match e {
+        vmfabric_lab::Error::Missing(_) => Error::unavailable(format!("lab: {e}")),
+        e => Error::storage(format!("lab: {e}")),
+    }
 }
 
 fn inventory(dir: &Path) -> Result<Option<Inventory>> {

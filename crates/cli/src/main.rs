@@ -61,6 +61,7 @@ fn exit_code(e: &Error) -> u8 {
         Error::Conflict { .. } => 4,
         Error::Exhausted { .. } => 5,
         Error::Unauthenticated { .. } | Error::Forbidden { .. } => 6,
+        Error::Unavailable { .. } => 7,
     }
 }
 

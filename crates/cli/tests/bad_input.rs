@@ -1409,3 +1409,36 @@ fn import_names_each_failed_line_and_fails() {
         e.ok(&["vm", "delete", "i3"]);
     }
 }
+
+/// What is unreachable or not allowed is said as such (exit 7), not as a
+/// storage error: a controller nobody listens for, a lab without root.
+#[test]
+fn unavailable_is_not_a_storage_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmfabric"))
+        .args([
+            "-o",
+            "json",
+            "--server",
+            "http://127.0.0.1:1",
+            "--token",
+            "vmf_x",
+        ])
+        .args(["cluster", "list"])
+        .env_remove("VMFABRIC_DB")
+        .output()
+        .unwrap();
+    let r = common::parse(out);
+    assert_eq!(r.code, 7, "{}", r.stderr);
+    assert_eq!(r.err["error"]["kind"], "unavailable", "{}", r.stderr);
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_vmfabric"))
+        .args(["-o", "json", "lab", "up", "switching"])
+        .env_remove("VMFABRIC_DB")
+        .output()
+        .expect("setpriv (util-linux)");
+    let r = common::parse(out);
+    assert_eq!(r.code, 7, "{}", r.stderr);
+    assert_eq!(r.err["error"]["kind"], "unavailable", "{}", r.stderr);
+    assert!(r.stderr.contains("root"), "{}", r.stderr);
+}

@@ -157,7 +157,7 @@ impl RemoteStore {
             req = req.json(b);
         }
         let resp = req.send().await.map_err(|e| {
-            Error::storage(format!(
+            Error::unavailable(format!(
                 "cannot reach the controller at {url}: {}",
                 chain(&e)
             ))
@@ -166,7 +166,7 @@ impl RemoteStore {
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| Error::storage(format!("the controller's answer broke off: {e}")))?;
+            .map_err(|e| Error::unavailable(format!("the controller's answer broke off: {e}")))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| {
                 Error::storage(format!("the controller's answer is not what this client expects (versions differ?): {e}"))

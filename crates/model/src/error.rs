@@ -11,20 +11,20 @@ use serde::{Deserialize, Serialize};
 #[serde(into = "Wire", try_from = "Wire")]
 pub enum Error {
     /// The input itself is wrong, whatever the state of the installation.
-    #[error("{field} {value:?}: {rule}")]
+    #[error("{}", field_value(field, value, rule))]
     Invalid {
         field: String,
         value: String,
         rule: String,
     },
     /// The input is well-formed but conflicts with what exists.
-    #[error("{field} {value:?}: {rule}")]
+    #[error("{}", field_value(field, value, rule))]
     Conflict {
         field: String,
         value: String,
         rule: String,
     },
-    #[error("{object} {name:?} does not exist")]
+    #[error("{}", if name.is_empty() { format!("no {object} was named") } else { format!("{object} {name:?} does not exist") })]
     NotFound { object: String, name: String },
     /// No free address in any block a request may use.
     #[error(
@@ -47,6 +47,20 @@ pub enum Error {
     /// Valid credentials without the right (the controller's 403).
     #[error("forbidden: {detail}")]
     Forbidden { detail: String },
+    /// Something vmfabric needs cannot be reached or used right now: the
+    /// controller, root for the lab, a tool; not the store's fault.
+    #[error("unavailable: {detail}")]
+    Unavailable { detail: String },
+}
+
+/// `field "value": rule`, or `field: rule` when no value was given (an
+/// empty `""` in a message reads like a bug).
+fn field_value(field: &str, value: &str, rule: &str) -> String {
+    if value.is_empty() {
+        format!("{field}: {rule}")
+    } else {
+        format!("{field} {value:?}: {rule}")
+    }
 }
 
 /// The JSON form: one flat object with a `kind`. Flat, because serde's
@@ -114,7 +128,8 @@ impl From<Error> for Wire {
             },
             Error::Storage { detail }
             | Error::Unauthenticated { detail }
-            | Error::Forbidden { detail } => Wire {
+            | Error::Forbidden { detail }
+            | Error::Unavailable { detail } => Wire {
                 kind,
                 detail: Some(detail),
                 ..Wire::default()
@@ -156,6 +171,9 @@ impl TryFrom<Wire> for Error {
                 detail: s(w.detail),
             },
             "forbidden" => Error::Forbidden {
+                detail: s(w.detail),
+            },
+            "unavailable" => Error::Unavailable {
                 detail: s(w.detail),
             },
             other => return Err(format!("unknown error kind {other}")),
@@ -211,6 +229,13 @@ impl Error {
             Error::Storage { .. } => "storage",
             Error::Unauthenticated { .. } => "unauthenticated",
             Error::Forbidden { .. } => "forbidden",
+            Error::Unavailable { .. } => "unavailable",
+        }
+    }
+
+    pub fn unavailable(detail: impl ToString) -> Error {
+        Error::Unavailable {
+            detail: detail.to_string(),
         }
     }
 }
@@ -231,6 +256,18 @@ mod tests {
         let j = serde_json::to_value(&e).unwrap();
         assert_eq!(j["kind"], "invalid");
         assert_eq!(j["field"], "cidr");
+        // Never an empty "" in a message.
+        assert_eq!(
+            Error::invalid("name", "", "names are 1 to 63 characters").to_string(),
+            "name: names are 1 to 63 characters"
+        );
+        assert_eq!(
+            Error::not_found("node", "").to_string(),
+            "no node was named"
+        );
+        let u = Error::unavailable("the controller at http://127.0.0.1:1 cannot be reached");
+        let back: Error = serde_json::from_value(serde_json::to_value(&u).unwrap()).unwrap();
+        assert_eq!(back, u);
     }
 
     #[test]

@@ -259,7 +259,7 @@ mod tests {
         assert!(check_note("abuse hold, ticket #42 — Jörg").is_ok());
         for bad in ["", "two\nlines", "esc\u{1b}[31m", &"x".repeat(257)] {
             let e = check_note(bad).unwrap_err().to_string();
-            assert!(e.starts_with("note "), "{e}");
+            assert!(e.starts_with("note"), "{e}");
             assert!(e.len() < 200, "the error echoes at most the start: {e}");
         }
         for (name, vm) in [

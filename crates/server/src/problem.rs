@@ -62,6 +62,7 @@ pub fn status(e: &Error) -> StatusCode {
         Error::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
         Error::Forbidden { .. } => StatusCode::FORBIDDEN,
         Error::Storage { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -74,6 +75,7 @@ fn title(e: &Error) -> &'static str {
         Error::Unauthenticated { .. } => "Not authenticated",
         Error::Forbidden { .. } => "Forbidden",
         Error::Storage { .. } => "Storage error",
+        Error::Unavailable { .. } => "Unavailable",
     }
 }
 
