@@ -166,6 +166,7 @@ pub async fn run(cli: &Cli, a: AgentArgs, json: bool) -> Result<Out> {
             agent.reconcile(&p, args.dry_run).await.map_err(agent_error)
         }
         .await;
+        log_round(&node, &round, None);
         if args.once || args.dry_run {
             return last_round(round);
         }
@@ -176,6 +177,31 @@ pub async fn run(cli: &Cli, a: AgentArgs, json: bool) -> Result<Out> {
         };
         print_line(&line);
         tokio::time::sleep(Duration::from_secs_f64(args.interval.max(0.05))).await;
+    }
+}
+
+/// One log line per round: how many changes and failures, how long.
+fn log_round(node: &str, round: &Result<Report>, revision: Option<i64>) {
+    let revision = revision.unwrap_or(-1);
+    match round {
+        Ok(r) if r.failures.is_empty() => tracing::info!(
+            node,
+            revision,
+            changes = r.changes.len(),
+            writes = r.writes,
+            micros = r.micros,
+            "round"
+        ),
+        Ok(r) => tracing::warn!(
+            node,
+            revision,
+            changes = r.changes.len(),
+            failures = r.failures.len(),
+            first_failure = %r.failures.first().map_or("", String::as_str),
+            micros = r.micros,
+            "round with failures"
+        ),
+        Err(e) => tracing::error!(node, revision, error = %e, "round failed"),
     }
 }
 
@@ -231,7 +257,7 @@ async fn over_network(
                 if args.once {
                     return Err(e);
                 }
-                eprintln!("error: {e} (retrying in {} ms)", backoff.as_millis());
+                tracing::warn!(node, error = %e, retry_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "cannot get the plan");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
                 continue;
@@ -253,8 +279,9 @@ async fn over_network(
         if !args.dry_run
             && let Err(e) = client.report_status(node, &status).await
         {
-            eprintln!("error: cannot report to the controller: {e}");
+            tracing::warn!(node, error = %e, "cannot report to the controller");
         }
+        log_round(node, &round, Some(resp.revision));
         if args.once || args.dry_run {
             return last_round(round);
         }

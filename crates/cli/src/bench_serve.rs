@@ -139,10 +139,19 @@ async fn store_level(backend: &str, url: &str, n: usize, rows: &mut Vec<Row>) ->
 pub(crate) fn start_serve(url: &str) -> Result<(Serve, String)> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::storage(format!("cannot find this program: {e}")))?;
+    // The controller logs a line per request, as in production; the lines
+    // go to a file (as to journald), not to the benchmark's terminal.
+    let log_path =
+        std::env::temp_dir().join(format!("vmfabric-bench-serve-{}.log", std::process::id()));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::storage(format!("cannot open {}: {e}", log_path.display())))?;
     let mut child = Command::new(exe)
         .args(["serve", "--db", url, "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::from(log))
         .spawn()
         .map_err(|e| Error::storage(format!("cannot start vmfabric serve: {e}")))?;
     let out = child

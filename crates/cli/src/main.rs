@@ -65,6 +65,34 @@ fn exit_code(e: &Error) -> u8 {
     }
 }
 
+/// Logs through `tracing` on stderr: vmfabric's own at info (debug with
+/// -v, trace with -vv), other crates' warnings; RUST_LOG overrides.
+fn init_logs(verbose: u8, format: args::LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let level = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "warn,vmfabric={level},vmfabric_server={level},vmfabric_agent={level},vmfabric_store={level}"
+        ))
+    });
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let done = match format {
+        args::LogFormat::Json => logs.json().flatten_event(true).try_init(),
+        args::LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
+    if let Err(e) = done {
+        eprintln!("warning: logs are not set up: {e}");
+    }
+}
+
 /// Whether the raw arguments ask for JSON, for errors clap reports before
 /// the arguments are parsed.
 fn wants_json(args: &[String]) -> bool {
@@ -92,6 +120,12 @@ fn main() -> ExitCode {
         }
     };
     let format = cli.output;
+    if matches!(
+        cli.command,
+        args::Command::Serve(_) | args::Command::Agent(_)
+    ) {
+        init_logs(cli.verbose, cli.log_format);
+    }
     // The controller and its benchmark use every core; commands one.
     let many = matches!(
         cli.command,

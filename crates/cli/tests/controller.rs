@@ -755,3 +755,77 @@ fn a_batch_request_creates_each_vm_or_says_why() {
         "{ips}"
     );
 }
+
+/// `serve --log-format json`: one line per request with its id, method,
+/// route, status, duration and token name (never the secret); an error's
+/// problem document carries the same id.
+#[test]
+fn every_request_is_logged_once_with_its_id() {
+    use std::io::Read;
+    let env = Env::new();
+    env.seed_world();
+    let db = env.db.to_string_lossy().to_string();
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vmfabric"));
+    let t = env.ok(&["token", "create", "--role", "operator", "--name", "billing"]);
+    let secret = t["secret"].as_str().unwrap().to_string();
+    c.args([
+        "--db",
+        &db,
+        "--log-format",
+        "json",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .env("RUST_LOG", "info")
+    .stderr(std::process::Stdio::piped());
+    let mut srv = common::controller::serve_with(c);
+    let (s, _, _) = http(
+        "GET",
+        &format!("{}/api/v1/clusters", srv.url),
+        Some(&secret),
+        &[],
+        None,
+    );
+    assert_eq!(s, 200);
+    let (s, p, _) = http(
+        "POST",
+        &format!("{}/api/v1/clusters/sw/vms", srv.url),
+        Some(&secret),
+        &[],
+        Some(&json!({"name": "bad name", "node": "kvm1"})),
+    );
+    assert_eq!(s, 422);
+    let id = p["request_id"].as_str().unwrap_or_default().to_string();
+    assert!(!id.is_empty(), "{p}");
+    let _ = srv.child.kill();
+    let _ = srv.child.wait();
+    let mut logs = String::new();
+    srv.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(!logs.contains(&secret), "a secret in the logs:\n{logs}");
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v: &Value| v["message"] == "request")
+        .collect();
+    assert_eq!(lines.len(), 2, "{logs}");
+    let ok = &lines[0];
+    assert_eq!(
+        (&ok["method"], &ok["route"], &ok["status"], &ok["token"]),
+        (
+            &json!("GET"),
+            &json!("/api/v1/clusters"),
+            &json!(200),
+            &json!("billing")
+        ),
+        "{ok}"
+    );
+    assert!(ok["micros"].is_u64(), "{ok}");
+    assert_eq!(lines[1]["request_id"], id, "{logs}");
+    assert_eq!(lines[1]["status"], 422, "{logs}");
+}

@@ -195,28 +195,100 @@ async fn authenticate(State(ctl): State<Ctl>, mut req: Request, next: Next) -> R
                 "" => format!("{} token {}", token.role, token.id),
                 name => format!("{} token {} ({name})", token.role, token.id),
             };
+            let who = TokenName(match token.name.as_str() {
+                "" => format!("{} token {}", token.role, token.id),
+                name => name.to_string(),
+            });
             req.extensions_mut().insert(token);
-            vmfabric_store::acting_as(actor, next.run(req)).await
+            let mut resp = vmfabric_store::acting_as(actor, next.run(req)).await;
+            // For the request's log line (never the secret).
+            resp.extensions_mut().insert(who);
+            resp
         }
         Err(e) => Problem(e).into_response(),
     }
 }
 
-/// Latency per route, for /metrics.
+/// Who made a request, as its log line names it.
+#[derive(Debug, Clone)]
+struct TokenName(String);
+
+/// Request ids: this process's start and a counter, unique per process
+/// and sortable; the log line and the problem document both carry it.
+fn request_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let start = START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{start:x}-{n}")
+}
+
+/// A problem document gets the request's id, so an operator can find the
+/// log line of the error a client reports.
+async fn with_request_id(resp: Response, id: &str) -> Response {
+    let problem = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !problem {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(mut doc) => {
+            if let Some(o) = doc.as_object_mut() {
+                o.insert("request_id".into(), id.into());
+            }
+            axum::body::Body::from(doc.to_string())
+        }
+        Err(_) => axum::body::Body::from(bytes),
+    };
+    let mut resp = Response::from_parts(parts, body);
+    resp.headers_mut()
+        .remove(axum::http::header::CONTENT_LENGTH);
+    resp
+}
+
+/// Latency per route, for /metrics, and one log line per request: its
+/// id, method, route, status, duration and token name.
 async fn observe(State(ctl): State<Ctl>, req: Request, next: Next) -> Response {
     let start = Instant::now();
+    let id = request_id();
     let method = req.method().to_string();
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let resp = next.run(req).await;
+    let status = resp.status().as_u16();
     // A write that succeeded may reach waiting agents: tell the watch now.
     if method != "GET" && resp.status().is_success() {
         ctl.watch.nudge();
     }
-    ctl.metrics
-        .observe(&method, &route, resp.status().as_u16(), start.elapsed());
+    let took = start.elapsed();
+    ctl.metrics.observe(&method, &route, status, took);
+    let token = resp
+        .extensions()
+        .get::<TokenName>()
+        .map_or("-", |t| t.0.as_str())
+        .to_string();
+    let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    if status >= 500 {
+        tracing::error!(request_id = %id, %method, %route, status, micros, %token, "request");
+    } else {
+        tracing::info!(request_id = %id, %method, %route, status, micros, %token, "request");
+    }
+    let mut resp = with_request_id(resp, &id).await;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
     resp
 }
 

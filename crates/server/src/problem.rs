@@ -26,8 +26,13 @@ pub struct ProblemDoc {
     pub status: u16,
     /// The error in words: the field, the value and the rule.
     pub detail: String,
-    /// invalid, conflict, not-found, exhausted, storage, unauthenticated, forbidden.
+    /// invalid, conflict, not-found, exhausted, storage, unauthenticated,
+    /// forbidden, unavailable.
     pub kind: String,
+    /// The request's id, as in the controller's log line (and the
+    /// `x-request-id` header).
+    #[schema(nullable = false)]
+    pub request_id: Option<String>,
     #[schema(nullable = false)]
     pub field: Option<String>,
     #[schema(nullable = false)]

@@ -32,10 +32,14 @@ pub fn serve(db: &str, extra: &[&str]) -> Serve {
 /// Start a `vmfabric … serve` command (e.g. inside a namespace) and wait
 /// until it says where it listens.
 pub fn serve_with(mut c: Command) -> Serve {
+    // Request logs only when a test asks for them (RUST_LOG set by it):
+    // a line per request would bury the test output.
+    if !c.get_envs().any(|(k, _)| k == "RUST_LOG") {
+        c.env("RUST_LOG", "warn");
+    }
     let mut child = c
         .env_remove("VMFABRIC_SERVER")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let out = child.stdout.take().unwrap();
