@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "IP address management and network control for KVM/LXD clusters",
     long_about = "vmfabric decides which addresses every VM gets, in the three cluster network types \
 switching, routing (Hetzner/OVH) and ip-fabric (BGP), and keeps the history of who held which address when.\n\n\
-Exit codes: 0 done, 1 storage or internal error, 2 invalid input, 3 not found, 4 conflict, 5 pool exhausted, 6 not authenticated or forbidden (--server)."
+Exit codes: 0 done, 1 storage or internal error, 2 invalid input, 3 not found, 4 conflict, 5 pool exhausted, 6 not authenticated or forbidden (--server), 7 unavailable (controller unreachable, lab without root)."
 )]
 pub struct Cli {
     /// Database: a SQLite file path, or a sqlite:// or postgres:// URL

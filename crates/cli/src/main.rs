@@ -17,7 +17,6 @@ mod tour;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
 use vmfabric_model::Error;
 
 use args::{Cli, Format};
@@ -103,7 +102,21 @@ fn wants_json(args: &[String]) -> bool {
 
 fn main() -> ExitCode {
     let raw: Vec<String> = std::env::args().collect();
-    let cli = match Cli::try_parse_from(&raw) {
+    // The version names the build's commit and the schema it writes.
+    let version: &'static str = Box::leak(
+        format!(
+            "{} (commit {}, schema {})",
+            env!("CARGO_PKG_VERSION"),
+            env!("VMFABRIC_GIT_COMMIT"),
+            vmfabric_store::sql::schema_version()
+        )
+        .into_boxed_str(),
+    );
+    let parsed = <Cli as clap::CommandFactory>::command()
+        .version(version)
+        .try_get_matches_from(&raw)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let usage = !matches!(

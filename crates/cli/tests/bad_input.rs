@@ -1442,3 +1442,20 @@ fn unavailable_is_not_a_storage_error() {
     assert_eq!(r.err["error"]["kind"], "unavailable", "{}", r.stderr);
     assert!(r.stderr.contains("root"), "{}", r.stderr);
 }
+
+/// `--version` names the version, the commit and the schema version.
+#[test]
+fn version_names_commit_and_schema() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmfabric"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let re = regex::Regex::new(
+        r"^vmfabric \d+\.\d+\.\d+ \(commit [0-9a-f]{12}(\+changes)?|unknown, schema \d+\)",
+    )
+    .unwrap();
+    assert!(re.is_match(text.trim()), "{text}");
+    assert!(text.contains(", schema "), "{text}");
+}

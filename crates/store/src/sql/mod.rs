@@ -148,6 +148,16 @@ impl Counters {
     }
 }
 
+/// The schema version this binary writes: its newest migration.
+pub fn schema_version() -> i64 {
+    migrator(Dialect::Sqlite)
+        .migrations
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
+}
+
 fn migrator(dialect: Dialect) -> Migrator {
     // (description, SQL, whether it runs in its own transaction)
     let files: [(&str, &str, bool); 7] = match dialect {
