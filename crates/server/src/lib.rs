@@ -23,6 +23,7 @@ use vmfabric_store::Store;
 pub mod api;
 pub mod auth;
 pub mod batch;
+pub mod listen;
 pub mod metrics;
 pub mod openapi;
 pub mod plan_watch;
@@ -164,6 +165,8 @@ pub fn router(ctl: Ctl) -> Router {
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/readyz", axum::routing::get(ready).with_state(ctl))
         .fallback(not_found)
+        // Outermost: a head over the limit is refused before any work.
+        .layer(middleware::from_fn(listen::limit_head))
 }
 
 async fn not_found(req: Request) -> Problem {
@@ -255,13 +258,13 @@ pub async fn serve(
     }
     // On SIGTERM/SIGINT: stop accepting, end long polls, let requests in
     // flight (and their commits) finish.
-    let stopped = {
+    {
         let ctl = ctl.clone();
-        async move {
+        tokio::spawn(async move {
             shutdown_signal().await;
             let _ = ctl.stop.send(true);
-        }
-    };
+        });
+    }
     let listener = std::net::TcpListener::bind(settings.listen).map_err(|e| {
         Error::invalid(
             "listen",
@@ -275,7 +278,7 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::storage(format!("socket: {e}")))?;
-    match &settings.tls {
+    let tls = match &settings.tls {
         Some((cert, key)) => {
             // One crypto provider for the process (ring: no C toolchain needed).
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -288,30 +291,16 @@ pub async fn serve(
                         format!("cannot load the certificate and key: {e}"),
                     )
                 })?;
-            bound(addr);
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            tokio::spawn(async move {
-                stopped.await;
-                h.graceful_shutdown(Some(GRACE));
-            });
-            axum_server::from_tcp_rustls(listener, config)
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await
-                .map_err(|e| Error::storage(format!("server: {e}")))
+            // HTTP/1.1 only: offering h2 in ALPN would make clients speak
+            // a protocol this server does not serve.
+            let mut inner = (*config.get_inner()).clone();
+            inner.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(inner)))
         }
-        None => {
-            let listener = tokio::net::TcpListener::from_std(listener)
-                .map_err(|e| Error::storage(format!("socket: {e}")))?;
-            bound(addr);
-            // A make-service that clones the router (an Arc) per connection;
-            // given the Router itself, axum rebuilt its route table for each
-            // one (18 KiB per waiting agent, heaptrack).
-            axum::serve(listener, app.into_make_service())
-                .with_graceful_shutdown(stopped)
-                .await
-                .map_err(|e| Error::storage(format!("server: {e}")))
-        }
-    }
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|e| Error::storage(format!("socket: {e}")))?;
+    bound(addr);
+    listen::run(listener, tls, app, ctl.stopping.clone(), GRACE).await
 }

@@ -27,6 +27,8 @@ mod tokens;
 mod tx;
 mod vms;
 
+pub use tokens::{TOKEN_PREFIX, well_formed_token};
+
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dialect {

@@ -13,6 +13,15 @@ use crate::{Change, ChangeFilter, Page, PageRequest, Reach};
 /// scanners) and a mistyped argument is refused before any lookup.
 pub const TOKEN_PREFIX: &str = "vmf_";
 
+/// Whether `secret` has the shape of the secrets this store makes: the
+/// prefix and 64 lowercase hex digits. Anything else is refused before a
+/// lookup, so a client cannot make a controller hash or keep large values.
+pub fn well_formed_token(secret: &str) -> bool {
+    secret.strip_prefix(TOKEN_PREFIX).is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
 /// The stored form of a secret. A fast hash is right here: the secret has
 /// 256 random bits, there is nothing to guess.
 pub fn token_hash(secret: &str) -> String {
@@ -131,7 +140,7 @@ impl SqlStore {
     }
 
     pub(crate) async fn authenticate_now(&self, secret: &str) -> Result<Option<TokenInfo>> {
-        if !secret.starts_with(TOKEN_PREFIX) {
+        if !well_formed_token(secret) {
             return Ok(None);
         }
         let row = sqlx::query(SqlStore::dynamic(format!(
