@@ -225,3 +225,162 @@ fn oversized_headers_and_malformed_tokens_get_problem_documents() {
         );
     }
 }
+
+/// File descriptors the process has open.
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Raise this test process's own file limit to its hard limit.
+fn raise_own_file_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    hard
+}
+
+/// 18,000 TCP connections that never send a byte (the test's own file
+/// limit is 20,000), against a controller capped at 1,000 connections with
+/// a 3 s head timeout: `/healthz` answers throughout, an agent's long poll
+/// that was waiting is answered, the server never holds much more than its
+/// cap of sockets, and every idle connection is closed by the server.
+#[test]
+fn idle_connections_are_capped_and_timed_out() {
+    const IDLE: usize = 18_000;
+    const CAP: usize = 1_000;
+    let hard = raise_own_file_limit();
+    assert!(
+        hard >= IDLE as u64 + 500,
+        "this test needs a file limit of {} (ulimit -Hn is {hard})",
+        IDLE + 500
+    );
+    let env = Env::new();
+    env.seed_world();
+    let db = env.db.to_string_lossy().to_string();
+    let agent = token(&db, "node", Some("node1"));
+    let srv = serve(
+        &db,
+        &[
+            "--max-connections",
+            &CAP.to_string(),
+            "--header-timeout",
+            "3",
+            "--idle-timeout",
+            "5",
+            "--body-timeout",
+            "2",
+        ],
+    );
+    let pid = srv.child.id();
+    let at = addr(&srv);
+    let api = format!("{}/api/v1", srv.url);
+
+    // An agent waiting on its plan when the flood starts.
+    let (_, first, _) = http(
+        "GET",
+        &format!("{api}/nodes/node1/plan"),
+        Some(&agent),
+        &[],
+        None,
+    );
+    let hash = first["hash"].as_str().unwrap().to_string();
+    let poll_url = format!("{api}/nodes/node1/plan?have={hash}&wait=20");
+    let poll_token = agent.clone();
+    let waiter = std::thread::spawn(move || {
+        let t = Instant::now();
+        let (s, _, text) = http("GET", &poll_url, Some(&poll_token), &[], None);
+        (s, text, t.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The flood, with /healthz asked every 1,000 connections.
+    let started = Instant::now();
+    let mut idle = Vec::with_capacity(IDLE);
+    let mut most_files = 0;
+    let mut slowest_health = Duration::ZERO;
+    for i in 0..IDLE {
+        idle.push(TcpStream::connect(at).unwrap());
+        if i % 1_000 == 999 {
+            let t = Instant::now();
+            let (s, _, text) = http("GET", &format!("{}/healthz", srv.url), None, &[], None);
+            assert_eq!(s, 200, "healthz with {} idle connections: {text}", i + 1);
+            slowest_health = slowest_health.max(t.elapsed());
+            most_files = most_files.max(open_files(pid));
+        }
+    }
+    eprintln!(
+        "{IDLE} idle connections opened in {:?}; slowest /healthz {slowest_health:?}; server files at most {most_files}",
+        started.elapsed()
+    );
+    assert!(
+        most_files < CAP + 200,
+        "the server held {most_files} files with a cap of {CAP} connections"
+    );
+
+    // The waiting agent was not cut off by the flood.
+    let (s, text, waited) = waiter.join().unwrap();
+    assert_eq!(s, 200, "the agent's long poll: {text}");
+    eprintln!("the agent's long poll answered after {waited:?}");
+
+    // Within the head timeout (and some slack), every idle connection has
+    // been closed by the server: a read sees the end (or a reset).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut open: Vec<TcpStream> = idle;
+    for s in &open {
+        s.set_nonblocking(true).unwrap();
+    }
+    while !open.is_empty() && Instant::now() < deadline {
+        open.retain_mut(|s| {
+            let mut b = [0u8; 64];
+            matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        });
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "idle connections closed by the server {:?} after the flood began",
+        started.elapsed()
+    );
+    assert!(
+        open.is_empty(),
+        "{} idle connections still open 15 s after the flood",
+        open.len()
+    );
+
+    // A body that stops coming: 408 after the body timeout.
+    let mut s = TcpStream::connect(at).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t = Instant::now();
+    s.write_all(
+        format!(
+            "POST /api/v1/clusters HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {agent}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\""
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let a = read_answer(&mut s).unwrap();
+    assert_eq!(a.status, 408, "{}{}", a.headers, a.body);
+    assert!(
+        a.headers.contains("application/problem+json"),
+        "{}",
+        a.headers
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+
+    // A keep-alive connection left idle is closed after the idle timeout.
+    let mut s = TcpStream::connect(at).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_answer(&mut s).unwrap().status, 200);
+    let t = Instant::now();
+    let mut b = [0u8; 16];
+    let n = s.read(&mut b).unwrap_or(0);
+    assert_eq!(n, 0, "the idle keep-alive connection got data");
+    let closed = t.elapsed();
+    assert!(
+        closed > Duration::from_secs(4) && closed < Duration::from_secs(8),
+        "idle keep-alive closed after {closed:?}, want ~5 s"
+    );
+}

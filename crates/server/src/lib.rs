@@ -51,6 +51,8 @@ pub struct Settings {
     pub revision_poll: Duration,
     /// How long a VM creation's idempotency key is remembered.
     pub idempotency_ttl: Duration,
+    /// Timeouts and the connection cap.
+    pub limits: listen::Limits,
 }
 
 impl Settings {
@@ -62,6 +64,7 @@ impl Settings {
             max_batch: 256,
             revision_poll: Duration::from_millis(20),
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            limits: listen::Limits::default(),
         }
     }
 }
@@ -80,6 +83,8 @@ pub struct Controller {
     /// answer at once, so a graceful shutdown does not wait for them.
     pub stopping: watch::Receiver<bool>,
     stop: watch::Sender<bool>,
+    /// Timeouts and the connection cap (the body timeout applies here).
+    pub limits: listen::Limits,
 }
 
 pub type Ctl = Arc<Controller>;
@@ -148,6 +153,7 @@ impl Controller {
             watch: plan_watch,
             stopping,
             stop,
+            limits: settings.limits,
         }))
     }
 }
@@ -156,7 +162,13 @@ impl Controller {
 pub fn router(ctl: Ctl) -> Router {
     // Route layers: they see the matched route, and `observe` (outside)
     // also times the requests `authenticate` refuses.
+    // Innermost: a body is read (within its timeout) only for a client
+    // with a token.
     let authed = api::routes()
+        .route_layer(middleware::from_fn_with_state(
+            ctl.clone(),
+            listen::read_body,
+        ))
         .route_layer(middleware::from_fn_with_state(ctl.clone(), authenticate))
         .route_layer(middleware::from_fn_with_state(ctl.clone(), observe))
         .with_state(ctl.clone());
@@ -244,18 +256,23 @@ fn raise_file_limit() -> u64 {
 /// port 0, the one the system chose) once the socket listens.
 pub async fn serve(
     store: Arc<dyn Store>,
-    settings: Settings,
+    mut settings: Settings,
     bound: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     let files = raise_file_limit();
+    // Each connection is a file descriptor; keep some for the database,
+    // logs and the listener, so that the cap (not the kernel) says no.
+    const SPARE_FILES: u64 = 256;
+    let fits = usize::try_from(files.saturating_sub(SPARE_FILES)).unwrap_or(usize::MAX);
+    if settings.limits.max_connections > fits {
+        eprintln!(
+            "warning: this process may open {files} files: at most {fits} connections instead of {} (raise LimitNOFILE / ulimit -n)",
+            settings.limits.max_connections
+        );
+        settings.limits.max_connections = fits.max(1);
+    }
     let ctl = Controller::start(store, &settings).await?;
     let app = router(ctl.clone());
-    // Each waiting agent holds a connection, and so a file descriptor.
-    if files < 16_384 {
-        eprintln!(
-            "warning: this process may open {files} files; with more waiting agents than that, new connections are refused (raise LimitNOFILE / ulimit -n)"
-        );
-    }
     // On SIGTERM/SIGINT: stop accepting, end long polls, let requests in
     // flight (and their commits) finish.
     {
@@ -302,5 +319,13 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::from_std(listener)
         .map_err(|e| Error::storage(format!("socket: {e}")))?;
     bound(addr);
-    listen::run(listener, tls, app, ctl.stopping.clone(), GRACE).await
+    listen::run(
+        listener,
+        tls,
+        app,
+        settings.limits,
+        ctl.stopping.clone(),
+        GRACE,
+    )
+    .await
 }
