@@ -152,7 +152,7 @@ impl Counters {
 
 fn migrator(dialect: Dialect) -> Migrator {
     // (description, SQL, whether it runs in its own transaction)
-    let files: [(&str, &str, bool); 7] = match dialect {
+    let files: [(&str, &str, bool); 8] = match dialect {
         Dialect::Sqlite => [
             (
                 "init",
@@ -187,6 +187,11 @@ fn migrator(dialect: Dialect) -> Migrator {
             (
                 "change log actor",
                 include_str!("../../migrations/sqlite/0007_change_log_actor.sql"),
+                false,
+            ),
+            (
+                "node token identity",
+                include_str!("../../migrations/sqlite/0008_node_token_identity.sql"),
                 false,
             ),
         ],
@@ -224,6 +229,11 @@ fn migrator(dialect: Dialect) -> Migrator {
             (
                 "change log actor",
                 include_str!("../../migrations/postgres/0007_change_log_actor.sql"),
+                false,
+            ),
+            (
+                "node token identity",
+                include_str!("../../migrations/postgres/0008_node_token_identity.sql"),
                 false,
             ),
         ],
