@@ -384,3 +384,68 @@ fn idle_connections_are_capped_and_timed_out() {
         "idle keep-alive closed after {closed:?}, want ~5 s"
     );
 }
+
+/// What the HTTP layer refuses is a problem document too: 413 for a body
+/// over the limit, 405 for a method a route does not take (with Allow),
+/// 415 for a body that is not JSON.
+#[test]
+fn protocol_refusals_are_problem_documents() {
+    let env = Env::new();
+    let db = env.db.to_string_lossy().to_string();
+    let admin = token(&db, "admin", None);
+    let srv = serve(&db, &[]);
+    let at = addr(&srv);
+    let ask = |req: String| {
+        let mut s = TcpStream::connect(at).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // The server may answer before it read all of a large body.
+        let _ = s.write_all(req.as_bytes());
+        let a = read_answer(&mut s).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
+        assert!(
+            a.headers.contains("content-type: application/problem+json"),
+            "{}{}",
+            a.headers,
+            a.body
+        );
+        assert_eq!(doc["status"], a.status, "{doc}");
+        (a.status, a.headers, doc)
+    };
+
+    let big = format!("{{\"name\":\"{}\"}}", "x".repeat(3 * 1024 * 1024));
+    let (s, _, doc) = ask(format!(
+        "POST /api/v1/clusters HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{big}",
+        big.len()
+    ));
+    assert_eq!(s, 413, "{doc}");
+
+    let (s, headers, doc) = ask(format!(
+        "PUT /api/v1/clusters HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {admin}\r\nContent-Length: 0\r\n\r\n"
+    ));
+    assert_eq!(s, 405, "{doc}");
+    assert!(headers.contains("allow:"), "{headers}");
+
+    let body = r#"{"name":"c1","network_type":"switching"}"#;
+    for ctype in ["text/plain", "application/x-www-form-urlencoded", ""] {
+        let header = match ctype {
+            "" => String::new(),
+            c => format!("Content-Type: {c}\r\n"),
+        };
+        let (s, _, doc) = ask(format!(
+            "POST /api/v1/clusters HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {admin}\r\n{header}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        assert_eq!(s, 415, "Content-Type {ctype:?}: {doc}");
+        assert_eq!(doc["field"], "content-type", "{doc}");
+    }
+    // Nothing was created by the refused bodies.
+    let (s, list, text) = http(
+        "GET",
+        &format!("{}/api/v1/clusters", srv.url),
+        Some(&admin),
+        &[],
+        None,
+    );
+    assert_eq!(s, 200, "{text}");
+    assert!(!text.contains("\"c1\""), "{list}");
+}

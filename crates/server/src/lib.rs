@@ -178,6 +178,7 @@ pub fn router(ctl: Ctl) -> Router {
         .route("/readyz", axum::routing::get(ready).with_state(ctl))
         .fallback(not_found)
         // Outermost: a head over the limit is refused before any work.
+        .layer(middleware::from_fn(listen::problem_documents))
         .layer(middleware::from_fn(listen::limit_head))
 }
 

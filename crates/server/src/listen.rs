@@ -96,9 +96,80 @@ pub async fn limit_head(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// 415 for a request with a body (or a Content-Type) other than JSON: every
+/// body of the API is JSON, and reading a form or text as JSON would only
+/// fail later with a vaguer error.
+fn not_json(req: &Request) -> Option<HttpProblem> {
+    let ctype = req.headers().get(axum::http::header::CONTENT_TYPE);
+    // A body is framed by a non-zero length or chunked encoding; a DELETE
+    // or GET without either has none.
+    let has_body = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .is_some_and(|l| l.as_bytes() != b"0")
+        || req
+            .headers()
+            .contains_key(axum::http::header::TRANSFER_ENCODING);
+    let json = |v: &axum::http::HeaderValue| {
+        let mime = v.to_str().unwrap_or_default();
+        let essence = mime.split(';').next().unwrap_or_default().trim();
+        essence.eq_ignore_ascii_case("application/json")
+    };
+    let shown = match ctype {
+        Some(v) if json(v) => return None,
+        Some(v) => String::from_utf8_lossy(v.as_bytes())
+            .chars()
+            .take(80)
+            .collect(),
+        None if has_body => "(none)".to_string(),
+        None => return None,
+    };
+    Some(HttpProblem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Error::invalid(
+            "content-type",
+            shown,
+            "a request body is JSON: send Content-Type: application/json",
+        ),
+    ))
+}
+
+/// An answer the router made without a problem document (405 for a method
+/// a route does not take) gets one; its headers (Allow) stay.
+pub async fn problem_documents(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    if resp.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return resp;
+    }
+    let allow = resp
+        .headers()
+        .get(axum::http::header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let mut doc: Response = HttpProblem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Error::invalid("method", &method, format!("{path} takes {allow}")),
+    )
+    .into();
+    let (mut parts, body) = resp.into_parts();
+    drop(body);
+    let ctype = doc.headers_mut().remove(axum::http::header::CONTENT_TYPE);
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    if let Some(c) = ctype {
+        parts.headers.insert(axum::http::header::CONTENT_TYPE, c);
+    }
+    Response::from_parts(parts, doc.into_body())
+}
+
 /// The body of an authenticated request, read whole within the body
 /// timeout: 408 if it stops coming, 413 past `BODY_LIMIT`.
 pub async fn read_body(State(ctl): State<Ctl>, req: Request, next: Next) -> Response {
+    if let Some(refused) = not_json(&req) {
+        return refused.into();
+    }
     let (parts, body) = req.into_parts();
     let read = tokio::time::timeout(
         ctl.limits.body_timeout,
