@@ -123,6 +123,18 @@ pub struct ServeArgs {
     /// Create the SQLite database if it does not exist yet (as `vmfabric init`)
     #[arg(long)]
     pub init: bool,
+    /// Connections open at once; at the cap a new one closes the longest-idle one
+    #[arg(long, default_value_t = 15_000, value_name = "N")]
+    pub max_connections: usize,
+    /// Seconds a new connection (or a started request head) has to send its whole head
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub header_timeout: u64,
+    /// Seconds a kept-alive connection may wait between requests
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub idle_timeout: u64,
+    /// Seconds a request's body has to arrive after its head
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub body_timeout: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -772,6 +772,21 @@ async fn serve(cli: &Cli, a: ServeArgs) -> Result<Out> {
     let postgres = store.dialect() == vmfabric_store::sql::Dialect::Postgres;
     let mut settings = vmfabric_server::Settings::new(listen);
     settings.commit_workers = a.commit_workers.unwrap_or(if postgres { 4 } else { 1 });
+    let secs = |field: &str, v: u64| {
+        if v == 0 {
+            return Err(Error::invalid(field, v, "a number of seconds, 1 or more"));
+        }
+        Ok(std::time::Duration::from_secs(v))
+    };
+    if a.max_connections == 0 {
+        return Err(Error::invalid("max-connections", 0, "1 or more"));
+    }
+    settings.limits = vmfabric_server::listen::Limits {
+        head_timeout: secs("header-timeout", a.header_timeout)?,
+        idle_timeout: secs("idle-timeout", a.idle_timeout)?,
+        body_timeout: secs("body-timeout", a.body_timeout)?,
+        max_connections: a.max_connections,
+    };
     if let (Some(cert), Some(key)) = (a.tls_cert, a.tls_key) {
         settings.tls = Some((cert, key));
     }

@@ -829,3 +829,93 @@ fn every_request_is_logged_once_with_its_id() {
     assert_eq!(lines[1]["request_id"], id, "{logs}");
     assert_eq!(lines[1]["status"], 422, "{logs}");
 }
+
+/// A node token dies with its node: after `node remove tmpn` and a new
+/// `tmpn` in another cluster (which on SQLite may even get the old row id),
+/// the old token reads nothing; the revocation is in the change log; a new
+/// token for the new node works. The same when the node goes with its
+/// cluster.
+#[test]
+fn a_node_token_ends_with_its_node() {
+    let env = Env::new();
+    env.seed_world();
+    env.ok(&["node", "add", "fab", "tmpn", "--address", "172.16.0.13"]);
+    let db = env.db.to_string_lossy().to_string();
+    let admin = token(&db, "admin", None);
+    let old = token(&db, "node", Some("tmpn"));
+    let srv = serve(&db, &[]);
+    let api = format!("{}/api/v1", srv.url);
+    let plan = format!("{api}/nodes/tmpn/plan");
+
+    let (s, _, text) = http("GET", &plan, Some(&old), &[], None);
+    assert_eq!(s, 200, "{text}");
+    let (s, _, text) = http(
+        "DELETE",
+        &format!("{api}/nodes/tmpn"),
+        Some(&admin),
+        &[],
+        None,
+    );
+    assert_eq!(s, 200, "{text}");
+    let (s, _, text) = http(
+        "POST",
+        &format!("{api}/clusters/sw/nodes"),
+        Some(&admin),
+        &[],
+        Some(&json!({"name": "tmpn", "address": "192.0.2.4"})),
+    );
+    assert_eq!(s, 201, "{text}");
+    // At once: the controller that removed the node forgot its lookups.
+    let (s, p, text) = http("GET", &plan, Some(&old), &[], None);
+    assert_eq!(
+        s, 401,
+        "the removed node's token read the new node's plan: {text}"
+    );
+    assert!(
+        p["detail"].as_str().unwrap_or_default().contains("revoked"),
+        "{p}"
+    );
+    let (_, changes, _) = http("GET", &format!("{api}/changes"), Some(&admin), &[], None);
+    let revoked = changes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["kind"] == "token.revoke" && c["detail"]["node"] == "tmpn");
+    assert!(revoked, "no token.revoke in the change log: {changes}");
+    let fresh = token(&db, "node", Some("tmpn"));
+    let (s, _, text) = http("GET", &plan, Some(&fresh), &[], None);
+    assert_eq!(s, 200, "{text}");
+
+    // Deleting the cluster takes its nodes, and their tokens.
+    env.ok(&[
+        "node",
+        "add",
+        "hz",
+        "gone1",
+        "--address",
+        "123.45.12.50",
+        "--subnet",
+        "203.0.113.56/29",
+    ]);
+    let gone = token(&db, "node", Some("gone1"));
+    let (s, _, text) = http(
+        "GET",
+        &format!("{api}/nodes/gone1/plan"),
+        Some(&gone),
+        &[],
+        None,
+    );
+    assert_eq!(s, 200, "{text}");
+    env.ok(&["cluster", "delete", "hz"]);
+    // Deleted on the database, not through this controller: its cached
+    // lookup lasts at most CACHE_FOR (2 s).
+    std::thread::sleep(Duration::from_millis(2_100));
+    let (s, _, text) = http(
+        "GET",
+        &format!("{api}/nodes/gone1/plan"),
+        Some(&gone),
+        &[],
+        None,
+    );
+    assert_eq!(s, 401, "{text}");
+}

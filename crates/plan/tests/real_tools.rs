@@ -101,3 +101,59 @@ fn bird_accepts_reflector_configs() {
         "conf",
     );
 }
+
+/// The protocol names of a BIRD config, in order.
+fn bird_protocols(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("protocol bgp "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect()
+}
+
+/// 10,000 nodes with names of the longest valid length (63), including
+/// names that differ only in `-`, `.` and `_`: BIRD accepts the config
+/// (every protocol name within its symbol limit), the names are unique,
+/// and a node keeps its protocol name when other nodes come and go.
+#[test]
+fn bird_accepts_reflector_configs_with_long_names_and_many_nodes() {
+    let input = common::fabric("kvm");
+    let c = &input.cluster;
+    let stem = "a".repeat(58);
+    let nodes: Vec<_> = (0..10_000u32)
+        .map(|i| {
+            let sep = ['-', '.', '_'][(i % 3) as usize];
+            let name = format!("{stem}{sep}{:04}", i / 3);
+            assert_eq!(name.len(), 63);
+            let address = format!("172.16.{}.{}", 100 + i / 250, 1 + i % 250);
+            common::node(
+                c,
+                vmfabric_model::NodeInput {
+                    name,
+                    address,
+                    ..vmfabric_model::NodeInput::default()
+                },
+            )
+        })
+        .collect();
+    let rr = "172.16.0.2".parse().unwrap();
+    let all = bird::reflector(c, &nodes, rr, &["172.16.0.3".parse().unwrap()]).unwrap();
+    check("bird", "bird2", &["-p", "-c"], &all, "conf");
+    let names = bird_protocols(&all);
+    assert_eq!(names.len(), 10_001);
+    let unique: std::collections::HashSet<_> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "protocol names repeat");
+    assert!(
+        names.iter().all(|n| n.len() <= 63),
+        "a name over 63 characters"
+    );
+
+    // Stable: without the first half of the nodes (and with a plain short
+    // name), each remaining node has the name it had.
+    let rest = bird::reflector(c, &nodes[5_000..], rr, &[]).unwrap();
+    let rest_names = bird_protocols(&rest);
+    assert_eq!(&rest_names[..], &names[5_000..10_000]);
+    let short = common::fabric_nodes();
+    let short_conf = bird::reflector(c, &short, rr, &[]).unwrap();
+    check("bird", "bird2", &["-p", "-c"], &short_conf, "conf");
+}

@@ -269,7 +269,10 @@ async fn delete_cluster(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     require(&t, Access::Admin)?;
-    Ok(Json(c.store.delete_cluster(&name).await?).into_response())
+    let deleted = c.store.delete_cluster(&name).await?;
+    // Its nodes' tokens were revoked: not one more request on this one.
+    c.tokens.clear();
+    Ok(Json(deleted).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -491,7 +494,10 @@ async fn remove_node(
 ) -> ApiResult<Response> {
     require(&t, Access::Admin)?;
     let q: ForceQuery = query(&q)?;
-    Ok(Json(c.store.remove_node(&name, q.force).await?).into_response())
+    let removed = c.store.remove_node(&name, q.force).await?;
+    // Its tokens were revoked: not one more request on this controller.
+    c.tokens.clear();
+    Ok(Json(removed).into_response())
 }
 
 /// A subnet or range to give a routing node.

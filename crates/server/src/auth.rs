@@ -8,14 +8,22 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
+use sha2::{Digest, Sha256};
 use vmfabric_model::{Access, Error, Result, TokenInfo};
 use vmfabric_store::Store;
+use vmfabric_store::sql::{TOKEN_PREFIX, well_formed_token};
 
 pub const CACHE_FOR: Duration = Duration::from_secs(2);
 
+/// Most lookups remembered. Keys are digests and secrets have one size, so
+/// the cache stays under about a megabyte whatever clients send.
+pub const CACHE_ENTRIES: usize = 4096;
+
+type Seen = HashMap<[u8; 32], (Instant, Option<TokenInfo>)>;
+
 #[derive(Debug, Default)]
 pub struct TokenCache {
-    seen: Mutex<HashMap<String, (Instant, Option<TokenInfo>)>>,
+    seen: Mutex<Seen>,
 }
 
 impl TokenCache {
@@ -35,16 +43,29 @@ impl TokenCache {
             .ok_or_else(|| Error::Unauthenticated {
                 detail: "the Authorization header is not `Bearer TOKEN`".into(),
             })?;
-        let cached = self.lock().get(secret).cloned();
+        if !well_formed_token(secret) {
+            return Err(Error::Unauthenticated {
+                detail: format!(
+                    "malformed token: a token is {TOKEN_PREFIX} followed by 64 lowercase hex digits"
+                ),
+            });
+        }
+        let key: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let cached = self.lock().get(&key).cloned();
         let found = match cached {
             Some((at, t)) if at.elapsed() < CACHE_FOR => t,
             _ => {
                 let t = store.authenticate(secret).await?;
                 let mut seen = self.lock();
-                if seen.len() > 10_000 {
-                    seen.clear();
+                if seen.len() >= CACHE_ENTRIES {
+                    // Expired lookups first; a flood of fresh unknown
+                    // tokens empties it (they cost a lookup each, no more).
+                    seen.retain(|_, (at, _)| at.elapsed() < CACHE_FOR);
+                    if seen.len() >= CACHE_ENTRIES {
+                        seen.clear();
+                    }
                 }
-                seen.insert(secret.to_string(), (Instant::now(), t.clone()));
+                seen.insert(key, (Instant::now(), t.clone()));
                 t
             }
         };
@@ -64,7 +85,7 @@ impl TokenCache {
         self.lock().clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Option<TokenInfo>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
         // A panic while holding the lock leaves a usable map.
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -23,6 +23,7 @@ use vmfabric_store::Store;
 pub mod api;
 pub mod auth;
 pub mod batch;
+pub mod listen;
 pub mod metrics;
 pub mod openapi;
 pub mod plan_watch;
@@ -50,6 +51,8 @@ pub struct Settings {
     pub revision_poll: Duration,
     /// How long a VM creation's idempotency key is remembered.
     pub idempotency_ttl: Duration,
+    /// Timeouts and the connection cap.
+    pub limits: listen::Limits,
 }
 
 impl Settings {
@@ -61,6 +64,7 @@ impl Settings {
             max_batch: 256,
             revision_poll: Duration::from_millis(20),
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            limits: listen::Limits::default(),
         }
     }
 }
@@ -79,6 +83,8 @@ pub struct Controller {
     /// answer at once, so a graceful shutdown does not wait for them.
     pub stopping: watch::Receiver<bool>,
     stop: watch::Sender<bool>,
+    /// Timeouts and the connection cap (the body timeout applies here).
+    pub limits: listen::Limits,
 }
 
 pub type Ctl = Arc<Controller>;
@@ -147,6 +153,7 @@ impl Controller {
             watch: plan_watch,
             stopping,
             stop,
+            limits: settings.limits,
         }))
     }
 }
@@ -155,7 +162,13 @@ impl Controller {
 pub fn router(ctl: Ctl) -> Router {
     // Route layers: they see the matched route, and `observe` (outside)
     // also times the requests `authenticate` refuses.
+    // Innermost: a body is read (within its timeout) only for a client
+    // with a token.
     let authed = api::routes()
+        .route_layer(middleware::from_fn_with_state(
+            ctl.clone(),
+            listen::read_body,
+        ))
         .route_layer(middleware::from_fn_with_state(ctl.clone(), authenticate))
         .route_layer(middleware::from_fn_with_state(ctl.clone(), observe))
         .with_state(ctl.clone());
@@ -164,6 +177,9 @@ pub fn router(ctl: Ctl) -> Router {
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/readyz", axum::routing::get(ready).with_state(ctl))
         .fallback(not_found)
+        // Outermost: a head over the limit is refused before any work.
+        .layer(middleware::from_fn(listen::problem_documents))
+        .layer(middleware::from_fn(listen::limit_head))
 }
 
 async fn not_found(req: Request) -> Problem {
@@ -313,27 +329,32 @@ fn raise_file_limit() -> u64 {
 /// port 0, the one the system chose) once the socket listens.
 pub async fn serve(
     store: Arc<dyn Store>,
-    settings: Settings,
+    mut settings: Settings,
     bound: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     let files = raise_file_limit();
+    // Each connection is a file descriptor; keep some for the database,
+    // logs and the listener, so that the cap (not the kernel) says no.
+    const SPARE_FILES: u64 = 256;
+    let fits = usize::try_from(files.saturating_sub(SPARE_FILES)).unwrap_or(usize::MAX);
+    if settings.limits.max_connections > fits {
+        eprintln!(
+            "warning: this process may open {files} files: at most {fits} connections instead of {} (raise LimitNOFILE / ulimit -n)",
+            settings.limits.max_connections
+        );
+        settings.limits.max_connections = fits.max(1);
+    }
     let ctl = Controller::start(store, &settings).await?;
     let app = router(ctl.clone());
-    // Each waiting agent holds a connection, and so a file descriptor.
-    if files < 16_384 {
-        eprintln!(
-            "warning: this process may open {files} files; with more waiting agents than that, new connections are refused (raise LimitNOFILE / ulimit -n)"
-        );
-    }
     // On SIGTERM/SIGINT: stop accepting, end long polls, let requests in
     // flight (and their commits) finish.
-    let stopped = {
+    {
         let ctl = ctl.clone();
-        async move {
+        tokio::spawn(async move {
             shutdown_signal().await;
             let _ = ctl.stop.send(true);
-        }
-    };
+        });
+    }
     let listener = std::net::TcpListener::bind(settings.listen).map_err(|e| {
         Error::invalid(
             "listen",
@@ -347,7 +368,7 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::storage(format!("socket: {e}")))?;
-    match &settings.tls {
+    let tls = match &settings.tls {
         Some((cert, key)) => {
             // One crypto provider for the process (ring: no C toolchain needed).
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -360,30 +381,24 @@ pub async fn serve(
                         format!("cannot load the certificate and key: {e}"),
                     )
                 })?;
-            bound(addr);
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            tokio::spawn(async move {
-                stopped.await;
-                h.graceful_shutdown(Some(GRACE));
-            });
-            axum_server::from_tcp_rustls(listener, config)
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await
-                .map_err(|e| Error::storage(format!("server: {e}")))
+            // HTTP/1.1 only: offering h2 in ALPN would make clients speak
+            // a protocol this server does not serve.
+            let mut inner = (*config.get_inner()).clone();
+            inner.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(inner)))
         }
-        None => {
-            let listener = tokio::net::TcpListener::from_std(listener)
-                .map_err(|e| Error::storage(format!("socket: {e}")))?;
-            bound(addr);
-            // A make-service that clones the router (an Arc) per connection;
-            // given the Router itself, axum rebuilt its route table for each
-            // one (18 KiB per waiting agent, heaptrack).
-            axum::serve(listener, app.into_make_service())
-                .with_graceful_shutdown(stopped)
-                .await
-                .map_err(|e| Error::storage(format!("server: {e}")))
-        }
-    }
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|e| Error::storage(format!("socket: {e}")))?;
+    bound(addr);
+    listen::run(
+        listener,
+        tls,
+        app,
+        settings.limits,
+        ctl.stopping.clone(),
+        GRACE,
+    )
+    .await
 }

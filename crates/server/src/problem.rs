@@ -118,3 +118,43 @@ impl IntoResponse for Problem {
         r
     }
 }
+
+/// An error answered with an HTTP status of its own rather than its kind's
+/// (431, 413, 415, 405, 408, 503: limits of the protocol, not of the
+/// model), still as a problem document.
+#[derive(Debug)]
+pub struct HttpProblem {
+    pub status: StatusCode,
+    pub error: Error,
+}
+
+impl HttpProblem {
+    pub fn new(status: StatusCode, error: Error) -> HttpProblem {
+        HttpProblem { status, error }
+    }
+}
+
+impl IntoResponse for HttpProblem {
+    fn into_response(self) -> Response {
+        let mut doc = document(&self.error);
+        if let Some(m) = doc.as_object_mut() {
+            m.insert("status".into(), self.status.as_u16().into());
+            m.insert(
+                "title".into(),
+                self.status.canonical_reason().unwrap_or("Error").into(),
+            );
+        }
+        let mut r = (self.status, doc.to_string()).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        r
+    }
+}
+
+impl From<HttpProblem> for Response {
+    fn from(p: HttpProblem) -> Response {
+        p.into_response()
+    }
+}

@@ -4,13 +4,39 @@
 use std::fmt::Write;
 use std::net::IpAddr;
 
+use vmfabric_model::names::stable_hash;
 use vmfabric_model::{Cluster, Node};
+
+/// Longest symbol BIRD takes: 2.0.12 allows 64 characters, versions whose
+/// SYM_MAX_LEN counts the terminator 63.
+pub const MAX_SYMBOL: usize = 63;
 
 /// BIRD names are identifiers: keep letters, digits and `_`.
 fn ident(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
+}
+
+/// A node's protocol name, from its name alone so that it stays when other
+/// nodes come and go (a renamed protocol is a new BGP session). A name
+/// that is an identifier and fits is kept (`n_NAME`); any other gets a
+/// hash of the whole name (`h_PREFIX_HASH`): the two forms cannot meet,
+/// and hashed ones differ unless 64-bit hashes collide.
+pub fn node_protocol(name: &str) -> String {
+    let plain = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if plain && name.len() + 2 <= MAX_SYMBOL {
+        return format!("n_{name}");
+    }
+    let hash = stable_hash(&[name.as_bytes()]);
+    // 2 + prefix + 1 + 16 characters.
+    let prefix: String = ident(name).chars().take(MAX_SYMBOL - 19).collect();
+    format!("h_{prefix}_{hash:016x}")
+}
+
+/// A non-client peer's protocol name, from its address (stable as above).
+fn peer_protocol(p: IpAddr) -> String {
+    format!("peer_{}", ident(&p.to_string()))
 }
 
 /// `bird.conf` for route reflector `rr` of `cluster`, with every node as a
@@ -64,11 +90,11 @@ pub fn reflector(
     s.push_str("}\n\n");
     let mut sorted: Vec<&Node> = nodes.iter().filter(|n| n.cluster == cluster.name).collect();
     sorted.sort_by_key(|n| n.address);
-    for (i, n) in sorted.iter().enumerate() {
+    for n in &sorted {
         let _ = writeln!(
             s,
-            "protocol bgp node{i}_{} from vmfabric_node {{\n  description \"node {}\";\n  neighbor {} as {};\n}}\n",
-            ident(&n.name),
+            "protocol bgp {} from vmfabric_node {{\n  description \"node {}\";\n  neighbor {} as {};\n}}\n",
+            node_protocol(&n.name),
             n.name,
             n.address,
             f.asn
@@ -76,11 +102,13 @@ pub fn reflector(
     }
     let mut peers = peers.to_vec();
     peers.sort();
-    for (i, p) in peers.iter().enumerate() {
+    for p in &peers {
         let _ = writeln!(
             s,
-            "protocol bgp peer{i} {{\n  description \"peer\";\n  local {rr} as {};\n  neighbor {p} as {};\n  hold time 9;\n  keepalive time 3;\n  connect retry time 5;",
-            me.asn, f.asn
+            "protocol bgp {} {{\n  description \"peer\";\n  local {rr} as {};\n  neighbor {p} as {};\n  hold time 9;\n  keepalive time 3;\n  connect retry time 5;",
+            peer_protocol(*p),
+            me.asn,
+            f.asn
         );
         channels(&mut s);
         s.push_str("}\n\n");

@@ -630,6 +630,14 @@ impl SqlStore {
                 ),
             ));
         }
+        let nodes = sqlx::query("SELECT id FROM nodes WHERE cluster_id = $1")
+            .bind(id)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db)?;
+        for n in &nodes {
+            self.revoke_node_tokens(tx, n.int("id")?).await?;
+        }
         for sql in [
             "DELETE FROM blocks WHERE cluster_id = $1",
             "DELETE FROM nodes WHERE cluster_id = $1",

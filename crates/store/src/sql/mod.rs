@@ -27,6 +27,8 @@ mod tokens;
 mod tx;
 mod vms;
 
+pub use tokens::{TOKEN_PREFIX, well_formed_token};
+
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dialect {
@@ -160,7 +162,7 @@ pub fn schema_version() -> i64 {
 
 fn migrator(dialect: Dialect) -> Migrator {
     // (description, SQL, whether it runs in its own transaction)
-    let files: [(&str, &str, bool); 7] = match dialect {
+    let files: [(&str, &str, bool); 8] = match dialect {
         Dialect::Sqlite => [
             (
                 "init",
@@ -195,6 +197,11 @@ fn migrator(dialect: Dialect) -> Migrator {
             (
                 "change log actor",
                 include_str!("../../migrations/sqlite/0007_change_log_actor.sql"),
+                false,
+            ),
+            (
+                "node token identity",
+                include_str!("../../migrations/sqlite/0008_node_token_identity.sql"),
                 false,
             ),
         ],
@@ -232,6 +239,11 @@ fn migrator(dialect: Dialect) -> Migrator {
             (
                 "change log actor",
                 include_str!("../../migrations/postgres/0007_change_log_actor.sql"),
+                false,
+            ),
+            (
+                "node token identity",
+                include_str!("../../migrations/postgres/0008_node_token_identity.sql"),
                 false,
             ),
         ],

@@ -805,6 +805,7 @@ impl SqlStore {
                 alloc::free_one(tx, block, k).await?;
             }
         }
+        self.revoke_node_tokens(tx, id).await?;
         for sql in [
             "DELETE FROM exclusions WHERE node_id = $1",
             "DELETE FROM nodes WHERE id = $1",

@@ -5,13 +5,22 @@ use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use vmfabric_model::{AgentStatus, Error, NewToken, Result, Timestamp, TokenInfo, TokenInput};
 
-use super::tx::CHANGE_SEQ_BITS;
+use super::tx::{CHANGE_SEQ_BITS, Tx};
 use super::{RowExt, SqlStore, db};
 use crate::{Change, ChangeFilter, Page, PageRequest, Reach};
 
 /// Secrets start with this, so that a leaked one is recognisable (secret
 /// scanners) and a mistyped argument is refused before any lookup.
 pub const TOKEN_PREFIX: &str = "vmf_";
+
+/// Whether `secret` has the shape of the secrets this store makes: the
+/// prefix and 64 lowercase hex digits. Anything else is refused before a
+/// lookup, so a client cannot make a controller hash or keep large values.
+pub fn well_formed_token(secret: &str) -> bool {
+    secret.strip_prefix(TOKEN_PREFIX).is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
 
 /// The stored form of a secret. A fast hash is right here: the secret has
 /// 256 random bits, there is nothing to guess.
@@ -57,15 +66,19 @@ impl SqlStore {
         let secret = new_secret()?;
         // A change of who may do what is in the change log (no node's plan).
         let mut tx = self.begin().await?;
-        if let Some(n) = &input.node {
-            self.load_node(&mut tx, n).await?;
-        }
+        // Bound to the node's row: a later node of the same name is
+        // another node, which this token must not reach.
+        let node_id = match &input.node {
+            Some(n) => Some(self.load_node(&mut tx, n).await?.0),
+            None => None,
+        };
         let row = sqlx::query(SqlStore::dynamic(format!(
-            "INSERT INTO tokens (name, role, node, hash, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING {TOKEN_COLS}"
+            "INSERT INTO tokens (name, role, node, node_id, hash, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {TOKEN_COLS}"
         )))
         .bind(&input.name)
         .bind(role.as_str())
         .bind(input.node.as_deref())
+        .bind(node_id)
         .bind(token_hash(&secret))
         .bind(self.now().0)
         .fetch_one(&mut *tx)
@@ -131,17 +144,52 @@ impl SqlStore {
     }
 
     pub(crate) async fn authenticate_now(&self, secret: &str) -> Result<Option<TokenInfo>> {
-        if !secret.starts_with(TOKEN_PREFIX) {
+        if !well_formed_token(secret) {
             return Ok(None);
         }
-        let row = sqlx::query(SqlStore::dynamic(format!(
-            "SELECT {TOKEN_COLS} FROM tokens WHERE hash = $1"
-        )))
+        // A node token counts only while its node's row is the one it was
+        // made for (removal revokes it too; this also holds for tokens
+        // older than that rule).
+        let row = sqlx::query(
+            "SELECT t.id, t.name, t.role, t.node, t.created_at, t.revoked_at, n.name AS bound FROM tokens t LEFT JOIN nodes n ON n.id = t.node_id WHERE t.hash = $1",
+        )
         .bind(token_hash(secret))
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.as_ref().map(token_from_row).transpose()
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut info = token_from_row(&row)?;
+        if info.node.is_some() && info.revoked_at.is_none() && row.opt_text("bound")? != info.node {
+            info.revoked_at = Some(self.now());
+        }
+        Ok(Some(info))
+    }
+
+    /// Revoke the tokens of node `node_id` (being removed, alone or with
+    /// its cluster), each in the change log like any revocation.
+    pub(crate) async fn revoke_node_tokens(&self, tx: &mut Tx, node_id: i64) -> Result<()> {
+        let rows = sqlx::query(SqlStore::dynamic(format!(
+            "UPDATE tokens SET revoked_at = $1 WHERE node_id = $2 AND revoked_at IS NULL RETURNING {TOKEN_COLS}"
+        )))
+        .bind(self.now().0)
+        .bind(node_id)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)?;
+        for row in &rows {
+            let info = token_from_row(row)?;
+            self.log_change(
+                tx,
+                "token.revoke",
+                &format!("token {}", info.id),
+                None,
+                super::Reach::None,
+                &serde_json::json!({"role": info.role.as_str(), "node": info.node, "name": info.name, "why": "node removed"}),
+            );
+        }
+        Ok(())
     }
 
     pub(crate) async fn forget_idempotency_now(&self, before: Timestamp) -> Result<u64> {
