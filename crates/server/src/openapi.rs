@@ -84,12 +84,26 @@ impl Modify for Common {
                         "Conflicts with the current state, or the pool is exhausted",
                     ),
                     ("422", "Invalid input: the field, the value and the rule"),
+                    ("431", "The request head is larger than the controller takes"),
                     ("500", "Storage error"),
+                    ("503", "Unavailable: the store cannot be reached right now"),
                 ] {
                     op.responses
                         .responses
                         .entry(code.to_string())
                         .or_insert_with(|| problem(what).into());
+                }
+                if op.request_body.is_some() {
+                    for (code, what) in [
+                        ("408", "The body did not arrive in time"),
+                        ("413", "The body is larger than the controller takes"),
+                        ("415", "The body is not application/json"),
+                    ] {
+                        op.responses
+                            .responses
+                            .entry(code.to_string())
+                            .or_insert_with(|| problem(what).into());
+                    }
                 }
             }
         }
