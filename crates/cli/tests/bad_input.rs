@@ -1459,3 +1459,88 @@ fn version_names_commit_and_schema() {
     assert!(re.is_match(text.trim()), "{text}");
     assert!(text.contains(", schema "), "{text}");
 }
+
+/// A database that cannot be used fails at once with its real cause, not
+/// after a 30 s pool timeout: connection refused, authentication failed,
+/// a read-only file system.
+#[test]
+fn an_unusable_database_fails_fast_with_its_cause() {
+    let pg = std::env::var("VMFABRIC_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://vmfabric:vmfabric@127.0.0.1:5432/postgres".into());
+    let wrong = pg.replacen("vmfabric:vmfabric@", "vmfabric:not-the-password@", 1);
+    let e = Env::new();
+    let ro = e.dir.path().join("ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    let db = ro.join("vmfabric.db");
+    let init = std::process::Command::new(env!("CARGO_BIN_EXE_vmfabric"))
+        .arg("--db")
+        .arg(&db)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let bin = env!("CARGO_BIN_EXE_vmfabric");
+    let ro_list = format!(
+        "mount -o bind,ro {0} {0} && {bin} --db {1} -o json cluster list",
+        ro.display(),
+        db.display()
+    );
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                bin.into(),
+                "--db".into(),
+                "postgres://vmfabric:x@127.0.0.1:1/postgres".into(),
+                "-o".into(),
+                "json".into(),
+                "cluster".into(),
+                "list".into(),
+            ],
+            "Connection refused",
+        ),
+        (
+            vec![
+                bin.into(),
+                "--db".into(),
+                wrong.clone(),
+                "-o".into(),
+                "json".into(),
+                "cluster".into(),
+                "list".into(),
+            ],
+            "password authentication failed",
+        ),
+        (
+            vec![
+                "unshare".into(),
+                "-m".into(),
+                "sh".into(),
+                "-c".into(),
+                ro_list,
+            ],
+            "Read-only file system",
+        ),
+    ];
+    for (argv, cause) in cases {
+        let start = std::time::Instant::now();
+        let out = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .env_remove("VMFABRIC_DB")
+            .output()
+            .expect("unshare (util-linux)");
+        let took = start.elapsed();
+        let r = common::parse(out);
+        assert_eq!(r.code, 7, "{argv:?}: {}", r.stderr);
+        assert_eq!(r.err["error"]["kind"], "unavailable", "{}", r.stderr);
+        assert!(r.stderr.contains(cause), "{argv:?}: {}", r.stderr);
+        assert!(
+            !r.stderr.contains("not-the-password"),
+            "a password in a message: {}",
+            r.stderr
+        );
+        assert!(
+            took < std::time::Duration::from_secs(5),
+            "{argv:?} took {took:?}"
+        );
+    }
+}

@@ -84,7 +84,10 @@ impl Modify for Common {
                         "Conflicts with the current state, or the pool is exhausted",
                     ),
                     ("422", "Invalid input: the field, the value and the rule"),
-                    ("431", "The request head is larger than the controller takes"),
+                    (
+                        "431",
+                        "The request head is larger than the controller takes",
+                    ),
                     ("500", "Storage error"),
                     ("503", "Unavailable: the store cannot be reached right now"),
                 ] {

@@ -150,6 +150,76 @@ impl Counters {
     }
 }
 
+/// `url` without its password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// One connection, opened and used for a write check before the pool is
+/// built: the pool retries a failing connection until its acquire timeout
+/// (30 s) and then reports only "pool timed out"; this says at once why
+/// (connection refused, authentication failed, read-only file system,
+/// permission denied).
+async fn probe(opts: &AnyConnectOptions, dialect: Dialect, url: &str) -> Result<()> {
+    use sqlx::{ConnectOptions, Connection};
+    let shown = redacted(url);
+    let fail = |why: String| Error::unavailable(format!("cannot open the database {shown}: {why}"));
+    let cause = |e: sqlx::Error| match &e {
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::Database(d) => d.message().to_string(),
+        other => other.to_string(),
+    };
+    // SQLite's own words ("unable to open database file") hide the
+    // operating system's: ask it directly.
+    let os_says = || -> Option<String> {
+        let path = url.strip_prefix("sqlite://")?.split('?').next()?;
+        let path = std::path::Path::new(path);
+        let target = if path.exists() {
+            path.to_path_buf()
+        } else {
+            path.parent()?.join(".vmfabric-probe")
+        };
+        let r = std::fs::OpenOptions::new()
+            .write(true)
+            .create(!path.exists())
+            .truncate(false)
+            .open(&target);
+        if !path.exists() {
+            let _ = std::fs::remove_file(&target);
+        }
+        r.err().map(|e| e.to_string())
+    };
+    let mut conn = match tokio::time::timeout(Duration::from_secs(5), opts.connect()).await {
+        Err(_) => return Err(fail("no answer within 5 s".into())),
+        Ok(Err(e)) => return Err(fail(os_says().unwrap_or_else(|| cause(e)))),
+        Ok(Ok(c)) => c,
+    };
+    if dialect == Dialect::Sqlite {
+        // SQLite opens a file it may not write read-only; the first write
+        // would fail much later.
+        let writable = sqlx::raw_sql("BEGIN IMMEDIATE; ROLLBACK")
+            .execute(&mut conn)
+            .await;
+        if let Err(e) = writable {
+            let _ = conn.close().await;
+            return Err(fail(os_says().unwrap_or_else(|| {
+                format!("{} (is the file or its folder read-only?)", cause(e))
+            })));
+        }
+    }
+    let _ = conn.close().await;
+    Ok(())
+}
+
 /// The schema version this binary writes: its newest migration.
 pub fn schema_version() -> i64 {
     migrator(Dialect::Sqlite)
@@ -343,6 +413,7 @@ impl SqlStore {
         let opts: AnyConnectOptions = url
             .parse()
             .map_err(|e| Error::invalid("database", url, format!("not a database URL: {e}")))?;
+        probe(&opts, dialect, url).await?;
         let pool = AnyPoolOptions::new()
             // SQLite has one writer; more connections only wait on its lock.
             .max_connections(if dialect == Dialect::Sqlite { 1 } else { 16 })
