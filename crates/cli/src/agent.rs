@@ -95,6 +95,14 @@ async fn plan(db: Option<&str>, args: &crate::args::AgentRun, node: &str) -> Res
                 format!("not a plan of `node plan --format json`: {e}"),
             )
         })?;
+        // Checked by the controller's rules before it reaches the kernel:
+        // its names go into nft rulesets, netlink and sysctl paths.
+        p.check().map_err(|e| match e {
+            Error::Invalid { field, value, rule } => {
+                Error::invalid(&field, value, format!("{rule} (in {})", path.display()))
+            }
+            other => other,
+        })?;
         if p.node != node {
             return Err(Error::invalid(
                 "plan",
@@ -166,10 +174,11 @@ pub async fn run(cli: &Cli, a: AgentArgs, json: bool) -> Result<Out> {
             agent.reconcile(&p, args.dry_run).await.map_err(agent_error)
         }
         .await;
-        log_round(&node, &round, None);
         if args.once || args.dry_run {
+            // One round: its report is the command's output.
             return last_round(round);
         }
+        log_round(&node, &round, None);
         let line = match &round {
             Ok(r) if json => serde_json::to_string(r).unwrap_or_default(),
             Ok(r) => text(r),
@@ -281,10 +290,10 @@ async fn over_network(
         {
             tracing::warn!(node, error = %e, "cannot report to the controller");
         }
-        log_round(node, &round, Some(resp.revision));
         if args.once || args.dry_run {
             return last_round(round);
         }
+        log_round(node, &round, Some(resp.revision));
         let line = match &round {
             Ok(r) if json => serde_json::to_string(&status).unwrap_or_default(),
             Ok(r) => format!("revision {}: {}", resp.revision, text(r)),

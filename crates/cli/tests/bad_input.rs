@@ -1544,3 +1544,41 @@ fn an_unusable_database_fails_fast_with_its_cause() {
         );
     }
 }
+
+/// `agent --plan FILE` checks the file by the controller's rules before
+/// anything reaches the kernel. Run in a network namespace of its own
+/// (unshare -n), so that even a missing check could not touch this host.
+#[test]
+fn an_agent_refuses_a_hostile_plan_file() {
+    let e = Env::new();
+    e.seed_world();
+    let plan = e.ok(&["node", "plan", "kvm1", "--format", "json"]);
+    let mut bad = plan.clone();
+    bad["links"][0]["name"] = serde_json::json!("x\" ; flush ruleset");
+    let mut sys = plan.clone();
+    sys["sysctls"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"key": "kernel.core_pattern", "value": "1"}));
+    for (doc, field) in [(bad, "plan.links[0].name"), (sys, "plan.sysctls")] {
+        let path = e.dir.path().join("plan.json");
+        std::fs::write(&path, doc.to_string()).unwrap();
+        let out = std::process::Command::new("unshare")
+            .args(["-n", "--"])
+            .arg(env!("CARGO_BIN_EXE_vmfabric"))
+            .args(["-o", "json", "agent", "--node", "kvm1", "--once", "--plan"])
+            .arg(&path)
+            .env_remove("VMFABRIC_DB")
+            .output()
+            .expect("unshare (util-linux)");
+        let r = common::parse(out);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        let f = r.err["error"]["field"].as_str().unwrap_or_default();
+        assert!(f.starts_with(field), "{field}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("plan.json"),
+            "names the file: {}",
+            r.stderr
+        );
+    }
+}

@@ -7,6 +7,7 @@
 //! (next) compares plans with the kernel.
 
 pub mod build;
+pub mod check;
 pub mod diff;
 pub mod files;
 pub mod render;

@@ -297,3 +297,109 @@ fn a_second_switching_nic_keeps_its_network_on_link() {
     vm.nics.push(second);
     insta::assert_snapshot!("switching_second_nic_cloud_init", guest::cloud_init(&vm));
 }
+
+/// Every plan the controller builds passes the check an agent applies to
+/// a plan file; a file with a hostile name, sysctl or MAC does not, and
+/// no mutation of a plan's JSON makes the check panic.
+#[test]
+fn plans_from_files_are_checked_by_the_controllers_rules() {
+    use vmfabric_plan::synthetic::node_input;
+    let mut plans = vec![
+        build(&common::switching()),
+        build(&common::routing("kernel")),
+        build(&common::routing("ndppd")),
+        build(&common::fabric("kvm")),
+        build(&common::fabric("lxd")),
+    ];
+    for t in ["switching", "routing", "ip-fabric"] {
+        plans.push(build(&node_input(t, "lxd", 3, 20)));
+    }
+    for p in &plans {
+        p.check().unwrap_or_else(|e| panic!("{}: {e}", p.node));
+    }
+    let base = plans[3].clone();
+    let bad: Vec<(Box<dyn Fn(&mut vmfabric_plan::NodePlan)>, &str)> = vec![
+        (
+            Box::new(|p| p.links[0].name = "x\" ; flush ruleset".into()),
+            "plan.links[0].name",
+        ),
+        (Box::new(|p| p.uplink = "eno1 accept".into()), "plan.uplink"),
+        (
+            Box::new(|p| p.links[0].name = "a-name-longer-than-15".into()),
+            "plan.links[0].name",
+        ),
+        (
+            Box::new(|p| {
+                p.sysctls.push(vmfabric_plan::Sysctl {
+                    key: "kernel.core_pattern".into(),
+                    value: "1".into(),
+                })
+            }),
+            "key",
+        ),
+        (
+            Box::new(|p| {
+                p.sysctls.push(vmfabric_plan::Sysctl {
+                    key: "net.ipv4.ip_forward".into(),
+                    value: "|/bin/sh".into(),
+                })
+            }),
+            "value",
+        ),
+        (
+            Box::new(|p| p.firewall.ports[0].mac = "zz".into()),
+            "plan.firewall.ports[0].mac",
+        ),
+        (Box::new(|p| p.node = "../etc".into()), "plan.node"),
+        (
+            Box::new(|p| p.routes[0].dst = "0/0".into()),
+            "plan.routes[0].dst",
+        ),
+    ];
+    for (mutate, field) in bad {
+        let mut p = base.clone();
+        mutate(&mut p);
+        match p.check() {
+            Err(vmfabric_model::Error::Invalid { field: f, .. }) => {
+                assert!(f.contains(field), "{f} should name {field}")
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+}
+
+proptest! {
+    /// Any JSON value put anywhere in a plan decodes or is refused, and a
+    /// decoded plan is checked without a panic.
+    #[test]
+    fn plan_files_never_panic(path_pick in any::<usize>(), v in prop_oneof![
+        Just(serde_json::json!(null)),
+        Just(serde_json::json!("")),
+        Just(serde_json::json!("a\u{0}b")),
+        Just(serde_json::json!(-1)),
+        Just(serde_json::json!([])),
+        Just(serde_json::json!({})),
+        ".{0,40}".prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+    ]) {
+        let plan = build(&common::fabric("lxd"));
+        let mut doc = serde_json::to_value(&plan).unwrap();
+        // Replace the value at one of the document's leaves.
+        let mut leaves = Vec::new();
+        fn walk(v: &serde_json::Value, at: String, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(o) => o.iter().for_each(|(k, x)| walk(x, format!("{at}/{k}"), out)),
+                serde_json::Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| walk(x, format!("{at}/{i}"), out)),
+                _ => out.push(at),
+            }
+        }
+        walk(&doc, String::new(), &mut leaves);
+        let at = &leaves[path_pick % leaves.len()];
+        if let Some(slot) = doc.pointer_mut(at) {
+            *slot = v;
+        }
+        if let Ok(p) = serde_json::from_value::<vmfabric_plan::NodePlan>(doc) {
+            let _ = p.check();
+        }
+    }
+}
