@@ -318,7 +318,8 @@ fn plans_from_files_are_checked_by_the_controllers_rules() {
         p.check().unwrap_or_else(|e| panic!("{}: {e}", p.node));
     }
     let base = plans[3].clone();
-    let bad: Vec<(Box<dyn Fn(&mut vmfabric_plan::NodePlan)>, &str)> = vec![
+    type Mutation = Box<dyn Fn(&mut vmfabric_plan::NodePlan)>;
+    let bad: Vec<(Mutation, &str)> = vec![
         (
             Box::new(|p| p.links[0].name = "x\" ; flush ruleset".into()),
             "plan.links[0].name",
