@@ -241,8 +241,8 @@ fn raise_own_file_limit() -> u64 {
     hard
 }
 
-/// 18,000 TCP connections that never send a byte (the test's own file
-/// limit is 20,000), against a controller capped at 1,000 connections with
+/// 20,500 TCP connections that never send a byte (18,000 from this test,
+/// whose file limit is 20,000, and 2,500 from a second process), against a controller capped at 1,000 connections with
 /// a 3 s head timeout: `/healthz` answers throughout, an agent's long poll
 /// that was waiting is answered, the server never holds much more than its
 /// cap of sockets, and every idle connection is closed by the server.
@@ -295,6 +295,32 @@ fn idle_connections_are_capped_and_timed_out() {
     });
     std::thread::sleep(Duration::from_millis(300));
 
+    // 2,500 more idle connections from a second process (this one may
+    // hold only 20,000 files): more than 20,000 in all.
+    const MORE: usize = 2_500;
+    let script = format!(
+        "import socket,sys\nss=[socket.create_connection(('{}',{})) for _ in range({MORE})]\nprint('open',flush=True)\nsys.stdin.read()\n",
+        at.ip(),
+        at.port()
+    );
+    let mut more = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(more.stdout.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert_eq!(
+        said.trim(),
+        "open",
+        "the second process could not open its connections"
+    );
+
     // The flood, with /healthz asked every 1,000 connections.
     let started = Instant::now();
     let mut idle = Vec::with_capacity(IDLE);
@@ -311,9 +337,13 @@ fn idle_connections_are_capped_and_timed_out() {
         }
     }
     eprintln!(
-        "{IDLE} idle connections opened in {:?}; slowest /healthz {slowest_health:?}; server files at most {most_files}",
+        "{} idle connections ({IDLE} here, {MORE} from a second process) opened in {:?}; slowest /healthz {slowest_health:?}; server files at most {most_files}",
+        IDLE + MORE,
         started.elapsed()
     );
+    assert!(IDLE + MORE > 20_000);
+    let _ = more.kill();
+    let _ = more.wait();
     assert!(
         most_files < CAP + 200,
         "the server held {most_files} files with a cap of {CAP} connections"
