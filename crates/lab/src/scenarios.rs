@@ -207,6 +207,23 @@ fn topology(lab: &Lab, vf: &Vmfabric, scenario: &str) -> Topology {
 /// Switching: a data-center switch holding the gateways of the seed's two
 /// /27 blocks, two bridged nodes, vm1 and vm3 on n1, vm2 on n2.
 pub fn switching(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
+    let mut t = switching_world(lab, vf, "lxd")?;
+    for (vm, n) in [("vm1", "n1"), ("vm2", "n2"), ("vm3", "n1")] {
+        vf.start_vm(lab, &mut t, n, vm)?;
+    }
+    Ok(t)
+}
+
+/// Switching for real guests: the same world as [`switching`] in a KVM
+/// cluster, so the agent makes a persistent tap per VM (`<vm>_net0`) on
+/// the node's bridge; no VM is started: QEMU boots the guests on the taps
+/// (`crate::qemu`).
+pub fn switching_kvm(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
+    switching_world(lab, vf, "kvm")
+}
+
+/// The switching world, cluster, nodes and VMs, agents run once.
+fn switching_world(lab: &mut Lab, vf: &Vmfabric, virtualization: &str) -> Result<Topology> {
     let mut t = topology(lab, vf, "switching");
     let dc = worlds::switch(lab, "dc")?;
     lab.ip(&dc, &["addr", "add", "192.0.2.1/27", "dev", "sw"])?;
@@ -223,7 +240,7 @@ pub fn switching(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
         "--type",
         "switching",
         "--virtualization",
-        "lxd",
+        virtualization,
     ])?;
     vf.run(&["network", "add", "rack", "192.0.2.0/27"])?;
     vf.run(&[
@@ -270,7 +287,7 @@ pub fn switching(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
         vf.agent(lab, t.ns(n), n)?;
     }
     for (vm, n) in [("vm1", "n1"), ("vm2", "n2"), ("vm3", "n1")] {
-        vf.start_vm(lab, &mut t, n, vm)?;
+        t.vms.insert(vm.to_string(), n.to_string());
     }
     Ok(t)
 }
