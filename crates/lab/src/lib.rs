@@ -208,6 +208,16 @@ impl Lab {
         (0..3).any(|_| c.output().map(|o| o.status.success()).unwrap_or(false))
     }
 
+    /// Whether `ns` can ping `target` with one echo request (1 s).
+    pub fn ping_once(&self, ns: &str, target: &str) -> bool {
+        let mut c = self.exec(ns, "ping");
+        if target.contains(':') {
+            c.arg("-6");
+        }
+        c.args(["-c", "1", "-W", "1", target]);
+        c.output().is_ok_and(|o| o.status.success())
+    }
+
     /// Wait until `f` holds, up to `timeout`.
     pub fn wait_for(&self, timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         let end = Instant::now() + timeout;

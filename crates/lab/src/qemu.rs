@@ -30,6 +30,32 @@ pub struct Image {
     pub root: PathBuf,
 }
 
+/// The kernel command line that makes cloud-init use `renderer` (netplan,
+/// networkd or eni; the image has all three) instead of the image's
+/// default, networkd: cloud-init merges `cc: ... end_cc` into its config.
+pub fn renderer_cmdline(renderer: &str) -> String {
+    let mut line = format!(
+        "cc: system_info: {{network: {{renderers: [{renderer}], activators: [{renderer}]}}}} end_cc"
+    );
+    // With ifupdown in charge, networkd manages no link and its
+    // wait-online would hold the boot for its whole 120 s timeout.
+    if renderer == "eni" {
+        line.push_str(
+            " systemd.mask=systemd-networkd.service systemd.mask=systemd-networkd-wait-online.service",
+        );
+    }
+    line
+}
+
+/// The file that shows cloud-init used `renderer` in the guest.
+pub fn renderer_file(renderer: &str) -> &'static str {
+    match renderer {
+        "netplan" => "/etc/netplan/50-cloud-init.yaml",
+        "eni" => "/etc/network/interfaces.d/50-cloud-init",
+        _ => "/etc/systemd/network/10-cloud-init-eth0.network",
+    }
+}
+
 /// Everything a real-guest test needs installed; fails with what to
 /// install, never skips.
 pub fn require_tools() -> Result<()> {
@@ -87,6 +113,7 @@ write_files:
       echo "{MARK}ADDR $(ip -j addr)"
       echo "{MARK}ROUTE4 $(ip -4 -j route)"
       echo "{MARK}ROUTE6 $(ip -6 -j route)"
+      echo "{MARK}FILES $(find /etc/netplan /etc/systemd/network /etc/network/interfaces.d -type f 2>/dev/null | tr '\n' ' ')"
       for t in{targets}; do
         ok=no; i=0
         while [ $i -lt 120 ]; do
@@ -225,6 +252,8 @@ pub struct Report {
     pub pings: Vec<(String, bool, f64)>,
     /// Guest uptime (s) when the report started.
     pub uptime: f64,
+    /// The network files in the guest: which renderer cloud-init used.
+    pub files: Vec<String>,
 }
 
 impl Report {
@@ -320,6 +349,7 @@ fn parse(text: &str) -> Option<Report> {
             "ADDR" => r.addr = serde_json::from_str(value).ok()?,
             "ROUTE4" => r.route4 = serde_json::from_str(value).ok()?,
             "ROUTE6" => r.route6 = serde_json::from_str(value).ok()?,
+            "FILES" => r.files = value.split_whitespace().map(String::from).collect(),
             "PING" => {
                 let mut f = value.split_whitespace();
                 let target = f.next()?.to_string();
