@@ -79,25 +79,29 @@ fn addr6(vf_: &Vmfabric, vm: &str) -> IpAddr {
 
 /// Seed and boot every guest of `specs` at once.
 fn boot_all(lab: &mut Lab, image: &Image, t: &Topology, specs: &[Spec]) -> Vec<Guest> {
+    specs
+        .iter()
+        .map(|s| boot_one(lab, image, t, s, s.vm))
+        .collect()
+}
+
+/// Seed and boot one guest; `run` names this run of it (console, log).
+fn boot_one(lab: &mut Lab, image: &Image, t: &Topology, s: &Spec, run: &str) -> Guest {
     let vf_ = vmfabric(lab);
-    let mut guests = Vec::new();
-    for s in specs {
-        let nic = vf_.nic(s.vm).unwrap();
-        let config = vf(lab, &["vm", "guest-config", s.vm]);
-        let config = config["text"].as_str().expect("guest-config text");
-        let seed = qemu::seed(&lab.dir, s.vm, config, &qemu::user_data(&s.pings)).unwrap();
-        let append = qemu::renderer_cmdline(s.renderer);
-        let boot = Boot {
-            name: s.vm,
-            node_ns: t.ns(s.node),
-            tap: &nic.host_interface,
-            mac: &nic.mac,
-            seed: &seed,
-            append: &append,
-        };
-        guests.push(qemu::boot(lab, image, &boot).unwrap());
-    }
-    guests
+    let nic = vf_.nic(s.vm).unwrap();
+    let config = vf(lab, &["vm", "guest-config", s.vm]);
+    let config = config["text"].as_str().expect("guest-config text");
+    let seed = qemu::seed(&lab.dir, s.vm, config, &qemu::user_data(&s.pings)).unwrap();
+    let append = qemu::renderer_cmdline(s.renderer);
+    let boot = Boot {
+        name: run,
+        node_ns: t.ns(s.node),
+        tap: &nic.host_interface,
+        mac: &nic.mac,
+        seed: &seed,
+        append: &append,
+    };
+    qemu::boot(lab, image, &boot).unwrap()
 }
 
 /// Ping each guest from `ns` until it answers; returns the seconds from
@@ -218,6 +222,30 @@ fn switching_guests_take_their_network_from_vmfabric() {
             s.vm, s.node, s.renderer, r.uptime, r.pings
         );
     }
+
+    // Migration: vm1 stops on n1, moves to n2 with its address, starts
+    // there from the same seed (the same instance), and is reached again.
+    let before = addr(&vf_, "vm1");
+    guests[0].stop(&mut lab, Duration::from_secs(10)).unwrap();
+    vf(&lab, &["vm", "migrate", "vm1", "--to", "n2"]);
+    for n in ["n1", "n2"] {
+        common::lab::agent(&lab, t.ns(n), n);
+    }
+    assert_eq!(addr(&vf_, "vm1"), before);
+    let moved = Spec {
+        vm: "vm1",
+        node: "n2",
+        renderer: "networkd",
+        pings: vec![gw, addr(&vf_, "vm2")],
+    };
+    let g = boot_one(&mut lab, &image, &t, &moved, "vm1-on-n2");
+    let first = first_pings(&lab, t.ns("dc"), &[(&g, before)])[0];
+    let r = check(&g, &moved, &planned(&vf_, "vm1"));
+    eprintln!(
+        "switching vm1 migrated to n2: router -> guest first ping {first:.1} s after QEMU \
+         started; guest pings {:?}",
+        r.pings
+    );
     eprintln!(
         "switching guests: whole test {:.1} s",
         t0.elapsed().as_secs_f64()

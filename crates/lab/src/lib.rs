@@ -245,6 +245,12 @@ impl Lab {
         self.pids.push(pid);
     }
 
+    /// Forget a daemon that has been stopped and reaped, so teardown never
+    /// signals a PID the kernel may have given to another process since.
+    pub fn untrack(&mut self, pid: u32) {
+        self.pids.retain(|p| *p != pid);
+    }
+
     /// Read a pid file (daemons write them after forking).
     pub fn track_pidfile(&mut self, file: &Path) -> Result<u32> {
         for _ in 0..100 {

@@ -299,6 +299,24 @@ impl Guest {
             .unwrap_or_default()
     }
 
+    /// Stop the guest as a hypervisor would (QEMU killed by its PID) and
+    /// wait until it is gone, so its tap is free again.
+    pub fn stop(&self, lab: &mut Lab, timeout: Duration) -> Result<()> {
+        let _ = Command::new("kill").arg(self.pid.to_string()).output();
+        let end = Instant::now() + timeout;
+        while self.running() {
+            if Instant::now() > end {
+                return Err(Error::Missing(format!(
+                    "guest {}: QEMU {} still runs {timeout:?} after kill",
+                    self.name, self.pid
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        lab.untrack(self.pid);
+        Ok(())
+    }
+
     /// Whether QEMU still runs.
     pub fn running(&self) -> bool {
         Path::new(&format!("/proc/{}", self.pid)).exists()
