@@ -209,8 +209,8 @@ fn guest_configs() {
     let ci = text(&e, &["vm", "guest-config", "vm1"]);
     assert!(
         ci.contains("- 198.51.100.0/32")
-            && ci.contains("via: 10.0.0.1")
-            && ci.contains("on-link: true"),
+            && ci.contains("gateway4: 10.0.0.1")
+            && ci.contains("- to: 10.0.0.1/32"),
         "{ci}"
     );
     let x = text(&e, &["vm", "guest-config", "vm1", "--format", "libvirt"]);

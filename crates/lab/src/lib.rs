@@ -17,6 +17,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 pub mod guest;
+pub mod qemu;
 pub mod scenarios;
 pub mod worlds;
 
@@ -207,6 +208,16 @@ impl Lab {
         (0..3).any(|_| c.output().map(|o| o.status.success()).unwrap_or(false))
     }
 
+    /// Whether `ns` can ping `target` with one echo request (1 s).
+    pub fn ping_once(&self, ns: &str, target: &str) -> bool {
+        let mut c = self.exec(ns, "ping");
+        if target.contains(':') {
+            c.arg("-6");
+        }
+        c.args(["-c", "1", "-W", "1", target]);
+        c.output().is_ok_and(|o| o.status.success())
+    }
+
     /// Wait until `f` holds, up to `timeout`.
     pub fn wait_for(&self, timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         let end = Instant::now() + timeout;
@@ -232,6 +243,12 @@ impl Lab {
     /// Remember a daemon to kill when the lab goes.
     pub fn track(&mut self, pid: u32) {
         self.pids.push(pid);
+    }
+
+    /// Forget a daemon that has been stopped and reaped, so teardown never
+    /// signals a PID the kernel may have given to another process since.
+    pub fn untrack(&mut self, pid: u32) {
+        self.pids.retain(|p| *p != pid);
     }
 
     /// Read a pid file (daemons write them after forking).

@@ -209,6 +209,23 @@ fn topology(lab: &Lab, vf: &Vmfabric, scenario: &str) -> Result<Topology> {
 /// Switching: a data-center switch holding the gateways of the seed's two
 /// /27 blocks, two bridged nodes, vm1 and vm3 on n1, vm2 on n2.
 pub fn switching(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
+    let mut t = switching_world(lab, vf, "lxd")?;
+    for (vm, n) in [("vm1", "n1"), ("vm2", "n2"), ("vm3", "n1")] {
+        vf.start_vm(lab, &mut t, n, vm)?;
+    }
+    Ok(t)
+}
+
+/// Switching for real guests: the same world as [`switching`] in a KVM
+/// cluster, so the agent makes a persistent tap per VM (`<vm>_net0`) on
+/// the node's bridge; no VM is started: QEMU boots the guests on the taps
+/// (`crate::qemu`).
+pub fn switching_kvm(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
+    switching_world(lab, vf, "kvm")
+}
+
+/// The switching world, cluster, nodes and VMs, agents run once.
+fn switching_world(lab: &mut Lab, vf: &Vmfabric, virtualization: &str) -> Result<Topology> {
     let mut t = topology(lab, vf, "switching")?;
     let dc = worlds::switch(lab, "dc")?;
     lab.ip(&dc, &["addr", "add", "192.0.2.1/27", "dev", "sw"])?;
@@ -225,7 +242,7 @@ pub fn switching(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
         "--type",
         "switching",
         "--virtualization",
-        "lxd",
+        virtualization,
     ])?;
     vf.run(&["network", "add", "rack", "192.0.2.0/27"])?;
     vf.run(&[
@@ -272,7 +289,7 @@ pub fn switching(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
         vf.agent(lab, t.ns(n), n)?;
     }
     for (vm, n) in [("vm1", "n1"), ("vm2", "n2"), ("vm3", "n1")] {
-        vf.start_vm(lab, &mut t, n, vm)?;
+        t.vms.insert(vm.to_string(), n.to_string());
     }
     Ok(t)
 }
@@ -281,6 +298,42 @@ pub fn switching(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
 /// /64 with fe80::1 and ::1) with port security on the node's port and
 /// 203.0.113.40/29 routed to the node's primary IP 192.0.2.10.
 pub fn routing(lab: &mut Lab, vf: &Vmfabric, ndp: &str) -> Result<Topology> {
+    let mut t = routing_world(lab, vf, ndp, "lxd")?;
+    for vm in ["vm1", "vm2"] {
+        vf.start_vm(lab, &mut t, "n1", vm)?;
+    }
+    settle_ipv6(lab, &t)?;
+    Ok(t)
+}
+
+/// [`routing`] for real guests: a KVM cluster, so the agent makes a
+/// persistent tap per VM; no VM is started (QEMU boots the guests on the
+/// taps, `crate::qemu`).
+pub fn routing_kvm(lab: &mut Lab, vf: &Vmfabric, ndp: &str) -> Result<Topology> {
+    let t = routing_world(lab, vf, ndp, "kvm")?;
+    settle_ipv6(lab, &t)?;
+    Ok(t)
+}
+
+/// IPv6 through the NDP proxy needs the link-local addresses on the path
+/// out of duplicate address detection.
+fn settle_ipv6(lab: &Lab, t: &Topology) -> Result<()> {
+    for ns in t.ns.values() {
+        if !lab.ipv6_settled(ns, Duration::from_secs(10)) {
+            return Err(Error::Missing(format!(
+                "IPv6 addresses in {ns} still tentative after 10 s"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn routing_world(
+    lab: &mut Lab,
+    vf: &Vmfabric,
+    ndp: &str,
+    virtualization: &str,
+) -> Result<Topology> {
     let mut t = topology(lab, vf, "routing")?;
     let dc = worlds::switch(lab, "dc")?;
     lab.ip(&dc, &["addr", "add", "192.0.2.1/26", "dev", "sw"])?;
@@ -316,7 +369,7 @@ pub fn routing(lab: &mut Lab, vf: &Vmfabric, ndp: &str) -> Result<Topology> {
         "--type",
         "routing",
         "--virtualization",
-        "lxd",
+        virtualization,
     ])?;
     vf.run(&[
         "node",
@@ -338,16 +391,7 @@ pub fn routing(lab: &mut Lab, vf: &Vmfabric, ndp: &str) -> Result<Topology> {
     vf.run(&["vm", "create", "hz", "vm2", "--node", "n1"])?;
     vf.agent(lab, &n1, "n1")?;
     for vm in ["vm1", "vm2"] {
-        vf.start_vm(lab, &mut t, "n1", vm)?;
-    }
-    // IPv6 through the NDP proxy needs the link-local addresses on the
-    // path out of duplicate address detection.
-    for ns in t.ns.values() {
-        if !lab.ipv6_settled(ns, Duration::from_secs(10)) {
-            return Err(Error::Missing(format!(
-                "IPv6 addresses in {ns} still tentative after 10 s"
-            )));
-        }
+        t.vms.insert(vm.to_string(), "n1".to_string());
     }
     Ok(t)
 }
@@ -421,7 +465,9 @@ exit
 /// and rr2 (BIRD 2) configured from `vmfabric cluster rr-config`, a core
 /// router peered to both; vm1 and vm3 on n1, vm2 on n2.
 pub fn fabric(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
-    fabric_world(lab, vf, false)
+    let mut t = fabric_world(lab, vf, false, "lxd")?;
+    start_fabric_vms(lab, vf, &mut t, false)?;
+    Ok(t)
 }
 
 /// The IPv6 fabric of the underlay: every router of the fabric has an
@@ -437,10 +483,64 @@ pub const POOL6: &str = "2001:db8:77::/64";
 /// FRR reflector runs zebra besides bgpd: without it, bgpd cannot take the
 /// nodes' link-local second next hop and resets the session.
 pub fn fabric_dual_stack(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
-    fabric_world(lab, vf, true)
+    let mut t = fabric_world(lab, vf, true, "lxd")?;
+    start_fabric_vms(lab, vf, &mut t, true)?;
+    Ok(t)
 }
 
-fn fabric_world(lab: &mut Lab, vf: &Vmfabric, six: bool) -> Result<Topology> {
+/// [`fabric_dual_stack`] for real guests: a KVM cluster, so the agent
+/// makes a persistent tap per VM; no VM is started (QEMU boots the guests
+/// on the taps, `crate::qemu`), so the core learns no route until
+/// [`wait_core_routes`] sees the guests' routes arrive.
+pub fn fabric_dual_stack_kvm(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
+    fabric_world(lab, vf, true, "kvm")
+}
+
+fn start_fabric_vms(lab: &mut Lab, vf: &Vmfabric, t: &mut Topology, six: bool) -> Result<()> {
+    for (vm, n) in [("vm1", "n1"), ("vm2", "n2"), ("vm3", "n1")] {
+        vf.start_vm(lab, t, n, vm)?;
+    }
+    for vm in ["vm1", "vm2", "vm3"] {
+        if six {
+            lab.ipv6_settled(t.ns(vm), std::time::Duration::from_secs(10));
+        }
+    }
+    wait_core_routes(lab, vf, t, &["vm1", "vm2", "vm3"], six, 60)
+}
+
+/// Wait until the core routes to each of `vms` (its /32, and /128 when
+/// `six`): BGP needs a moment.
+pub fn wait_core_routes(
+    lab: &Lab,
+    vf: &Vmfabric,
+    t: &Topology,
+    vms: &[&str],
+    six: bool,
+    seconds: u64,
+) -> Result<()> {
+    let core = t.ns("core");
+    for vm in vms {
+        let mut prefixes = vec![format!("{}/32", vf.ip_of(vm)?)];
+        if six {
+            prefixes.push(format!("{}/128", vf.ipv6_of(vm)?));
+        }
+        let routed = lab.wait_for(std::time::Duration::from_secs(seconds), || {
+            prefixes.iter().all(|p| {
+                let family = if p.contains(':') { "-6" } else { "-4" };
+                lab.ip(core, &[family, "route", "show", p])
+                    .is_ok_and(|r| !r.trim().is_empty())
+            })
+        });
+        if !routed {
+            return Err(Error::Missing(format!(
+                "{vm}'s routes {prefixes:?} did not reach the core within {seconds} s"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn fabric_world(lab: &mut Lab, vf: &Vmfabric, six: bool, virtualization: &str) -> Result<Topology> {
     let mut t = topology(lab, vf, if six { "fabric-dual-stack" } else { "fabric" })?;
     let fab = worlds::switch(lab, "fab")?;
     t.ns.insert("fab".into(), fab.clone());
@@ -480,7 +580,7 @@ fn fabric_world(lab: &mut Lab, vf: &Vmfabric, six: bool) -> Result<Topology> {
         "--type",
         "ip-fabric",
         "--virtualization",
-        "lxd",
+        virtualization,
         "--vm-gateway",
         "10.0.0.1",
         "--bgp-community",
@@ -564,27 +664,7 @@ fn fabric_world(lab: &mut Lab, vf: &Vmfabric, six: bool) -> Result<Topology> {
         vf.agent(lab, t.ns(n), n)?;
     }
     for (vm, n) in [("vm1", "n1"), ("vm2", "n2"), ("vm3", "n1")] {
-        vf.start_vm(lab, &mut t, n, vm)?;
-    }
-    // BGP needs a moment: the world is ready when the core routes to every VM.
-    for vm in ["vm1", "vm2", "vm3"] {
-        let mut prefixes = vec![format!("{}/32", vf.ip_of(vm)?)];
-        if six {
-            lab.ipv6_settled(t.ns(vm), std::time::Duration::from_secs(10));
-            prefixes.push(format!("{}/128", vf.ipv6_of(vm)?));
-        }
-        let routed = lab.wait_for(std::time::Duration::from_secs(60), || {
-            prefixes.iter().all(|p| {
-                let family = if p.contains(':') { "-6" } else { "-4" };
-                lab.ip(&core, &[family, "route", "show", p])
-                    .is_ok_and(|r| !r.trim().is_empty())
-            })
-        });
-        if !routed {
-            return Err(Error::Missing(format!(
-                "{vm}'s routes {prefixes:?} did not reach the core within 60 s"
-            )));
-        }
+        t.vms.insert(vm.to_string(), n.to_string());
     }
     Ok(t)
 }
