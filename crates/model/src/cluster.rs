@@ -327,8 +327,10 @@ pub struct ClusterInput {
     #[cfg_attr(feature = "openapi", schema(value_type = NetworkType))]
     pub network_type: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::Ipv4Address>))]
     pub vm_gateway: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::Ipv6Address>))]
     pub vm_gateway6: Option<String>,
     #[serde(default)]
     pub bgp_community: Option<String>,
@@ -353,8 +355,10 @@ pub struct ClusterInput {
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterPatch {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::Ipv4Address>))]
     pub vm_gateway: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::Ipv6Address>))]
     pub vm_gateway6: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bgp_community: Option<String>,

@@ -13,8 +13,10 @@ use crate::error::{Error, Result};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NetworkInput {
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::CidrText))]
     pub cidr: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::IpAddress>))]
     pub gateway: Option<String>,
     #[serde(default)]
     pub exclude: Vec<String>,
@@ -29,8 +31,10 @@ pub struct NetworkPatch {
     /// Shrink the network in place to this CIDR inside it; refused while
     /// an address outside it is held. A change of its own.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::CidrText>))]
     pub shrink_to: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::IpAddress>))]
     pub gateway: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub add_exclusions: Vec<String>,

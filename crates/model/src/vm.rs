@@ -27,6 +27,7 @@ pub struct VmInput {
     pub node: String,
     /// Explicit addresses, at most one per family.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::openapi::IpAddress>))]
     pub ips: Vec<String>,
     /// Also give the VM an IPv6 address.
     #[serde(default)]
@@ -58,6 +59,7 @@ fn is_zero(n: &u8) -> bool {
 #[serde(default, deny_unknown_fields)]
 pub struct NicInput {
     /// Explicit addresses, at most one per family.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::openapi::IpAddress>))]
     pub ips: Vec<String>,
     /// Also give the NIC an IPv6 address.
     pub ipv6: bool,
