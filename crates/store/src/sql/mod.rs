@@ -198,6 +198,15 @@ async fn probe(opts: &AnyConnectOptions, dialect: Dialect, url: &str) -> Result<
         }
         r.err().map(|e| e.to_string())
     };
+    // A database file that cannot be written: SQLite would open it
+    // read-only and fail at the first write (or not at all for a read).
+    if dialect == Dialect::Sqlite
+        && let Some(path) = url.strip_prefix("sqlite://").and_then(|u| u.split('?').next())
+        && std::path::Path::new(path).exists()
+        && let Some(why) = os_says()
+    {
+        return Err(fail(why));
+    }
     let mut conn = match tokio::time::timeout(Duration::from_secs(5), opts.connect()).await {
         Err(_) => return Err(fail("no answer within 5 s".into())),
         Ok(Err(e)) => return Err(fail(os_says().unwrap_or_else(|| cause(e)))),
