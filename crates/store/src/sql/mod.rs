@@ -201,7 +201,9 @@ async fn probe(opts: &AnyConnectOptions, dialect: Dialect, url: &str) -> Result<
     // A database file that cannot be written: SQLite would open it
     // read-only and fail at the first write (or not at all for a read).
     if dialect == Dialect::Sqlite
-        && let Some(path) = url.strip_prefix("sqlite://").and_then(|u| u.split('?').next())
+        && let Some(path) = url
+            .strip_prefix("sqlite://")
+            .and_then(|u| u.split('?').next())
         && std::path::Path::new(path).exists()
         && let Some(why) = os_says()
     {
