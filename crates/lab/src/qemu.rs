@@ -107,22 +107,27 @@ write_files:
     permissions: "0755"
     content: |
       #!/bin/sh
-      exec >/dev/ttyS0 2>&1
+      # The serial getty starting on ttyS0 hangs the line up (vhangup):
+      # that would kill this script (SIGHUP) or fail its writes (EIO) on a
+      # descriptor opened before. So: ignore HUP, and open ttyS0 anew for
+      # every line.
+      trap '' HUP
+      say() {{ echo "$*" >/dev/ttyS0 2>/dev/null || {{ sleep 1; echo "$*" >/dev/ttyS0; }}; }}
       up() {{ cut -d' ' -f1 /proc/uptime; }}
-      echo "{MARK}UP $(up)"
-      echo "{MARK}ADDR $(ip -j addr)"
-      echo "{MARK}ROUTE4 $(ip -4 -j route)"
-      echo "{MARK}ROUTE6 $(ip -6 -j route)"
-      echo "{MARK}FILES $(find /etc/netplan /etc/systemd/network /etc/network/interfaces.d -type f 2>/dev/null | tr '\n' ' ')"
+      say "{MARK}UP $(up)"
+      say "{MARK}ADDR $(ip -j addr)"
+      say "{MARK}ROUTE4 $(ip -4 -j route)"
+      say "{MARK}ROUTE6 $(ip -6 -j route)"
+      say "{MARK}FILES $(find /etc/netplan /etc/systemd/network /etc/network/interfaces.d -type f 2>/dev/null | tr '\n' ' ')"
       for t in{targets}; do
         ok=no; i=0
         while [ $i -lt 120 ]; do
           if ping -c 1 -W 1 "$t" >/dev/null 2>&1; then ok=yes; break; fi
           i=$((i+1)); sleep 0.5
         done
-        echo "{MARK}PING $t $ok $(up)"
+        say "{MARK}PING $t $ok $(up)"
       done
-      echo "{MARK}END"
+      say "{MARK}END"
 runcmd:
   - [/usr/local/sbin/vmfabric-report]
 "#
