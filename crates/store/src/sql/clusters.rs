@@ -1145,7 +1145,12 @@ impl SqlStore {
     }
 
     /// Free every address of `r` that no exclusion keeps back any more.
-    async fn give_back_uncovered(&self, tx: &mut Tx, block: i64, r: Range) -> Result<()> {
+    pub(crate) async fn give_back_uncovered(
+        &self,
+        tx: &mut Tx,
+        block: i64,
+        r: Range,
+    ) -> Result<()> {
         let mut k = r.first;
         loop {
             if !self.covered(tx, block, k).await? {

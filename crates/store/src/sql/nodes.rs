@@ -130,18 +130,8 @@ impl SqlStore {
             .execute(&mut **tx)
             .await
             .map_err(db)?;
-            let other = sqlx::query(
-                "SELECT COUNT(*) AS n FROM exclusions WHERE block_id = $1 AND first <= $2 AND last >= $2",
-            )
-            .bind(block)
-            .bind(kb(k))
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(db)?
-            .int("n")?;
-            if other == 0 {
-                alloc::free_one(tx, block, k).await?;
-            }
+            self.give_back_uncovered(tx, block, vmfabric_ipam::Range::single(k))
+                .await?;
         }
         Ok(())
     }
