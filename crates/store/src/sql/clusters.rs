@@ -21,6 +21,15 @@ use super::{Reach, RowExt, SqlStore, Tx, db, kb};
 /// a few row operations and a change-log entry, and one change stays one
 /// short transaction.
 pub(crate) const MAX_FORCED: i64 = 4096;
+
+/// A holding as refusals name it: `192.0.2.9 (VM web1)` or `(reserved)`.
+fn holder_label(row: &AnyRow) -> Result<String> {
+    let addr = key::addr(row.key("address")?);
+    Ok(match row.opt_text("vm")? {
+        Some(vm) => format!("{addr} (VM {vm})"),
+        None => format!("{addr} (reserved)"),
+    })
+}
 use crate::{Page, PageRequest};
 
 /// Columns of a cluster row, in `cluster_from_row` order.
@@ -965,11 +974,7 @@ impl SqlStore {
             .await
             .map_err(db)?;
             for row in rows {
-                let addr = key::addr(row.key("address")?);
-                holders.push(match row.opt_text("vm")? {
-                    Some(vm) => format!("{addr} (VM {vm})"),
-                    None => format!("{addr} (reserved)"),
-                });
+                holders.push(holder_label(&row)?);
             }
         }
         if !holders.is_empty() {
@@ -1313,11 +1318,7 @@ impl SqlStore {
             .map_err(db)?;
             let mut holders = Vec::new();
             for r in rows.iter().take(10) {
-                let addr = vmfabric_ipam::key::addr(r.key("address")?);
-                holders.push(match r.opt_text("vm")? {
-                    Some(vm) => format!("{addr} (VM {vm})"),
-                    None => format!("{addr} (reserved)"),
-                });
+                holders.push(holder_label(r)?);
             }
             if rows.len() > 10 {
                 holders.push("…".to_string());
