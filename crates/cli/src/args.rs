@@ -330,6 +330,47 @@ pub struct ClusterCreate {
     /// What runs the VMs: kvm (a tap per NIC) or lxd (a veth pair per NIC) [default: kvm]
     #[arg(long, value_enum)]
     pub virtualization: Option<VirtArg>,
+    #[command(flatten)]
+    pub dns: DnsArgs,
+    /// The MTU of the guests' NICs and the nodes' VM interfaces, 1280 to 9216 [default: 1500]
+    #[arg(long)]
+    pub mtu: Option<String>,
+}
+
+/// The guests' DNS, given at creation.
+#[derive(Debug, Args)]
+pub struct DnsArgs {
+    /// A resolver the guests use (repeat; at most 3)
+    #[arg(long = "nameserver", value_name = "IP")]
+    pub nameservers: Vec<String>,
+    /// A search domain of the guests (repeat; at most 6)
+    #[arg(long = "search-domain", value_name = "DOMAIN")]
+    pub search_domains: Vec<String>,
+}
+
+/// The guests' DNS, changed in place: each list given replaces the old one.
+#[derive(Debug, Args)]
+pub struct DnsSet {
+    /// Replace the guests' resolvers with these (repeat; at most 3)
+    #[arg(long = "nameserver", value_name = "IP")]
+    pub nameservers: Vec<String>,
+    /// Replace the guests' search domains with these (repeat; at most 6)
+    #[arg(long = "search-domain", value_name = "DOMAIN")]
+    pub search_domains: Vec<String>,
+    /// Remove the resolvers and search domains
+    #[arg(long, conflicts_with_all = ["nameservers", "search_domains"])]
+    pub clear_dns: bool,
+}
+
+impl DnsSet {
+    /// The patch's (nameservers, search domains): `None` leaves a list as it is.
+    pub fn lists(self) -> (Option<Vec<String>>, Option<Vec<String>>) {
+        if self.clear_dns {
+            return (Some(Vec::new()), Some(Vec::new()));
+        }
+        let given = |v: Vec<String>| (!v.is_empty()).then_some(v);
+        (given(self.nameservers), given(self.search_domains))
+    }
 }
 
 /// `--type`: the spellings the API takes.
@@ -459,6 +500,9 @@ pub enum NodeCmd {
         /// kernel, ndppd or off (routing nodes with IPv6)
         #[arg(long)]
         ndp_proxy: Option<String>,
+        /// Routing: the DNS of the node's VMs, replacing the cluster's (--clear-dns: the cluster's again)
+        #[command(flatten)]
+        dns: DnsSet,
     },
     /// Give a routing node its IPv6 /64: its own address, ::2 by convention
     AddIpv6 {
@@ -546,6 +590,9 @@ pub struct NodeAdd {
     /// routing: NDP proxying for an on-link /64
     #[arg(long, value_name = "kernel|ndppd|off")]
     pub ndp_proxy: Option<String>,
+    /// routing: the DNS of the node's VMs, replacing the cluster's
+    #[command(flatten)]
+    pub dns: DnsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -894,4 +941,9 @@ pub struct ClusterSet {
         conflicts_with = "route_reflectors"
     )]
     pub remove_route_reflectors: Vec<String>,
+    #[command(flatten)]
+    pub dns: DnsSet,
+    /// The guests' MTU, 1280 to 9216, or auto for the default
+    #[arg(long)]
+    pub mtu: Option<String>,
 }

@@ -197,6 +197,9 @@ async fn cluster(s: &dyn Store, c: ClusterCmd, json: bool) -> Result<Out> {
                 cooldown: a.cooldown,
                 reuse: a.reuse.map(|r| r.as_str().into()),
                 virtualization: a.virtualization.map(|v| v.as_str().into()),
+                nameservers: a.dns.nameservers,
+                search_domains: a.dns.search_domains,
+                mtu: a.mtu,
             };
             let c = s.create_cluster(&input).await?;
             Out::new(&c, render::cluster(&c))
@@ -214,6 +217,7 @@ async fn cluster(s: &dyn Store, c: ClusterCmd, json: bool) -> Result<Out> {
             Out::new(&c, render::cluster_summary(&c))
         }
         ClusterCmd::Set(a) => {
+            let (nameservers, search_domains) = a.dns.lists();
             let patch = vmfabric_model::ClusterPatch {
                 vm_gateway: a.vm_gateway,
                 vm_gateway6: a.vm_gateway6,
@@ -224,6 +228,9 @@ async fn cluster(s: &dyn Store, c: ClusterCmd, json: bool) -> Result<Out> {
                 route_reflectors: (!a.route_reflectors.is_empty()).then_some(a.route_reflectors),
                 add_route_reflectors: a.add_route_reflectors,
                 remove_route_reflectors: a.remove_route_reflectors,
+                nameservers,
+                search_domains,
+                mtu: a.mtu,
             };
             let c = s.update_cluster(&a.name, &patch).await?;
             Out::new(&c, format!("changed cluster {}\n", c.name))
@@ -317,6 +324,8 @@ async fn node(s: &dyn Store, c: NodeCmd, json: bool) -> Result<Out> {
                 ipv6: a.ipv6,
                 ipv6_gateway: a.ipv6_gateway,
                 ndp_proxy: a.ndp_proxy,
+                nameservers: a.dns.nameservers,
+                search_domains: a.dns.search_domains,
             };
             let n = s.add_node(&a.cluster, &input).await?;
             Out::new(&n, render::node(&n))
@@ -354,7 +363,9 @@ async fn node(s: &dyn Store, c: NodeCmd, json: bool) -> Result<Out> {
             uplink_mac,
             bridge,
             ndp_proxy,
+            dns,
         } => {
+            let (nameservers, search_domains) = dns.lists();
             let patch = vmfabric_model::NodePatch {
                 address,
                 primary_ip,
@@ -362,6 +373,8 @@ async fn node(s: &dyn Store, c: NodeCmd, json: bool) -> Result<Out> {
                 uplink_mac,
                 bridge,
                 ndp_proxy,
+                nameservers,
+                search_domains,
             };
             let n = s.update_node(&name, &patch).await?;
             Out::new(&n, format!("changed node {}\n", n.node.name))

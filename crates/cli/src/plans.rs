@@ -81,11 +81,12 @@ pub async fn node_plan(
 pub async fn guest_config(s: &dyn Store, name: &str, format: GuestFormat) -> Result<Out> {
     let vm = s.vm(name).await?;
     let c = s.cluster(&vm.cluster).await?.cluster;
+    let node = s.node(&vm.node).await?.node;
     let f = match format {
         GuestFormat::CloudInit => files::GuestFormat::CloudInit,
         GuestFormat::Libvirt => files::GuestFormat::Libvirt,
     };
-    out(files::guest_file(&vm, &c, f)?)
+    out(files::guest_file(&vm, &c, &node, f)?)
 }
 
 pub async fn rr_config(

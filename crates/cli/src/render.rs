@@ -92,7 +92,26 @@ pub fn cluster(c: &Cluster) -> String {
             rrs.join(", ")
         );
     }
+    if !c.dns.is_empty() || c.mtu.is_some() {
+        let mut line = String::from("  guests:");
+        dns_words(&mut line, &c.dns);
+        if let Some(m) = c.mtu {
+            let _ = write!(line, "  mtu {m}");
+        }
+        let _ = writeln!(s, "{line}");
+    }
     s
+}
+
+/// `  nameservers A, B  search X` (only the parts that are set).
+fn dns_words(s: &mut String, d: &vmfabric_model::Dns) {
+    if !d.nameservers.is_empty() {
+        let ns: Vec<String> = d.nameservers.iter().map(ToString::to_string).collect();
+        let _ = write!(s, "  nameservers {}", ns.join(", "));
+    }
+    if !d.search.is_empty() {
+        let _ = write!(s, "  search {}", d.search.join(", "));
+    }
 }
 
 pub fn cluster_summary(c: &ClusterSummary) -> String {
@@ -172,6 +191,11 @@ pub fn node(n: &NodeView) -> String {
                 "  ipv6 {}/64  gateway {}  ndp proxy {}",
                 six.address, six.gateway, r.ndp_proxy
             );
+        }
+        if let Some(d) = &r.dns {
+            let mut line = String::from("  guests' dns (replacing the cluster's):");
+            dns_words(&mut line, d);
+            let _ = writeln!(s, "{line}");
         }
     }
     for b in &n.ranges {

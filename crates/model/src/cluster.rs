@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use vmfabric_ipam::Reuse;
 
 use crate::error::{Error, Result};
+use crate::guest::{Dns, parse_mtu};
 use crate::names::check_name;
 use crate::time::Seconds;
 
@@ -296,6 +297,18 @@ pub struct Cluster {
     #[serde(with = "reuse_text")]
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::ReuseOrder))]
     pub reuse: Reuse,
+    /// Resolvers and search domains the guests get (routing nodes may
+    /// have their own).
+    #[serde(default, skip_serializing_if = "Dns::is_empty")]
+    pub dns: Dns,
+    /// The MTU of the guests' NICs and of the node's VM interfaces; none:
+    /// the defaults (1500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, minimum = 1280, maximum = 9216)
+    )]
+    pub mtu: Option<u16>,
 }
 
 /// `Reuse` as its name.
@@ -344,6 +357,16 @@ pub struct ClusterInput {
     pub reuse: Option<String>,
     #[serde(default)]
     pub virtualization: Option<String>,
+    /// Resolvers for the guests (at most 3).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::openapi::IpAddress>))]
+    pub nameservers: Vec<String>,
+    /// Search domains for the guests (at most 6).
+    #[serde(default)]
+    pub search_domains: Vec<String>,
+    /// The guests' MTU, 1280 to 9216.
+    #[serde(default)]
+    pub mtu: Option<String>,
 }
 
 /// A change of a cluster in place: each field given replaces the
@@ -377,6 +400,16 @@ pub struct ClusterPatch {
     /// Route reflectors to remove (ADDRESS, or ADDRESS:ASN).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remove_route_reflectors: Vec<String>,
+    /// The whole list of the guests' resolvers, replacing it (empty: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<crate::openapi::IpAddress>>))]
+    pub nameservers: Option<Vec<String>>,
+    /// The whole list of the guests' search domains, replacing it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_domains: Option<Vec<String>>,
+    /// The guests' MTU, 1280 to 9216, or `auto` for the default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<String>,
 }
 
 impl ClusterPatch {
@@ -401,6 +434,13 @@ impl ClusterPatch {
         set(&mut input.asn, &self.asn);
         set(&mut input.cooldown, &self.cooldown);
         set(&mut input.reuse, &self.reuse);
+        set(&mut input.mtu, &self.mtu);
+        if let Some(all) = &self.nameservers {
+            input.nameservers.clone_from(all);
+        }
+        if let Some(all) = &self.search_domains {
+            input.search_domains.clone_from(all);
+        }
         if let Some(all) = &self.route_reflectors {
             input.route_reflectors.clone_from(all);
         }
@@ -473,6 +513,9 @@ impl ClusterInput {
             cooldown: Some(c.cooldown.to_string()),
             reuse: Some(c.reuse.name().to_string()),
             virtualization: Some(c.virtualization.as_str().to_string()),
+            nameservers: c.dns.texts().0,
+            search_domains: c.dns.texts().1,
+            mtu: c.mtu.map(|m| m.to_string()),
         }
     }
 }
@@ -525,6 +568,11 @@ impl ClusterInput {
             Some(v) => v.parse()?,
             None => Virtualization::default(),
         };
+        let dns = Dns::parse(&self.nameservers, &self.search_domains)?;
+        let mtu = match &self.mtu {
+            Some(m) => parse_mtu("mtu", m)?,
+            None => None,
+        };
         Ok(Cluster {
             name: self.name.clone(),
             network_type,
@@ -533,6 +581,8 @@ impl ClusterInput {
             fabric,
             cooldown,
             reuse,
+            dns,
+            mtu,
         })
     }
 

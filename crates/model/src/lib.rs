@@ -8,6 +8,7 @@ pub mod auth;
 pub mod block;
 pub mod cluster;
 pub mod error;
+pub mod guest;
 pub mod names;
 pub mod network;
 pub mod node;
@@ -25,6 +26,7 @@ pub use cluster::{
     RouteReflector, Virtualization,
 };
 pub use error::{Error, Result};
+pub use guest::{Dns, GuestNetwork};
 pub use names::{IfName, Mac};
 pub use network::{NetworkInput, NetworkPatch, NetworkSpec};
 pub use node::{NdpProxy, Node, NodeBlock, NodeInput, NodePatch};

@@ -11,6 +11,7 @@ use vmfabric_ipam::{Cidr, Family, Range, key};
 use crate::block::{BlockRole, check_block_space};
 use crate::cluster::{Cluster, NetworkType, check_unicast};
 use crate::error::{Error, Result};
+use crate::guest::Dns;
 use crate::names::{IfName, Mac, check_name};
 use crate::network::{parse_cidr, parse_ip};
 
@@ -87,6 +88,11 @@ pub struct RoutingNode {
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub ipv6: Option<NodeIpv6>,
     pub ndp_proxy: NdpProxy,
+    /// The resolvers of the node's data centre, replacing the cluster's
+    /// for its VMs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub dns: Option<Dns>,
 }
 
 /// A node.
@@ -165,6 +171,13 @@ pub struct NodeInput {
     pub ipv6_gateway: Option<String>,
     #[serde(default)]
     pub ndp_proxy: Option<String>,
+    /// Routing: the VMs' resolvers, replacing the cluster's (at most 3).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::openapi::IpAddress>))]
+    pub nameservers: Vec<String>,
+    /// Routing: the VMs' search domains, replacing the cluster's.
+    #[serde(default)]
+    pub search_domains: Vec<String>,
 }
 
 impl NodeInput {
@@ -178,6 +191,7 @@ impl NodeInput {
         };
         let r = node.routing.as_ref();
         let six = r.and_then(|r| r.ipv6.as_ref());
+        let dns = r.and_then(|r| r.dns.as_ref());
         NodeInput {
             name: node.name.clone(),
             address: with_prefix(node.address, node.address_prefix),
@@ -190,6 +204,8 @@ impl NodeInput {
             ipv6: six.map(|s| format!("{}/{}", s.address, s.network.prefix_len())),
             ipv6_gateway: six.map(|s| s.gateway.to_string()),
             ndp_proxy: r.map(|r| r.ndp_proxy.as_str().to_string()),
+            nameservers: dns.map(|d| d.texts().0).unwrap_or_default(),
+            search_domains: dns.map(|d| d.texts().1).unwrap_or_default(),
         }
     }
 }
@@ -215,6 +231,14 @@ pub struct NodePatch {
     pub bridge: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ndp_proxy: Option<String>,
+    /// Routing: the VMs' resolvers, replacing the node's list (empty: the
+    /// cluster's again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<crate::openapi::IpAddress>>))]
+    pub nameservers: Option<Vec<String>>,
+    /// Routing: the VMs' search domains, replacing the node's list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_domains: Option<Vec<String>>,
 }
 
 impl NodePatch {
@@ -249,6 +273,12 @@ impl NodePatch {
             if v.is_some() {
                 field.clone_from(v);
             }
+        }
+        if let Some(all) = &self.nameservers {
+            input.nameservers.clone_from(all);
+        }
+        if let Some(all) = &self.search_domains {
+            input.search_domains.clone_from(all);
         }
         // The node's blocks as they are: validated together, unchanged.
         for b in blocks {
@@ -366,13 +396,25 @@ impl NodeInput {
                 ("ipv6", self.ipv6.as_deref()),
                 ("ipv6-gateway", self.ipv6_gateway.as_deref()),
                 ("ndp-proxy", self.ndp_proxy.as_deref()),
+                ("nameserver", self.nameservers.first().map(String::as_str)),
+                (
+                    "search-domain",
+                    self.search_domains.first().map(String::as_str),
+                ),
             ] {
                 if let Some(value) = given {
+                    // VMs of the other types move between nodes: their
+                    // DNS is the cluster's.
+                    let instead = if field == "nameserver" || field == "search-domain" {
+                        "whose guests get their DNS from the cluster (`cluster set --nameservers`)"
+                    } else {
+                        "and takes VM addresses from its networks (`network add`)"
+                    };
                     return Err(Error::invalid(
                         field,
                         value,
                         format!(
-                            "only nodes of routing clusters take --{field}; cluster {} is {} and takes VM addresses from its networks (`network add`)",
+                            "only nodes of routing clusters take --{field}; cluster {} is {} {instead}",
                             cluster.name, cluster.network_type
                         ),
                     ));
@@ -462,11 +504,13 @@ impl NodeInput {
             Some(p) => p.parse()?,
             None => NdpProxy::default(),
         };
+        let dns = Dns::parse(&self.nameservers, &self.search_domains)?;
         node.routing = Some(RoutingNode {
             primary_ip,
             primary_prefix,
             ipv6,
             ndp_proxy,
+            dns: (!dns.is_empty()).then_some(dns),
         });
         Ok((node, blocks))
     }

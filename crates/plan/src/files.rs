@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use vmfabric_model::{Cluster, Error, NetworkType, Node, Result, Virtualization, Vm};
+use vmfabric_model::{Cluster, Error, GuestNetwork, NetworkType, Node, Result, Virtualization, Vm};
 
 use crate::NodePlan;
 use crate::render::{bird, frr, guest, ndppd, nft, summary};
@@ -81,10 +81,14 @@ pub fn plan_file(plan: &NodePlan, format: PlanFormat) -> Result<File> {
     }
 }
 
-/// A VM's guest network configuration.
-pub fn guest_file(vm: &Vm, cluster: &Cluster, format: GuestFormat) -> Result<File> {
+/// A VM's guest network configuration; `node` is the VM's (its DNS, in
+/// routing clusters).
+pub fn guest_file(vm: &Vm, cluster: &Cluster, node: &Node, format: GuestFormat) -> Result<File> {
     match format {
-        GuestFormat::CloudInit => Ok(file("cloud-init", guest::cloud_init(vm))),
+        GuestFormat::CloudInit => Ok(file(
+            "cloud-init",
+            guest::cloud_init(vm, &GuestNetwork::of(cluster, Some(node))),
+        )),
         GuestFormat::Libvirt => {
             if cluster.virtualization != Virtualization::Kvm {
                 return Err(Error::invalid(

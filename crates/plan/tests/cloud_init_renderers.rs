@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 
-use vmfabric_model::Vm;
+use vmfabric_model::{Dns, GuestNetwork, Vm};
 use vmfabric_plan::render::guest;
 
 /// Every file net-convert wrote for `renderer`, by path.
@@ -106,8 +106,8 @@ fn expect(vm: &Vm) -> Expect {
     }
 }
 
-fn check_vm(vm: &Vm) {
-    let config = guest::cloud_init(vm);
+fn check_vm(vm: &Vm, net: &GuestNetwork) {
+    let config = guest::cloud_init(vm, net);
     let want = expect(vm);
     assert!(!want.gateways.is_empty(), "{} has no gateway", vm.name);
     let context = |r: &str, files: &BTreeMap<String, String>| {
@@ -238,6 +238,76 @@ fn check_vm(vm: &Vm) {
     }
 }
 
+/// The guests' DNS and MTU as each renderer writes them for eth0: the
+/// lines that must appear in the renderer's files.
+fn check_dns_mtu(vm: &Vm, net: &GuestNetwork) {
+    let config = guest::cloud_init(vm, net);
+    let ns: Vec<String> = net
+        .dns
+        .nameservers
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let mtu = net.mtu.expect("a test MTU");
+    let search = net.dns.search.join(" ");
+    let v4: Vec<&String> = ns.iter().filter(|n| !n.contains(':')).collect();
+    for (renderer, want) in [
+        (
+            "netplan",
+            vec![
+                format!("mtu: {mtu}"),
+                format!("- {}", ns[1]),
+                format!("- {}", net.dns.search[1]),
+            ],
+        ),
+        (
+            "networkd",
+            vec![
+                format!("MTUBytes={mtu}"),
+                format!("DNS={}", ns.join(" ")),
+                format!("Domains={search}"),
+            ],
+        ),
+        (
+            "eni",
+            vec![
+                format!("mtu {mtu}"),
+                format!("dns-nameservers {}", ns.join(" ")),
+                format!("dns-search {search}"),
+            ],
+        ),
+        (
+            "sysconfig",
+            vec![
+                format!("MTU={mtu}"),
+                format!("nameserver {}", v4[0]),
+                format!("search {search}"),
+            ],
+        ),
+    ] {
+        let files = convert(&config, renderer);
+        let text = files.values().cloned().collect::<String>();
+        for line in want {
+            assert!(
+                text.contains(&line),
+                "renderer {renderer} lost {line:?}\n--- config ---\n{config}\n--- output ---\n{files:#?}"
+            );
+        }
+    }
+}
+
+fn guest_network() -> GuestNetwork {
+    let s = |v: &[&str]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    GuestNetwork {
+        dns: Dns::parse(
+            &s(&["192.0.2.53", "2001:db8::53"]),
+            &s(&["example.com", "lab.example.net"]),
+        )
+        .unwrap(),
+        mtu: Some(1400),
+    }
+}
+
 #[test]
 fn every_renderer_keeps_addresses_and_default_routes() {
     for input in [
@@ -248,8 +318,11 @@ fn every_renderer_keeps_addresses_and_default_routes() {
     ] {
         assert!(!input.vms.is_empty());
         for vm in &input.vms {
-            check_vm(vm);
+            check_vm(vm, &GuestNetwork::default());
         }
+        // DNS and MTU change nothing of the routes, and are kept.
+        check_vm(&input.vms[0], &guest_network());
+        check_dns_mtu(&input.vms[0], &guest_network());
     }
 }
 

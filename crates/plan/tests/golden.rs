@@ -7,6 +7,7 @@
 mod common;
 
 use proptest::prelude::*;
+use vmfabric_model::{Dns, GuestNetwork};
 use vmfabric_plan::render::{bird, frr, guest, ndppd, nft, summary};
 use vmfabric_plan::{LinkKind, build, diff};
 
@@ -23,7 +24,10 @@ fn switching_seed() {
     assert!(frr::node(&plan).is_none());
     assert!(ndppd::conf(&plan).is_none());
     let vm = &common::switching().vms[0];
-    insta::assert_snapshot!("switching_cloud_init", guest::cloud_init(vm));
+    insta::assert_snapshot!(
+        "switching_cloud_init",
+        guest::cloud_init(vm, &GuestNetwork::default())
+    );
     insta::assert_snapshot!("switching_libvirt", guest::libvirt(vm));
 }
 
@@ -35,7 +39,23 @@ fn routing_seed_with_kernel_ndp_proxy() {
     insta::assert_snapshot!("routing_summary", summary::summary(&plan));
     insta::assert_snapshot!("routing_nft", nft::ruleset(&plan, None));
     assert!(ndppd::conf(&plan).is_none());
-    insta::assert_snapshot!("routing_cloud_init", guest::cloud_init(&input.vms[0]));
+    insta::assert_snapshot!(
+        "routing_cloud_init",
+        guest::cloud_init(&input.vms[0], &GuestNetwork::default())
+    );
+    // The node's data centre resolvers, and a provider MTU below 1500.
+    let net = GuestNetwork {
+        dns: Dns::parse(
+            &["185.12.64.1".into(), "2a01:4ff:ff00::add:1".into()],
+            &["example.com".into()],
+        )
+        .expect("valid DNS"),
+        mtu: Some(1400),
+    };
+    insta::assert_snapshot!(
+        "routing_cloud_init_dns_mtu",
+        guest::cloud_init(&input.vms[0], &net)
+    );
 }
 
 #[test]
@@ -56,7 +76,10 @@ fn fabric_seed_dual_stack() {
     insta::assert_snapshot!("fabric_summary", summary::summary(&plan));
     insta::assert_snapshot!("fabric_frr", frr::node(&plan).unwrap());
     insta::assert_snapshot!("fabric_nft", nft::ruleset(&plan, None));
-    insta::assert_snapshot!("fabric_cloud_init", guest::cloud_init(&input.vms[0]));
+    insta::assert_snapshot!(
+        "fabric_cloud_init",
+        guest::cloud_init(&input.vms[0], &GuestNetwork::default())
+    );
     let nodes = common::fabric_nodes();
     let rr = "172.16.0.2".parse().unwrap();
     let core = ["172.16.0.3".parse().unwrap()];
@@ -261,7 +284,7 @@ fn several_nics_and_addresses() {
     second.mac = Mac::for_nic(7, "multi", 1, 0);
     second.host_interface = host_ifname("multi", 1).unwrap();
     multi.nics.push(second);
-    let cloud = guest::cloud_init(&multi);
+    let cloud = guest::cloud_init(&multi, &GuestNetwork::default());
     insta::assert_snapshot!("several_nics_cloud_init", cloud);
     insta::assert_snapshot!("several_nics_libvirt", guest::libvirt(&multi));
     // One default route per family in the main table (the first NIC's
@@ -299,7 +322,10 @@ fn a_second_switching_nic_keeps_its_network_on_link() {
     second.mac = Mac::for_nic(7, "two", 1, 0);
     second.host_interface = host_ifname("two", 1).unwrap();
     vm.nics.push(second);
-    insta::assert_snapshot!("switching_second_nic_cloud_init", guest::cloud_init(&vm));
+    insta::assert_snapshot!(
+        "switching_second_nic_cloud_init",
+        guest::cloud_init(&vm, &GuestNetwork::default())
+    );
 }
 
 /// Every plan the controller builds passes the check an agent applies to

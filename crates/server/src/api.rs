@@ -250,7 +250,7 @@ async fn cluster(
     Ok(Json(c.store.cluster(&name).await?).into_response())
 }
 
-#[utoipa::path(patch, path = "/api/v1/clusters/{name}", tag = "clusters", description = "Change a cluster in place (admin): route reflectors (replace, add, remove), BGP community, ASN, VM gateways, cool-down, reuse order. Every node of the cluster gets the new plan; VMs keep their addresses.", params(("name" = String, Path)), request_body = ClusterPatch, responses((status = 200, body = Cluster)))]
+#[utoipa::path(patch, path = "/api/v1/clusters/{name}", tag = "clusters", description = "Change a cluster in place (admin): route reflectors (replace, add, remove), BGP community, ASN, VM gateways, cool-down, reuse order, the guests' DNS (nameservers, search domains) and MTU. Every node of the cluster gets the new plan; VMs keep their addresses.", params(("name" = String, Path)), request_body = ClusterPatch, responses((status = 200, body = Cluster)))]
 async fn update_cluster(
     State(c): State<Ctl>,
     Extension(t): Tok,
@@ -473,7 +473,7 @@ async fn node(
     Ok(Json(c.store.node(&name).await?).into_response())
 }
 
-#[utoipa::path(patch, path = "/api/v1/nodes/{name}", tag = "nodes", description = "Change a node's uplink, uplink MAC, bridge or NDP proxy mode in place (admin); only its agent's plan changes.", params(("name" = String, Path)), request_body = NodePatch, responses((status = 200, body = NodeView)))]
+#[utoipa::path(patch, path = "/api/v1/nodes/{name}", tag = "nodes", description = "Change a node's address, primary IP, uplink, uplink MAC, bridge, NDP proxy mode or (routing) its VMs' DNS in place (admin).", params(("name" = String, Path)), request_body = NodePatch, responses((status = 200, body = NodeView)))]
 async fn update_node(
     State(c): State<Ctl>,
     Extension(t): Tok,
@@ -971,7 +971,8 @@ async fn guest_config(
     let format: files::GuestFormat = q.format.as_deref().unwrap_or("cloud-init").parse()?;
     let vm = c.store.vm(&name).await?;
     let cluster = c.store.cluster(&vm.cluster).await?.cluster;
-    Ok(Json(files::guest_file(&vm, &cluster, format)?).into_response())
+    let node = c.store.node(&vm.node).await?.node;
+    Ok(Json(files::guest_file(&vm, &cluster, &node, format)?).into_response())
 }
 
 // --- addresses ---

@@ -585,6 +585,8 @@ async fn node_set_on(t: TestStore) {
         uplink_mac: None,
         address: None,
         primary_ip: None,
+        nameservers: None,
+        search_domains: None,
     };
     let before = s.revision().await.unwrap();
     for (p, field) in [
@@ -1031,5 +1033,167 @@ async fn force_on(t: TestStore) {
     assert_eq!(left, ["192.0.2.3"], "{b}");
     let h = s.all_history("192.0.2.10", None).await.unwrap();
     assert!(h[0].until.is_some(), "{b}: {h:?}");
+    assert_consistent(s).await;
+}
+
+/// The guests' DNS and MTU: set at creation, changed and cleared in place
+/// on the cluster, replaced per routing node; refusals change nothing;
+/// what a VM's guest config says follows.
+#[tokio::test]
+async fn guest_dns_and_mtu_change_in_place() {
+    for t in stores().await {
+        guest_settings_on(t).await;
+    }
+}
+
+async fn guest_settings_on(t: TestStore) {
+    use vmfabric_model::{ClusterPatch, GuestNetwork, NodePatch};
+    use vmfabric_plan::files::{GuestFormat, guest_file};
+    let s = &t.store;
+    let b = t.backend;
+    let strs = |v: &[&str]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    s.create_cluster(&vmfabric_model::ClusterInput {
+        nameservers: strs(&["192.0.2.53"]),
+        search_domains: strs(&["example.com"]),
+        mtu: Some("1400".into()),
+        ..cluster("hz", "routing")
+    })
+    .await
+    .unwrap();
+    s.add_node(
+        "hz",
+        &NodeInput {
+            subnets: vec!["203.0.113.40/29".into()],
+            ..node("h1", "123.45.12.48")
+        },
+    )
+    .await
+    .unwrap();
+    s.create_vm("hz", &vm("v1", "h1")).await.unwrap();
+    let rendered = || async {
+        let v = s.vm("v1").await.unwrap();
+        let c = s.cluster("hz").await.unwrap().cluster;
+        let n = s.node("h1").await.unwrap().node;
+        guest_file(&v, &c, &n, GuestFormat::CloudInit).unwrap().text
+    };
+    let text = rendered().await;
+    assert!(text.contains("mtu: 1400"), "{b}: {text}");
+    assert!(text.contains("\"192.0.2.53\""), "{b}: {text}");
+
+    // Refusals change nothing.
+    let before = s.revision().await.unwrap();
+    for (patch, field) in [
+        (
+            ClusterPatch {
+                mtu: Some("100".into()),
+                ..ClusterPatch::default()
+            },
+            "mtu",
+        ),
+        (
+            ClusterPatch {
+                nameservers: Some(strs(&["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"])),
+                ..ClusterPatch::default()
+            },
+            "nameserver",
+        ),
+        (
+            ClusterPatch {
+                search_domains: Some(strs(&["bad_domain"])),
+                ..ClusterPatch::default()
+            },
+            "search-domain",
+        ),
+    ] {
+        match s.update_cluster("hz", &patch).await {
+            Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field, "{b}"),
+            other => panic!("{b}: {other:?}"),
+        }
+    }
+    assert_eq!(s.revision().await.unwrap(), before, "{b}");
+
+    // The node's own resolvers replace the cluster's for its VMs; the
+    // cluster's MTU stays.
+    let n = s
+        .update_node(
+            "h1",
+            &NodePatch {
+                nameservers: Some(strs(&["213.133.98.98", "2a01:4f8:0:1::add:1010"])),
+                ..NodePatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    let dns = n.node.routing.as_ref().unwrap().dns.clone().unwrap();
+    assert_eq!(dns.nameservers.len(), 2, "{b}");
+    let c = s.cluster("hz").await.unwrap().cluster;
+    let g = GuestNetwork::of(&c, Some(&n.node));
+    assert_eq!(g.dns, dns, "{b}");
+    assert_eq!(g.mtu, Some(1400), "{b}");
+    let text = rendered().await;
+    assert!(text.contains("\"213.133.98.98\""), "{b}: {text}");
+    assert!(!text.contains("192.0.2.53"), "{b}: {text}");
+
+    // Cleared on the node: the cluster's again; cluster MTU back to auto
+    // and new cluster resolvers.
+    s.update_node(
+        "h1",
+        &NodePatch {
+            nameservers: Some(Vec::new()),
+            search_domains: Some(Vec::new()),
+            ..NodePatch::default()
+        },
+    )
+    .await
+    .unwrap();
+    let c = s
+        .update_cluster(
+            "hz",
+            &ClusterPatch {
+                mtu: Some("auto".into()),
+                nameservers: Some(strs(&["198.51.100.53"])),
+                ..ClusterPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.mtu, None, "{b}");
+    assert_eq!(c.dns.search, vec!["example.com"], "{b}");
+    let text = rendered().await;
+    assert!(!text.contains("mtu:"), "{b}: {text}");
+    assert!(text.contains("\"198.51.100.53\""), "{b}: {text}");
+    assert!(text.contains("\"example.com\""), "{b}: {text}");
+
+    // Logged with before and after.
+    let log = s
+        .all_changes(&ChangeFilter {
+            since: None,
+            object: Some("hz".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(log[0].kind, "cluster.set", "{b}");
+    assert_eq!(log[0].detail["before"]["mtu"], 1400, "{b}");
+    assert!(log[0].detail["after"].get("mtu").is_none(), "{b}");
+
+    // Only routing nodes take their own DNS.
+    s.create_cluster(&cluster("sw", "switching")).await.unwrap();
+    s.add_node("sw", &node("s1", "10.1.0.1")).await.unwrap();
+    match s
+        .update_node(
+            "s1",
+            &NodePatch {
+                nameservers: Some(strs(&["192.0.2.53"])),
+                ..NodePatch::default()
+            },
+        )
+        .await
+    {
+        Err(Error::Invalid { field, rule, .. }) => {
+            assert_eq!(field, "nameserver", "{b}");
+            assert!(rule.contains("cluster set"), "{b}: {rule}");
+        }
+        other => panic!("{b}: {other:?}"),
+    }
     assert_consistent(s).await;
 }

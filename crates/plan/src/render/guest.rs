@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use vmfabric_ipam::Cidr;
-use vmfabric_model::{NicAddress, Vm};
+use vmfabric_model::{GuestNetwork, NicAddress, Vm};
 
 /// Whether `gw` is on the link of `a` (inside its prefix) or needs an
 /// on-link route: /32 and /128 addresses, and link-local gateways.
@@ -50,22 +50,33 @@ fn nic_table(index: u8) -> u32 {
 /// share a network and the main table would pick the other one. Tables
 /// and rules are netplan's alone: other renderers drop them.
 ///
+/// The DNS of `net` goes on the first NIC with addresses (one resolver list
+/// per guest, which every renderer writes for its interface); its MTU on
+/// every NIC. Both take effect when cloud-init applies the network config,
+/// i.e. on a guest's first boot: a change in place reaches a running guest
+/// only when its cloud-init runs again (new instance id or `cloud-init
+/// clean`).
+///
 /// The document has netplan's top-level `network:` key: netplan needs it
 /// when the file is used as it is, and cloud-init (NoCloud network-config)
 /// takes the document with or without it (it strips the key).
-pub fn cloud_init(vm: &Vm) -> String {
+pub fn cloud_init(vm: &Vm, net: &GuestNetwork) -> String {
     let mut s = format!(
         "# network-config of VM {}, written by vmfabric\nnetwork:\n  version: 2\n  ethernets:\n",
         vm.name
     );
     let multi = vm.nics.iter().filter(|n| !n.addresses.is_empty()).count() > 1;
     let mut main_default = [false; 2];
+    let mut dns_written = net.dns.is_empty();
     for nic in &vm.nics {
         let _ = writeln!(
             s,
             "    eth{}:\n      match:\n        macaddress: \"{}\"\n      set-name: eth{}",
             nic.index, nic.mac, nic.index
         );
+        if let Some(mtu) = net.mtu {
+            let _ = writeln!(s, "      mtu: {mtu}");
+        }
         if nic.addresses.is_empty() {
             s.push_str("      dhcp4: false\n      dhcp6: false\n");
             continue;
@@ -150,6 +161,22 @@ pub fn cloud_init(vm: &Vm) -> String {
         if !policy.is_empty() {
             s.push_str("      routing-policy:\n");
             s.push_str(&policy);
+        }
+        if !dns_written {
+            dns_written = true;
+            s.push_str("      nameservers:\n");
+            if !net.dns.nameservers.is_empty() {
+                s.push_str("        addresses:\n");
+                for n in &net.dns.nameservers {
+                    let _ = writeln!(s, "          - \"{n}\"");
+                }
+            }
+            if !net.dns.search.is_empty() {
+                s.push_str("        search:\n");
+                for d in &net.dns.search {
+                    let _ = writeln!(s, "          - \"{d}\"");
+                }
+            }
         }
         s.push_str("      accept-ra: false\n");
     }

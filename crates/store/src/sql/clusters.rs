@@ -33,7 +33,7 @@ fn holder_label(row: &AnyRow) -> Result<String> {
 use crate::{Page, PageRequest};
 
 /// Columns of a cluster row, in `cluster_from_row` order.
-pub(crate) const CLUSTER_COLS: &str = "c.id AS cluster_id, c.name AS cluster_name, c.network_type, c.virtualization, c.vm_gateway, c.vm_gateway6, c.community, c.asn, c.route_reflectors, c.cooldown_s, c.reuse";
+pub(crate) const CLUSTER_COLS: &str = "c.id AS cluster_id, c.name AS cluster_name, c.network_type, c.virtualization, c.vm_gateway, c.vm_gateway6, c.community, c.asn, c.route_reflectors, c.cooldown_s, c.reuse, c.dns AS cluster_dns, c.mtu AS cluster_mtu";
 
 pub(crate) fn cluster_from_row(row: &AnyRow) -> Result<(i64, Cluster)> {
     let network_type: NetworkType = row
@@ -80,6 +80,11 @@ pub(crate) fn cluster_from_row(row: &AnyRow) -> Result<(i64, Cluster)> {
             .text("reuse")?
             .parse()
             .map_err(|()| super::corrupt("reuse"))?,
+        dns: super::dns_from_row(row, "cluster_dns")?.unwrap_or_default(),
+        mtu: row
+            .opt_int("cluster_mtu")?
+            .map(|m| u16::try_from(m).map_err(|_| super::corrupt("mtu")))
+            .transpose()?,
     };
     Ok((row.int("cluster_id")?, cluster))
 }
@@ -423,7 +428,7 @@ impl SqlStore {
             })
             .unwrap_or_default();
         let row = sqlx::query(
-            "INSERT INTO clusters (name, network_type, vm_gateway, vm_gateway6, community, asn, route_reflectors, cooldown_s, reuse, created_at, virtualization) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING RETURNING id",
+            "INSERT INTO clusters (name, network_type, vm_gateway, vm_gateway6, community, asn, route_reflectors, cooldown_s, reuse, created_at, virtualization, dns, mtu) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(&c.name)
         .bind(c.network_type.as_str())
@@ -436,6 +441,8 @@ impl SqlStore {
         .bind(c.reuse.name())
         .bind(self.now().0)
         .bind(c.virtualization.as_str())
+        .bind(super::dns_text(Some(&c.dns)))
+        .bind(c.mtu.map(i64::from))
         .fetch_optional(&mut **tx)
         .await
         .map_err(db)?;
@@ -554,7 +561,7 @@ impl SqlStore {
             })
             .unwrap_or_default();
         sqlx::query(
-            "UPDATE clusters SET vm_gateway = $1, vm_gateway6 = $2, community = $3, asn = $4, route_reflectors = $5, cooldown_s = $6, reuse = $7 WHERE id = $8",
+            "UPDATE clusters SET vm_gateway = $1, vm_gateway6 = $2, community = $3, asn = $4, route_reflectors = $5, cooldown_s = $6, reuse = $7, dns = $8, mtu = $9 WHERE id = $10",
         )
         .bind(fabric.map(|f| f.vm_gateway.to_string()))
         .bind(fabric.map(|f| f.vm_gateway6.to_string()))
@@ -563,6 +570,8 @@ impl SqlStore {
         .bind(serde_json::Value::Array(rr_json).to_string())
         .bind(i64::try_from(new.cooldown.0).unwrap_or(i64::MAX))
         .bind(new.reuse.name())
+        .bind(super::dns_text(Some(&new.dns)))
+        .bind(new.mtu.map(i64::from))
         .bind(cid)
         .execute(&mut **tx)
         .await

@@ -58,6 +58,18 @@ pub(crate) fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::storage(format!("damaged database: {what}"))
 }
 
+/// A `Dns` as stored: JSON, NULL when empty.
+pub(crate) fn dns_text(dns: Option<&vmfabric_model::Dns>) -> Option<String> {
+    dns.filter(|d| !d.is_empty())
+        .and_then(|d| serde_json::to_string(d).ok())
+}
+
+pub(crate) fn dns_from_row(row: &AnyRow, col: &str) -> Result<Option<vmfabric_model::Dns>> {
+    row.opt_text(col)?
+        .map(|t| serde_json::from_str(&t).map_err(|_| corrupt(col)))
+        .transpose()
+}
+
 /// A page cursor this listing did not hand out.
 pub(crate) fn bad_cursor(after: &str) -> Error {
     Error::invalid(
@@ -243,7 +255,7 @@ pub fn schema_version() -> i64 {
 
 fn migrator(dialect: Dialect) -> Migrator {
     // (description, SQL, whether it runs in its own transaction)
-    let files: [(&str, &str, bool); 8] = match dialect {
+    let files: [(&str, &str, bool); 9] = match dialect {
         Dialect::Sqlite => [
             (
                 "init",
@@ -283,6 +295,11 @@ fn migrator(dialect: Dialect) -> Migrator {
             (
                 "node token identity",
                 include_str!("../../migrations/sqlite/0008_node_token_identity.sql"),
+                false,
+            ),
+            (
+                "guest dns and mtu",
+                include_str!("../../migrations/sqlite/0009_guest_dns_mtu.sql"),
                 false,
             ),
         ],
@@ -325,6 +342,11 @@ fn migrator(dialect: Dialect) -> Migrator {
             (
                 "node token identity",
                 include_str!("../../migrations/postgres/0008_node_token_identity.sql"),
+                false,
+            ),
+            (
+                "guest dns and mtu",
+                include_str!("../../migrations/postgres/0009_guest_dns_mtu.sql"),
                 false,
             ),
         ],

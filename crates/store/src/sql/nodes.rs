@@ -15,7 +15,7 @@ use super::clusters::{BLOCK_COLS, BLOCK_FROM, block_from_row};
 use super::{Counters, Reach, RowExt, SqlStore, Tx, db, kb};
 use crate::{NodeBlockKind, NodeView, Page, PageRequest};
 
-pub(crate) const NODE_COLS: &str = "n.id AS node_id, n.name AS node_name, c.name AS node_cluster, n.address, n.address_prefix, n.uplink, n.uplink_mac, n.bridge, n.primary_ip, n.primary_prefix, n.ipv6_address, n.ipv6_gateway, n.ndp_proxy";
+pub(crate) const NODE_COLS: &str = "n.id AS node_id, n.name AS node_name, c.name AS node_cluster, n.address, n.address_prefix, n.uplink, n.uplink_mac, n.bridge, n.primary_ip, n.primary_prefix, n.ipv6_address, n.ipv6_gateway, n.ndp_proxy, n.dns AS node_dns";
 
 fn prefix(row: &AnyRow, col: &str) -> Result<Option<u8>> {
     row.opt_int(col)?
@@ -44,6 +44,7 @@ pub(crate) fn node_from_row(row: &AnyRow) -> Result<(i64, Node)> {
                 primary_prefix: prefix(row, "primary_prefix")?,
                 ipv6,
                 ndp_proxy: row.opt_parsed("ndp_proxy")?.unwrap_or_default(),
+                dns: super::dns_from_row(row, "node_dns")?,
             })
         }
         None => None,
@@ -246,7 +247,7 @@ impl SqlStore {
         let (node, blocks) = input.validate(&c)?;
         let r = node.routing.as_ref();
         let row = sqlx::query(
-            "INSERT INTO nodes (cluster_id, name, address, address_prefix, uplink, bridge, primary_ip, primary_prefix, ipv6_address, ipv6_gateway, ndp_proxy, created_at, uplink_mac) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING RETURNING id",
+            "INSERT INTO nodes (cluster_id, name, address, address_prefix, uplink, bridge, primary_ip, primary_prefix, ipv6_address, ipv6_gateway, ndp_proxy, created_at, uplink_mac, dns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(cid)
         .bind(&node.name)
@@ -261,6 +262,7 @@ impl SqlStore {
         .bind(r.map(|r| r.ndp_proxy.as_str()))
         .bind(self.now().0)
         .bind(node.uplink_mac.map(|m| m.to_string()))
+        .bind(super::dns_text(r.and_then(|r| r.dns.as_ref())))
         .fetch_optional(&mut **tx)
         .await
         .map_err(db)?
@@ -686,11 +688,12 @@ impl SqlStore {
                 .await
                 .map_err(db)?;
         }
-        sqlx::query("UPDATE nodes SET uplink = $1, bridge = $2, uplink_mac = $3, ndp_proxy = $4 WHERE id = $5")
+        sqlx::query("UPDATE nodes SET uplink = $1, bridge = $2, uplink_mac = $3, ndp_proxy = $4, dns = $5 WHERE id = $6")
             .bind(new.uplink.as_str())
             .bind(new.bridge.as_str())
             .bind(new.uplink_mac.map(|m| m.to_string()))
             .bind(new.routing.as_ref().map(|r| r.ndp_proxy.as_str()))
+            .bind(super::dns_text(new.routing.as_ref().and_then(|r| r.dns.as_ref())))
             .bind(id)
             .execute(&mut **tx)
             .await
