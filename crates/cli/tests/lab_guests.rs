@@ -132,6 +132,19 @@ fn first_pings(lab: &Lab, ns: &str, targets: &[(&Guest, IpAddr)]) -> Vec<f64> {
         .collect()
 }
 
+/// The guest's DNS and MTU against what the cluster (or node) says: the
+/// kernel's MTU of eth0, and the resolver lines the renderer wrote.
+fn check_dns_mtu(r: &Report, vm: &str, mtu: u64, words: &[&str]) {
+    assert_eq!(r.mtu("eth0"), Some(mtu), "{vm}: MTU of eth0");
+    let lines = r.dns.join("; ");
+    for w in words {
+        assert!(
+            lines.contains(w),
+            "{vm}: {w} not in the guest's resolver settings: {lines:?}"
+        );
+    }
+}
+
 /// The guest's own view against the plan: addresses on eth0, default
 /// routes, the renderer it was told to use, and every ping it made.
 fn check(g: &Guest, s: &Spec, p: &Planned) -> Report {
@@ -190,6 +203,21 @@ fn switching_guests_take_their_network_from_vmfabric() {
     let mut lab = Lab::new("gu").expect("lab");
     let vf_ = vmfabric(&lab);
     let t = scenarios::switching_kvm(&mut lab, &vf_).unwrap();
+    // The cluster's DNS and MTU, set in place before the guests boot.
+    vf(
+        &lab,
+        &[
+            "cluster",
+            "set",
+            "rack",
+            "--nameserver",
+            "192.0.2.53",
+            "--search-domain",
+            "example.com",
+            "--mtu",
+            "1400",
+        ],
+    );
     let gw: IpAddr = "192.0.2.1".parse().unwrap();
     // Each guest pings its gateway and the other guest across nodes.
     let specs = [
@@ -216,6 +244,7 @@ fn switching_guests_take_their_network_from_vmfabric() {
     let firsts = first_pings(&lab, t.ns("dc"), &targets);
     for ((g, s), first) in guests.iter().zip(&specs).zip(&firsts) {
         let r = check(g, s, &planned(&vf_, s.vm));
+        check_dns_mtu(&r, s.vm, 1400, &["DNS=192.0.2.53", "Domains=example.com"]);
         eprintln!(
             "switching {} on {} ({}): router -> guest first ping {first:.1} s after QEMU \
              started; guest report at uptime {:.1} s; guest pings {:?}",
@@ -322,6 +351,31 @@ fn routing_guests_reach_the_provider_through_the_node() {
     let mut lab = Lab::new("gr").expect("lab");
     let vf_ = vmfabric(&lab);
     let t = scenarios::routing_kvm(&mut lab, &vf_, "kernel").unwrap();
+    // The node's own resolvers replace the cluster's; the cluster's MTU.
+    vf(
+        &lab,
+        &[
+            "cluster",
+            "set",
+            "hz",
+            "--nameserver",
+            "192.0.2.53",
+            "--mtu",
+            "1450",
+        ],
+    );
+    vf(
+        &lab,
+        &[
+            "node",
+            "set",
+            "n1",
+            "--nameserver",
+            "198.51.100.53",
+            "--search-domain",
+            "dc1.example.net",
+        ],
+    );
     let gw4: IpAddr = "192.0.2.1".parse().unwrap();
     let gw6: IpAddr = "2001:db8:1:1::1".parse().unwrap();
     let specs = [
@@ -348,6 +402,21 @@ fn routing_guests_reach_the_provider_through_the_node() {
     let firsts = first_pings(&lab, dc, &targets);
     for ((g, s), first) in guests.iter().zip(&specs).zip(&firsts) {
         let r = check(g, s, &planned(&vf_, s.vm));
+        let dns: &[&str] = if s.renderer == "eni" {
+            &[
+                "dns-nameservers 198.51.100.53",
+                "dns-search dc1.example.net",
+            ]
+        } else {
+            &["DNS=198.51.100.53", "Domains=dc1.example.net"]
+        };
+        check_dns_mtu(&r, s.vm, 1450, dns);
+        assert!(
+            !r.dns.join(" ").contains("192.0.2.53"),
+            "{}: the cluster's resolver, not the node's: {:?}",
+            s.vm,
+            r.dns
+        );
         eprintln!(
             "routing {} on {} ({}): provider -> guest first ping {first:.1} s after QEMU \
              started; guest report at uptime {:.1} s; guest pings {:?}",

@@ -119,6 +119,7 @@ write_files:
       say "{MARK}ROUTE4 $(ip -4 -j route)"
       say "{MARK}ROUTE6 $(ip -6 -j route)"
       say "{MARK}FILES $(find /etc/netplan /etc/systemd/network /etc/network/interfaces.d -type f 2>/dev/null | tr '\n' ' ')"
+      say "{MARK}DNS $(grep -h -E '^(DNS|Domains)=|dns-(nameservers|search)' /etc/systemd/network/* /run/systemd/network/* /etc/network/interfaces.d/* 2>/dev/null | tr '\n' ';')"
       for t in{targets}; do
         ok=no; i=0
         while [ $i -lt 120 ]; do
@@ -259,6 +260,9 @@ pub struct Report {
     pub uptime: f64,
     /// The network files in the guest: which renderer cloud-init used.
     pub files: Vec<String>,
+    /// The resolver lines of those files (`DNS=`, `Domains=`,
+    /// `dns-nameservers`, `dns-search`), whichever renderer wrote them.
+    pub dns: Vec<String>,
 }
 
 impl Report {
@@ -280,6 +284,16 @@ impl Report {
             }
         }
         out
+    }
+
+    /// The MTU of `dev` as the guest's kernel has it.
+    pub fn mtu(&self, dev: &str) -> Option<u64> {
+        self.addr
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["ifname"].as_str() == Some(dev))
+            .and_then(|l| l["mtu"].as_u64())
     }
 
     /// The gateway and device of the default route of a family.
@@ -373,6 +387,14 @@ fn parse(text: &str) -> Option<Report> {
             "ROUTE4" => r.route4 = serde_json::from_str(value).ok()?,
             "ROUTE6" => r.route6 = serde_json::from_str(value).ok()?,
             "FILES" => r.files = value.split_whitespace().map(String::from).collect(),
+            "DNS" => {
+                r.dns = value
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect();
+            }
             "PING" => {
                 let mut f = value.split_whitespace();
                 let target = f.next()?.to_string();
@@ -393,9 +415,10 @@ mod tests {
     #[test]
     fn a_console_report_parses() {
         let text = "[    1.0] noise\r\nVMFABRIC-UP 12.5\r\n\
-            VMFABRIC-ADDR [{\"ifname\":\"eth0\",\"addr_info\":[{\"local\":\"192.0.2.4\",\"prefixlen\":27,\"scope\":\"global\"}]}]\n\
+            VMFABRIC-ADDR [{\"ifname\":\"eth0\",\"mtu\":1400,\"addr_info\":[{\"local\":\"192.0.2.4\",\"prefixlen\":27,\"scope\":\"global\"}]}]\n\
             VMFABRIC-ROUTE4 [{\"dst\":\"default\",\"gateway\":\"192.0.2.1\",\"dev\":\"eth0\"}]\n\
-            VMFABRIC-ROUTE6 []\nVMFABRIC-PING 192.0.2.5 yes 20.25\nVMFABRIC-END\n";
+            VMFABRIC-ROUTE6 []\nVMFABRIC-DNS DNS=192.0.2.53;Domains=example.com;\n\
+            VMFABRIC-PING 192.0.2.5 yes 20.25\nVMFABRIC-END\n";
         let r = parse(text).expect("parses");
         assert_eq!(r.addresses("eth0"), ["192.0.2.4/27"]);
         assert_eq!(
@@ -403,6 +426,8 @@ mod tests {
             Some(("192.0.2.1".into(), "eth0".into()))
         );
         assert_eq!(r.pings, [("192.0.2.5".to_string(), true, 20.25)]);
+        assert_eq!(r.mtu("eth0"), Some(1400));
+        assert_eq!(r.dns, ["DNS=192.0.2.53", "Domains=example.com"]);
         assert!(user_data(&["192.0.2.5".parse().expect("ip")]).contains(" 192.0.2.5; do"));
     }
 }
