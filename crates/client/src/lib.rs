@@ -521,6 +521,10 @@ impl Store for RemoteStore {
         .await
     }
 
+    async fn block_map(&self, ip: &str) -> Result<vmfabric_model::view::BlockMap> {
+        self.get(&format!("/blocks/{}/map", enc(ip))).await
+    }
+
     async fn plan_input(&self, node: &str) -> Result<PlanInput> {
         self.get(&format!("/nodes/{}/plan-input", enc(node))).await
     }

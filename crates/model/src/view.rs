@@ -163,6 +163,118 @@ pub struct Usage {
     pub free: u128,
 }
 
+/// What one address of a block is, for its map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum CellState {
+    Used,
+    Reserved,
+    Cooling,
+    System,
+    Free,
+}
+
+impl CellState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CellState::Used => "used",
+            CellState::Reserved => "reserved",
+            CellState::Cooling => "cooling",
+            CellState::System => "system",
+            CellState::Free => "free",
+        }
+    }
+}
+
+/// One cell of a block's map: one address, or (in blocks larger than
+/// [`MAP_SINGLE_MAX`]) a run of them counted by state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MapCell {
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::IpAddress))]
+    pub first: IpAddr,
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::IpAddress))]
+    pub last: IpAddr,
+    /// The address's state; for a run, the state most of it is in.
+    pub state: CellState,
+    /// Who or what holds a single address: `VM web1 (eth0)`, a
+    /// reservation's note, the reason of an exclusion, the end of a
+    /// cool-down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub holder: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::AddressCount))]
+    #[serde(with = "crate::serde_text::count")]
+    pub used: u128,
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::AddressCount))]
+    #[serde(with = "crate::serde_text::count")]
+    pub reserved: u128,
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::AddressCount))]
+    #[serde(with = "crate::serde_text::count")]
+    pub cooling: u128,
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::AddressCount))]
+    #[serde(with = "crate::serde_text::count")]
+    pub system: u128,
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::AddressCount))]
+    #[serde(with = "crate::serde_text::count")]
+    pub free: u128,
+}
+
+impl MapCell {
+    /// A run of `first..=last` with these counts, named by its largest.
+    pub fn run(first: IpAddr, last: IpAddr, counts: [u128; 5]) -> MapCell {
+        let states = [
+            CellState::Used,
+            CellState::Reserved,
+            CellState::Cooling,
+            CellState::System,
+            CellState::Free,
+        ];
+        let mut state = CellState::Free;
+        let mut most = 0;
+        for (s, n) in states.into_iter().zip(counts) {
+            if n > most {
+                most = n;
+                state = s;
+            }
+        }
+        MapCell {
+            first,
+            last,
+            state,
+            holder: None,
+            used: counts[0],
+            reserved: counts[1],
+            cooling: counts[2],
+            system: counts[3],
+            free: counts[4],
+        }
+    }
+}
+
+/// Blocks up to this many addresses (a /22) are mapped address by address.
+pub const MAP_SINGLE_MAX: u128 = 1024;
+/// Larger blocks are mapped in at most this many runs of equal size.
+pub const MAP_RUNS: u128 = 256;
+
+/// The map of one block: every address (up to a /22), or runs of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BlockMap {
+    pub cluster: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub node: Option<String>,
+    pub block: String,
+    pub role: BlockRole,
+    /// Addresses per cell (1: one cell per address).
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::AddressCount))]
+    #[serde(with = "crate::serde_text::count")]
+    pub cell_size: u128,
+    pub cells: Vec<MapCell>,
+}
+
 /// A network of a cluster's pool, as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -26,7 +26,8 @@ use vmfabric_store::{
 
 use utoipa::ToSchema;
 use vmfabric_model::view::{
-    Allocation, ClusterSummary, FreeSpace, HistoryEntry, NetworkView, ReleaseResult, Usage,
+    Allocation, BlockMap, ClusterSummary, FreeSpace, HistoryEntry, NetworkView, ReleaseResult,
+    Usage,
 };
 use vmfabric_model::{AgentStatus, Cluster, NewToken, Vm};
 use vmfabric_store::{CheckReport, NodeView};
@@ -91,6 +92,7 @@ pub fn routes() -> Router<Ctl> {
         .route("/api/v1/addresses/release", post(release))
         .route("/api/v1/addresses/{ip}/history", get(history))
         .route("/api/v1/usage", get(usage))
+        .route("/api/v1/blocks/{ip}/map", get(block_map))
         .route("/api/v1/check", get(check))
         .route("/api/v1/tokens", get(tokens).post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
@@ -1096,6 +1098,16 @@ async fn usage(
     require(&t, Access::Read)?;
     let q: ClusterQuery = query(&q)?;
     Ok(Json(c.store.usage(q.cluster.as_deref(), &q.page()).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/blocks/{ip}/map", tag = "addresses", description = "The map of the block (network, node subnet, range or /64) holding `ip`: what each address is and who holds it, up to a /22; above, at most 256 equal runs counted by state.", params(("ip" = String, Path, description = "any address of the block")), responses((status = 200, body = BlockMap)))]
+async fn block_map(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(ip): Path<String>,
+) -> ApiResult<Response> {
+    require(&t, Access::Read)?;
+    Ok(Json(c.store.block_map(&ip).await?).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/check", tag = "meta", description = "Verify every invariant of the stored state.",  responses((status = 200, body = CheckReport)))]

@@ -469,6 +469,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<Page<HistoryEntry>>;
     /// Usage per block, in address order.
     async fn usage(&self, cluster: Option<&str>, page: &PageRequest) -> Result<Page<Usage>>;
+    /// The map of the block holding `ip`: each address up to a /22, runs
+    /// of them above.
+    async fn block_map(&self, ip: &str) -> Result<vmfabric_model::view::BlockMap>;
 
     /// Everything the plan of `node` depends on.
     async fn plan_input(&self, node: &str) -> Result<vmfabric_plan::PlanInput>;

@@ -242,6 +242,10 @@ impl Store for SqlStore {
         read!(self, |tx| self.usage_tx(tx, cluster, page))
     }
 
+    async fn block_map(&self, ip: &str) -> Result<vmfabric_model::view::BlockMap> {
+        read!(self, |tx| self.block_map_tx(tx, ip))
+    }
+
     async fn plan_input(&self, node: &str) -> Result<vmfabric_plan::PlanInput> {
         read!(self, |tx| self.plan_input_tx(tx, node))
     }

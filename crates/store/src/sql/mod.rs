@@ -22,6 +22,7 @@ mod check;
 mod clusters;
 mod dialect;
 mod impl_store;
+mod maps;
 mod nodes;
 mod tokens;
 mod tx;
