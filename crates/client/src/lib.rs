@@ -585,6 +585,10 @@ impl Store for RemoteStore {
         self.post(&format!("/nodes/{}/status", enc(node)), report)
             .await
     }
+    async fn agent_status(&self, node: &str) -> Result<Option<AgentStatus>> {
+        self.get(&format!("/nodes/{}/status", enc(node))).await
+    }
+
     async fn agent_statuses(&self, page: &PageRequest) -> Result<Page<AgentStatus>> {
         self.get(&format!(
             "/agents?{}",

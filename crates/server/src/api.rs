@@ -72,7 +72,10 @@ pub fn routes() -> Router<Ctl> {
         .route("/api/v1/nodes/{name}/plan", get(plan))
         .route("/api/v1/nodes/{name}/plan/{format}", get(plan_file))
         .route("/api/v1/nodes/{name}/plan-input", get(plan_input))
-        .route("/api/v1/nodes/{name}/status", post(report_status))
+        .route(
+            "/api/v1/nodes/{name}/status",
+            get(agent_status).post(report_status),
+        )
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/vms", get(vms))
         .route("/api/v1/vms/batch", post(create_vms))
@@ -713,6 +716,16 @@ async fn report_status(
         return Err(Error::invalid("body", report, "a report is a JSON object").into());
     }
     Ok(Json(c.store.report_status(&name, &report).await?).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/nodes/{name}/status", tag = "plans", description = "What the node's agent last reported; null if it never did.", params(("name" = String, Path)), responses((status = 200, body = Option<AgentStatus>)))]
+async fn agent_status(
+    State(c): State<Ctl>,
+    Extension(t): Tok,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    require(&t, Access::NodeRead(&name))?;
+    Ok(Json(c.store.agent_status(&name).await?).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/agents", tag = "plans", description = "What every agent last reported, by node.", params(("after" = Option<String>, Query, description = "the `next` of the page before"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "items per page (default 1000)")), responses((status = 200, body = Page<AgentStatus>)))]

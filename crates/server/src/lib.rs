@@ -26,6 +26,7 @@ pub mod batch;
 pub mod listen;
 pub mod metrics;
 pub mod openapi;
+pub mod panel;
 pub mod plan_watch;
 pub mod problem;
 
@@ -85,6 +86,10 @@ pub struct Controller {
     stop: watch::Sender<bool>,
     /// Timeouts and the connection cap (the body timeout applies here).
     pub limits: listen::Limits,
+    /// The panel's signed-in browsers.
+    pub sessions: panel::session::Sessions,
+    /// Served over HTTPS: the panel's cookie is `Secure`.
+    pub tls: bool,
 }
 
 pub type Ctl = Arc<Controller>;
@@ -154,6 +159,8 @@ impl Controller {
             stopping,
             stop,
             limits: settings.limits,
+            sessions: panel::session::Sessions::default(),
+            tls: settings.tls.is_some(),
         }))
     }
 }
@@ -174,6 +181,7 @@ pub fn router(ctl: Ctl) -> Router {
         .with_state(ctl.clone());
     Router::new()
         .merge(authed)
+        .merge(panel::routes().with_state(ctl.clone()))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/readyz", axum::routing::get(ready).with_state(ctl))
         .fallback(not_found)
@@ -198,6 +206,14 @@ async fn ready(State(ctl): State<Ctl>) -> Response {
     }
 }
 
+/// Who the change log names for changes made with `token`.
+pub fn actor(token: &vmfabric_model::TokenInfo) -> String {
+    match token.name.as_str() {
+        "" => format!("{} token {}", token.role, token.id),
+        name => format!("{} token {} ({name})", token.role, token.id),
+    }
+}
+
 /// Every request but health carries a valid token; handlers check roles.
 async fn authenticate(State(ctl): State<Ctl>, mut req: Request, next: Next) -> Response {
     match ctl
@@ -206,11 +222,7 @@ async fn authenticate(State(ctl): State<Ctl>, mut req: Request, next: Next) -> R
         .await
     {
         Ok(token) => {
-            // The change log names who made each change.
-            let actor = match token.name.as_str() {
-                "" => format!("{} token {}", token.role, token.id),
-                name => format!("{} token {} ({name})", token.role, token.id),
-            };
+            let actor = actor(&token);
             let who = TokenName(match token.name.as_str() {
                 "" => format!("{} token {}", token.role, token.id),
                 name => name.to_string(),

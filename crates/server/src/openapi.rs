@@ -24,7 +24,7 @@ use crate::api;
         api::create_vm, api::create_vms, api::vm, api::delete_vm, api::migrate_vm, api::add_nic, api::remove_nic,
         api::add_vm_address, api::remove_vm_address,
         api::guest_config, api::addresses, api::free_space, api::reserve, api::release,
-        api::history, api::usage, api::block_map, api::check, api::tokens, api::create_token,
+        api::agent_status, api::history, api::usage, api::block_map, api::check, api::tokens, api::create_token,
         api::revoke_token, api::changes, api::metrics
     ),
     components(schemas(

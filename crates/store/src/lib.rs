@@ -508,6 +508,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn report_status(&self, node: &str, report: &serde_json::Value) -> Result<AgentStatus>;
     /// Agents' last reports, by node name.
     async fn agent_statuses(&self, page: &PageRequest) -> Result<Page<AgentStatus>>;
+    /// The last report of `node`'s agent, if it ever reported.
+    async fn agent_status(&self, node: &str) -> Result<Option<AgentStatus>>;
 }
 
 /// Whole listings, page after page: for tests, and for the few callers

@@ -293,4 +293,8 @@ impl Store for SqlStore {
     async fn agent_statuses(&self, page: &PageRequest) -> Result<Page<AgentStatus>> {
         self.agent_statuses_now(page).await
     }
+
+    async fn agent_status(&self, node: &str) -> Result<Option<AgentStatus>> {
+        self.agent_status_now(node).await
+    }
 }

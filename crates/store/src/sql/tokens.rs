@@ -252,6 +252,23 @@ impl SqlStore {
         Ok(Page::from_probe(items, size, |a| a.node.clone()))
     }
 
+    pub(crate) async fn agent_status_now(&self, node: &str) -> Result<Option<AgentStatus>> {
+        let row = sqlx::query("SELECT node, report, at FROM agent_status WHERE node = $1")
+            .bind(node)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|row| {
+            Ok(AgentStatus {
+                node: row.text("node")?,
+                at: Timestamp(row.int("at")?),
+                report: serde_json::from_str(&row.text("report")?)
+                    .map_err(|_| super::corrupt("agent report"))?,
+            })
+        })
+        .transpose()
+    }
+
     /// The change log: newest first, or after `since` oldest first; of
     /// one object with `object`. Each form is one range of an index.
     pub(crate) async fn changes_now(
