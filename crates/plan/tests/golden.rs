@@ -7,7 +7,7 @@
 mod common;
 
 use proptest::prelude::*;
-use vmfabric_plan::render::{bird, frr, guest, ndppd, nft, summary};
+use vmfabric_plan::render::{bird, frr, guest, libvirt, lxd, ndppd, nft, summary};
 use vmfabric_plan::{LinkKind, build, diff};
 
 fn plan_json(p: &vmfabric_plan::NodePlan) -> String {
@@ -24,7 +24,8 @@ fn switching_seed() {
     assert!(ndppd::conf(&plan).is_none());
     let vm = &common::switching().vms[0];
     insta::assert_snapshot!("switching_cloud_init", guest::cloud_init(vm));
-    insta::assert_snapshot!("switching_libvirt", guest::libvirt(vm));
+    insta::assert_snapshot!("switching_libvirt", libvirt::interfaces_xml(vm));
+    insta::assert_snapshot!("switching_libvirt_domain", libvirt::domain(vm, None));
 }
 
 #[test]
@@ -263,7 +264,14 @@ fn several_nics_and_addresses() {
     multi.nics.push(second);
     let cloud = guest::cloud_init(&multi);
     insta::assert_snapshot!("several_nics_cloud_init", cloud);
-    insta::assert_snapshot!("several_nics_libvirt", guest::libvirt(&multi));
+    insta::assert_snapshot!("several_nics_libvirt", libvirt::interfaces_xml(&multi));
+    insta::assert_snapshot!(
+        "several_nics_libvirt_domain",
+        libvirt::domain(&multi, Some("/srv/vm's disks/multi.img"))
+    );
+    let mut lxd_vm = multi.clone();
+    lxd_vm.cluster = "fabric-lxd".into();
+    insta::assert_snapshot!("several_nics_lxd", lxd::instance(&lxd_vm));
     // One default route per family in the main table (the first NIC's
     // gateway), one in each NIC's table.
     for key in ["gateway4:", "gateway6:"] {
