@@ -73,7 +73,8 @@ fn fabric_seed_dual_stack() {
 
 #[test]
 fn lxd_nodes_get_veth_pairs() {
-    let plan = build(&common::fabric("lxd"));
+    let input = common::fabric("lxd");
+    let plan = build(&input);
     let vm_links: Vec<_> = plan.links.iter().filter(|l| l.vm.is_some()).collect();
     assert!(!vm_links.is_empty());
     for l in vm_links {
@@ -83,7 +84,21 @@ fn lxd_nodes_get_veth_pairs() {
             peer.ends_with("_g0") && peer.len() <= l.name.len(),
             "{peer}"
         );
+        // The peer carries the VM's MAC: the one the firewall lets through.
+        let port = plan.firewall.ports.iter().find(|p| p.ifname == l.name);
+        assert_eq!(l.peer_mac.as_deref(), port.map(|p| p.mac.as_str()));
     }
+    let vm = &input.vms[0];
+    let text = lxd::instance(vm);
+    insta::assert_snapshot!("fabric_lxd", text);
+    // The device's parent is the plan's peer, its hwaddr the peer's MAC.
+    let l = &plan
+        .links
+        .iter()
+        .find(|l| l.vm.as_deref() == Some(vm.name.as_str()))
+        .unwrap();
+    assert!(text.contains(&format!("parent: {}\n", l.peer.as_deref().unwrap())));
+    assert!(text.contains(&format!("hwaddr: \"{}\"\n", l.peer_mac.as_deref().unwrap())));
 }
 
 #[test]
