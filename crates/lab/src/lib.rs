@@ -17,6 +17,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 pub mod guest;
+pub mod libvirt;
 pub mod qemu;
 pub mod scenarios;
 pub mod worlds;
