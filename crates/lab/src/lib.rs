@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 pub mod guest;
 pub mod libvirt;
+pub mod lxd;
 pub mod qemu;
 pub mod scenarios;
 pub mod worlds;
