@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
+use netlink_packet_route::link::{InfoData, InfoVeth};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
@@ -249,12 +250,16 @@ impl Netlink {
                         .peer
                         .clone()
                         .unwrap_or_else(|| format!("{}p", link.name));
-                    self.handle
-                        .link()
-                        .add(LinkVeth::new(&link.name, &peer).build())
-                        .execute()
-                        .await
-                        .map_err(err)
+                    // The peer is born with the VM's MAC (one message, so
+                    // no other MAC is ever seen on it).
+                    let mut peer_msg = LinkUnspec::new_with_name(&peer);
+                    if let Some(mac) = &link.peer_mac {
+                        peer_msg = peer_msg.address(mac_bytes(mac)?);
+                    }
+                    let msg = LinkVeth::new(&link.name, &peer)
+                        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())))
+                        .build();
+                    self.handle.link().add(msg).execute().await.map_err(err)
                 }
                 LinkKind::Tap => tap::create(&link.name),
             },

@@ -261,6 +261,9 @@ pub fn diff(plan: &NodePlan, observed: &Observed, owned: &Owned) -> Result<Vec<A
                         name: l.name.clone(),
                     });
                 }
+                if let Some(a) = peer_mac(l, &links) {
+                    out.push(a);
+                }
             }
         }
     }
@@ -299,6 +302,23 @@ pub fn diff(plan: &NodePlan, observed: &Observed, owned: &Owned) -> Result<Vec<A
     Ok(out)
 }
 
+/// The repair of a veth peer's MAC (the VM's, given at creation) when the
+/// peer is on the node with another one. A peer that is not on the node
+/// is in its container (LXD moves it in on start and back on stop): the
+/// pair stays as it is, nothing is created again.
+fn peer_mac(l: &Link, links: &BTreeMap<&str, &ObservedLink>) -> Option<Action> {
+    let (name, mac) = (l.peer.as_ref()?, l.peer_mac.as_ref()?);
+    let o = links.get(name.as_str())?;
+    let same = o
+        .mac
+        .as_deref()
+        .is_some_and(|m| m.eq_ignore_ascii_case(mac));
+    (o.kind == "veth" && !same).then(|| Action::SetMac {
+        name: name.clone(),
+        mac: mac.clone(),
+    })
+}
+
 /// The MAC a link must have, if the plan says.
 fn desired_mac(l: &Link, uplink: &ObservedLink) -> Option<String> {
     if l.mac_from_uplink {
@@ -327,6 +347,7 @@ mod tests {
                 mac: Some("fe:00:00:00:00:01".into()),
                 mac_from_uplink: false,
                 peer: Some("vm1_g0".into()),
+                peer_mac: Some("52:54:00:00:00:01".into()),
                 vm: Some("vm1".into()),
             }],
             addresses: vec![Address {
@@ -398,7 +419,7 @@ mod tests {
         assert_eq!(
             text,
             [
-                "+ link vm1_net0 veth mac fe:00:00:00:00:01 peer vm1_g0",
+                "+ link vm1_net0 veth mac fe:00:00:00:00:01 peer vm1_g0 peer mac 52:54:00:00:00:01",
                 "~ link vm1_net0 mac fe:00:00:00:00:01",
                 "~ link vm1_net0 up",
                 "+ address 10.0.0.1/32 dev vm1_net0",
@@ -461,6 +482,70 @@ mod tests {
                 "~ sysctl net.ipv4.ip_forward=1",
             ]
         );
+    }
+
+    fn peer(mac: &str) -> ObservedLink {
+        ObservedLink {
+            index: 60,
+            name: "vm1_g0".into(),
+            kind: "veth".into(),
+            master: None,
+            mac: Some(mac.into()),
+            up: false,
+        }
+    }
+
+    #[test]
+    fn a_veth_peer_on_the_node_gets_the_vm_mac_back() {
+        let p = plan();
+        let owned = Owned {
+            links: ["vm1_net0".to_string()].into(),
+            ..Owned::default()
+        };
+        // The hypervisor (or someone) gave the peer another MAC.
+        let mut o = applied(&p);
+        o.links.push(peer("0a:bb:cc:dd:ee:ff"));
+        let text: Vec<String> = diff(&p, &o, &owned)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(text, ["~ link vm1_g0 mac 52:54:00:00:00:01"]);
+        // The right MAC, in either case, needs nothing.
+        let mut o = applied(&p);
+        o.links.push(peer("52:54:00:00:00:01"));
+        assert!(diff(&p, &o, &owned).unwrap().is_empty());
+        let mut o = applied(&p);
+        o.links
+            .push(peer("52:54:00:00:00:01".to_uppercase().as_str()));
+        assert!(diff(&p, &o, &owned).unwrap().is_empty());
+        // Something else with the peer's name is not ours to change.
+        let mut o = applied(&p);
+        let mut other = peer("0a:bb:cc:dd:ee:ff");
+        other.kind = "macvlan".into();
+        o.links.push(other);
+        assert!(diff(&p, &o, &owned).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_veth_peer_in_its_container_leaves_the_pair_alone() {
+        // `applied` has the host side only: the peer is in the container.
+        let p = plan();
+        let owned = Owned {
+            links: ["vm1_net0".to_string()].into(),
+            ..Owned::default()
+        };
+        let mut o = applied(&p);
+        assert!(o.link("vm1_g0").is_none());
+        assert!(diff(&p, &o, &owned).unwrap().is_empty());
+        // Even with the host side down, the only change is bringing it up.
+        o.links[1].up = false;
+        let text: Vec<String> = diff(&p, &o, &owned)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(text, ["~ link vm1_net0 up"]);
     }
 
     #[test]

@@ -297,6 +297,8 @@ pub enum PlanFormat {
 pub enum GuestFormat {
     CloudInit,
     Libvirt,
+    LibvirtDomain,
+    Lxd,
 }
 
 #[derive(Debug, Args)]
@@ -649,11 +651,16 @@ pub enum VmCmd {
     },
     /// End a VM's claim on one of its addresses (kept in history)
     RemoveAddress { name: String, ip: String },
-    /// The guest's network configuration (cloud-init network-config v2) or libvirt interfaces
+    /// The guest's network configuration (cloud-init network-config v2), its libvirt
+    /// interfaces or domain (kvm clusters), or its LXD configuration (lxd clusters)
     GuestConfig {
         name: String,
         #[arg(long, value_enum, default_value_t = GuestFormat::CloudInit)]
         format: GuestFormat,
+        /// libvirt-domain: the VM's disk image (absolute path; .qcow2 is qcow2, anything
+        /// else raw); without it the domain names a placeholder to replace
+        #[arg(long, value_name = "PATH")]
+        disk: Option<String>,
     },
     /// Create VMs from JSON lines on stdin ({"cluster","name","node","ip":[..],"ipv6":bool},
     /// or with "nics":[{"ips":[..],"ipv6":bool,"no_ipv4":bool,"extra_ipv4":K,"extra_ipv6":K},..]),

@@ -507,7 +507,9 @@ async fn vm(s: &dyn Store, c: VmCmd, json: bool) -> Result<Out> {
             )
         }
         VmCmd::Import { batch } => import(s, batch.max(1), json).await,
-        VmCmd::GuestConfig { name, format } => crate::plans::guest_config(s, &name, format).await,
+        VmCmd::GuestConfig { name, format, disk } => {
+            crate::plans::guest_config(s, &name, format, disk).await
+        }
     }
 }
 

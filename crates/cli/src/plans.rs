@@ -78,15 +78,28 @@ pub async fn node_plan(
     }
 }
 
-pub async fn guest_config(s: &dyn Store, name: &str, format: GuestFormat) -> Result<Out> {
+pub async fn guest_config(
+    s: &dyn Store,
+    name: &str,
+    format: GuestFormat,
+    disk: Option<String>,
+) -> Result<Out> {
     let vm = s.vm(name).await?;
     let c = s.cluster(&vm.cluster).await?.cluster;
     let node = s.node(&vm.node).await?.node;
     let f = match format {
         GuestFormat::CloudInit => files::GuestFormat::CloudInit,
         GuestFormat::Libvirt => files::GuestFormat::Libvirt,
+        GuestFormat::LibvirtDomain => files::GuestFormat::LibvirtDomain,
+        GuestFormat::Lxd => files::GuestFormat::Lxd,
     };
-    out(files::guest_file(&vm, &c, &node, f)?)
+    out(files::guest_file(
+        &vm,
+        &c,
+        &node,
+        f,
+        &files::GuestOptions { disk },
+    )?)
 }
 
 pub async fn rr_config(

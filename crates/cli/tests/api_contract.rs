@@ -329,7 +329,17 @@ fn path_values(name: &str) -> &'static [&'static str] {
         "index" => &["0", "1", "9", "x", "300"],
         "id" => &["2", "999", "x", "-1"],
         "ip" => &["192.0.2.5", "203.0.113.40", "nope", "::ffff:192.0.2.5"],
-        "format" => &["frr", "nft", "ndppd", "cloud-init", "libvirt", "bird", "x"],
+        "format" => &[
+            "frr",
+            "nft",
+            "ndppd",
+            "cloud-init",
+            "libvirt",
+            "libvirt-domain",
+            "lxd",
+            "bird",
+            "x",
+        ],
         // (No `..`: the client's URL parser resolves it before sending.)
         _ => &[
             "sw", "fab", "hz", "kvm1", "node1", "hz1", "web1", "nope", "a%20b", "x%00y",

@@ -518,3 +518,79 @@ fn lab_up_status_down() {
         "namespaces left behind"
     );
 }
+
+/// `ip -j link show DEV` in `ns`: (ifindex, MAC), or None when absent.
+fn link_of(lab: &Lab, ns: &str, dev: &str) -> Option<(u64, String)> {
+    let out = lab.ip(ns, &["-j", "link", "show", dev]).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    Some((
+        v[0]["ifindex"].as_u64()?,
+        v[0]["address"].as_str()?.to_string(),
+    ))
+}
+
+/// LXD clusters: the agent creates each veth pair with the VM's MAC on the
+/// peer, so the anti-spoofing rules (keyed on that MAC) let the guest's
+/// traffic through whatever the hypervisor does; the peer may leave for
+/// the container's namespace and come back (as LXD's `nictype: physical`
+/// does on start and stop) without the agent failing or recreating the
+/// pair; a peer back on the node with another MAC gets the VM's again.
+#[test]
+fn lxd_veth_peers_carry_the_vm_mac_wherever_they_are() {
+    let (mut lab, _dc, n1) = routed("vp");
+    let vm = vf(&lab, &["vm", "show", "vm1"]);
+    let mac = vm["nics"][0]["mac"].as_str().unwrap().to_string();
+    let first = agent(&lab, &n1, "n1");
+    assert_eq!(first["failures"], serde_json::json!([]), "{first}");
+    let (host, _) = link_of(&lab, &n1, "vm1_net0").expect("host side");
+    let (_, peer_mac) = link_of(&lab, &n1, "vm1_g0").expect("peer on the node");
+    assert_eq!(peer_mac, mac, "the peer is born with the VM's MAC");
+
+    // The hypervisor's part, by hand: the peer into the guest's namespace,
+    // addressed as the plan says, its MAC untouched.
+    let g = lab.add_ns("g1").unwrap();
+    lab.ip(&n1, &["link", "set", "vm1_g0", "netns", &g])
+        .unwrap();
+    for args in [
+        &["link", "set", "vm1_g0", "up"][..],
+        &["addr", "add", "203.0.113.40/32", "dev", "vm1_g0"],
+        &["route", "add", "192.0.2.10", "dev", "vm1_g0"],
+        &["route", "add", "default", "via", "192.0.2.10"],
+    ] {
+        lab.ip(&g, args).unwrap();
+    }
+    // The peer is away: nothing to do, nothing failed, the pair is the same.
+    let away = agent(&lab, &n1, "n1");
+    assert_eq!(away["failures"], serde_json::json!([]), "{away}");
+    assert_eq!(away["changes"], serde_json::json!([]), "{away}");
+    assert_eq!(link_of(&lab, &n1, "vm1_net0").map(|l| l.0), Some(host));
+    assert!(
+        lab.ping(&g, "192.0.2.1"),
+        "the guest's traffic passes anti-spoofing with the MAC the agent set"
+    );
+    // The check can fail: another MAC on the guest side is dropped.
+    lab.ip(
+        &g,
+        &["link", "set", "vm1_g0", "address", "02:00:00:00:66:66"],
+    )
+    .unwrap();
+    assert!(
+        !lab.ping_once(&g, "192.0.2.1"),
+        "a foreign MAC must be dropped by anti-spoofing"
+    );
+
+    // Back on the node (as when the container stops) with the wrong MAC:
+    // the agent gives the VM's back and leaves the pair in place.
+    lab.ip(&g, &["link", "set", "vm1_g0", "netns", &n1])
+        .unwrap();
+    let back = agent(&lab, &n1, "n1");
+    assert_eq!(back["failures"], serde_json::json!([]), "{back}");
+    assert_eq!(
+        back["changes"],
+        serde_json::json!([format!("~ link vm1_g0 mac {mac}")]),
+        "{back}"
+    );
+    assert_eq!(link_of(&lab, &n1, "vm1_g0").map(|l| l.1), Some(mac));
+    assert_eq!(link_of(&lab, &n1, "vm1_net0").map(|l| l.0), Some(host));
+    assert_eq!(agent(&lab, &n1, "n1")["writes"], 0);
+}

@@ -229,6 +229,93 @@ fn guest_configs() {
     e.ok(&["vm", "create", "lx", "c1", "--node", "lxd1"]);
     let err = e.fails(2, &["vm", "guest-config", "c1", "--format", "libvirt"]);
     assert!(err["rule"].as_str().unwrap().contains("lxd"));
+    let err = e.fails(
+        2,
+        &["vm", "guest-config", "c1", "--format", "libvirt-domain"],
+    );
+    assert!(
+        err["rule"].as_str().unwrap().contains("lxd cluster lx"),
+        "{err}"
+    );
+    let err = e.fails(2, &["vm", "guest-config", "vm1", "--format", "lxd"]);
+    assert_eq!(err["field"], "format", "{err}");
+    assert!(
+        err["rule"].as_str().unwrap().contains("kvm cluster fab"),
+        "{err}"
+    );
+
+    // The libvirt domain: the VM's taps, its MAC, a disk placeholder or
+    // the disk given; a disk that is not an absolute path is refused.
+    let mac = e.ok(&["vm", "show", "vm1"])["nics"][0]["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let d = text(
+        &e,
+        &["vm", "guest-config", "vm1", "--format", "libvirt-domain"],
+    );
+    assert!(
+        d.contains("<domain type='kvm'>")
+            && d.contains("<name>vm1</name>")
+            && d.contains("<target dev='vm1_net0' managed='no'/>")
+            && d.contains(&format!("<mac address='{mac}'/>"))
+            && d.contains("PLACEHOLDER"),
+        "{d}"
+    );
+    let d = text(
+        &e,
+        &[
+            "vm",
+            "guest-config",
+            "vm1",
+            "--format",
+            "libvirt-domain",
+            "--disk",
+            "/srv/vm1.qcow2",
+        ],
+    );
+    assert!(
+        d.contains("<source file='/srv/vm1.qcow2'/>") && !d.contains("PLACEHOLDER"),
+        "{d}"
+    );
+    for bad in ["vm1.qcow2", "", "/a\tb"] {
+        let err = e.fails(
+            2,
+            &[
+                "vm",
+                "guest-config",
+                "vm1",
+                "--format",
+                "libvirt-domain",
+                "--disk",
+                bad,
+            ],
+        );
+        assert_eq!(err["field"], "disk", "{err}");
+        assert!(
+            err["rule"].as_str().unwrap().contains("absolute path"),
+            "{err}"
+        );
+    }
+    let err = e.fails(2, &["vm", "guest-config", "vm1", "--disk", "/srv/vm1.img"]);
+    assert_eq!(err["field"], "disk", "{err}");
+
+    // LXD: the agent's veth peer with the VM's MAC, and the cloud-init
+    // network-config in the instance's config.
+    let c1_mac = e.ok(&["vm", "show", "c1"])["nics"][0]["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let l = text(&e, &["vm", "guest-config", "c1", "--format", "lxd"]);
+    for line in [
+        "  cloud-init.network-config: |\n",
+        "    nictype: physical\n",
+        "    parent: c1_g0\n",
+        &format!("    hwaddr: \"{c1_mac}\"\n"),
+        "    name: eth0\n",
+    ] {
+        assert!(l.contains(line), "{line} missing:\n{l}");
+    }
     let p = e.ok(&["node", "plan", "lxd1"]);
     assert!(
         p["links"]

@@ -76,7 +76,8 @@ pub fn attach(lab: &mut Lab, node_ns: &str, vm_short: &str, nic: &GuestNic) -> R
     let eth = format!("eth{}", nic.index);
     lab.ip(node_ns, &["link", "set", &nic.peer, "netns", &vm_ns])?;
     lab.ip(&vm_ns, &["link", "set", &nic.peer, "name", &eth])?;
-    lab.ip(&vm_ns, &["link", "set", &eth, "address", &nic.mac])?;
+    // No MAC is set here: the agent gave the peer the VM's MAC when it
+    // created the pair, and every lab test with an LXD world relies on it.
     lab.ip(&vm_ns, &["link", "set", &eth, "up"])?;
     // Each NIC also routes in a table of its own, chosen by source address,
     // as the cloud-init config vmfabric renders for several NICs says:

@@ -17,6 +17,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 pub mod guest;
+pub mod libvirt;
+pub mod lxd;
 pub mod qemu;
 pub mod scenarios;
 pub mod worlds;

@@ -224,6 +224,12 @@ pub fn switching_kvm(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
     switching_world(lab, vf, "kvm")
 }
 
+/// [`switching`] for real LXD containers: the agents made the veth pairs,
+/// no VM is started (LXD attaches the peers, `crate::lxd`).
+pub fn switching_lxd(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
+    switching_world(lab, vf, "lxd")
+}
+
 /// The switching world, cluster, nodes and VMs, agents run once.
 fn switching_world(lab: &mut Lab, vf: &Vmfabric, virtualization: &str) -> Result<Topology> {
     let mut t = topology(lab, vf, "switching")?;
@@ -311,6 +317,14 @@ pub fn routing(lab: &mut Lab, vf: &Vmfabric, ndp: &str) -> Result<Topology> {
 /// taps, `crate::qemu`).
 pub fn routing_kvm(lab: &mut Lab, vf: &Vmfabric, ndp: &str) -> Result<Topology> {
     let t = routing_world(lab, vf, ndp, "kvm")?;
+    settle_ipv6(lab, &t)?;
+    Ok(t)
+}
+
+/// [`routing`] for real LXD containers: the agent made the veth pairs, no
+/// VM is started (LXD attaches the peers, `crate::lxd`).
+pub fn routing_lxd(lab: &mut Lab, vf: &Vmfabric, ndp: &str) -> Result<Topology> {
+    let t = routing_world(lab, vf, ndp, "lxd")?;
     settle_ipv6(lab, &t)?;
     Ok(t)
 }
@@ -494,6 +508,12 @@ pub fn fabric_dual_stack(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
 /// [`wait_core_routes`] sees the guests' routes arrive.
 pub fn fabric_dual_stack_kvm(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
     fabric_world(lab, vf, true, "kvm")
+}
+
+/// [`fabric_dual_stack`] for real LXD containers: the agents made the
+/// veth pairs, no VM is started (LXD attaches the peers, `crate::lxd`).
+pub fn fabric_dual_stack_lxd(lab: &mut Lab, vf: &Vmfabric) -> Result<Topology> {
+    fabric_world(lab, vf, true, "lxd")
 }
 
 fn start_fabric_vms(lab: &mut Lab, vf: &Vmfabric, t: &mut Topology, six: bool) -> Result<()> {

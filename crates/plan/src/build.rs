@@ -96,9 +96,13 @@ pub fn build(input: &PlanInput) -> NodePlan {
     for vm in &input.vms {
         for nic in &vm.nics {
             let name = nic.host_interface.to_string();
-            let (kind, peer) = match c.virtualization {
-                Virtualization::Kvm => (LinkKind::Tap, None),
-                Virtualization::Lxd => (LinkKind::Veth, Some(guest_peer(&name))),
+            let (kind, peer, peer_mac) = match c.virtualization {
+                Virtualization::Kvm => (LinkKind::Tap, None, None),
+                Virtualization::Lxd => (
+                    LinkKind::Veth,
+                    Some(guest_peer(&name)),
+                    Some(nic.mac.to_string()),
+                ),
             };
             plan.links.push(Link {
                 name: name.clone(),
@@ -107,6 +111,7 @@ pub fn build(input: &PlanInput) -> NodePlan {
                 mac: Some(host_mac(&nic.mac)),
                 mac_from_uplink: false,
                 peer,
+                peer_mac,
                 vm: Some(vm.name.clone()),
             });
             let mut port = Port {
@@ -160,6 +165,7 @@ fn switching(input: &PlanInput, plan: &mut NodePlan) {
         mac: None,
         mac_from_uplink: true,
         peer: None,
+        peer_mac: None,
         vm: None,
     });
     // The node's address keeps the prefix of the network it lies in.
@@ -197,6 +203,7 @@ fn routing(input: &PlanInput, plan: &mut NodePlan) {
         mac: None,
         mac_from_uplink: false,
         peer: None,
+        peer_mac: None,
         vm: None,
     });
     plan.addresses.push(Address {

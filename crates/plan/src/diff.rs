@@ -46,6 +46,9 @@ pub fn link(l: &Link) -> String {
     if let Some(p) = &l.peer {
         s.push_str(&format!(" peer {p}"));
     }
+    if let Some(m) = &l.peer_mac {
+        s.push_str(&format!(" peer mac {m}"));
+    }
     s
 }
 

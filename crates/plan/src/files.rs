@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use vmfabric_model::{Cluster, Error, GuestNetwork, NetworkType, Node, Result, Virtualization, Vm};
 
 use crate::NodePlan;
-use crate::render::{bird, frr, guest, ndppd, nft, summary};
+use crate::render::{bird, frr, guest, libvirt, lxd, ndppd, nft, summary};
 
 /// A rendered file: its format and its text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +48,7 @@ macro_rules! formats {
 }
 
 formats!(PlanFormat { Json = "json", Summary = "summary", Frr = "frr", Nft = "nft", Ndppd = "ndppd" }, "format");
-formats!(GuestFormat { CloudInit = "cloud-init", Libvirt = "libvirt" }, "format");
+formats!(GuestFormat { CloudInit = "cloud-init", Libvirt = "libvirt", LibvirtDomain = "libvirt-domain", Lxd = "lxd" }, "format");
 formats!(RrFormat { Frr = "frr", Bird = "bird" }, "format");
 
 /// A node's plan in a text format (`json` is the plan itself, pretty).
@@ -81,28 +81,87 @@ pub fn plan_file(plan: &NodePlan, format: PlanFormat) -> Result<File> {
     }
 }
 
-/// A VM's guest network configuration; `node` is the VM's (its DNS, in
-/// routing clusters).
-pub fn guest_file(vm: &Vm, cluster: &Cluster, node: &Node, format: GuestFormat) -> Result<File> {
-    match format {
-        GuestFormat::CloudInit => Ok(file(
-            "cloud-init",
-            guest::cloud_init(vm, &GuestNetwork::of(cluster, Some(node))),
-        )),
-        GuestFormat::Libvirt => {
-            if cluster.virtualization != Virtualization::Kvm {
-                return Err(Error::invalid(
-                    "format",
-                    "libvirt",
-                    format!(
-                        "VM {} is in an lxd cluster; libvirt interfaces are for kvm VMs",
-                        vm.name
-                    ),
-                ));
-            }
-            Ok(file("libvirt", guest::libvirt(vm)))
-        }
+/// What a guest file may take besides the VM: the disk image of a libvirt
+/// domain (checked with [`disk_path`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestOptions {
+    pub disk: Option<String>,
+}
+
+/// Longest disk path accepted (Linux PATH_MAX).
+const MAX_PATH: usize = 4096;
+
+/// A disk image path for a libvirt domain: absolute, without control
+/// characters, at most PATH_MAX bytes.
+pub fn disk_path(text: &str) -> Result<String> {
+    let rule =
+        "an absolute path (starting with /) of at most 4096 bytes without control characters";
+    if !text.starts_with('/') || text.len() > MAX_PATH || text.chars().any(char::is_control) {
+        return Err(Error::invalid("disk", text, rule));
     }
+    Ok(text.to_string())
+}
+
+/// The hypervisor a format is for, refused for VMs of the other one.
+fn needs(vm: &Vm, cluster: &Cluster, format: GuestFormat, virt: Virtualization) -> Result<()> {
+    if cluster.virtualization == virt {
+        return Ok(());
+    }
+    let (is, wants) = match virt {
+        Virtualization::Kvm => ("lxd", "kvm"),
+        Virtualization::Lxd => ("kvm", "lxd"),
+    };
+    Err(Error::invalid(
+        "format",
+        format.as_str(),
+        format!(
+            "VM {} is in {is} cluster {}; format {} is for VMs of {wants} clusters",
+            vm.name,
+            cluster.name,
+            format.as_str()
+        ),
+    ))
+}
+
+/// A VM's guest network configuration, or its hypervisor's definition;
+/// `node` is the VM's (its DNS, in routing clusters).
+pub fn guest_file(
+    vm: &Vm,
+    cluster: &Cluster,
+    node: &Node,
+    format: GuestFormat,
+    options: &GuestOptions,
+) -> Result<File> {
+    if let Some(d) = &options.disk
+        && format != GuestFormat::LibvirtDomain
+    {
+        return Err(Error::invalid(
+            "disk",
+            d,
+            format!(
+                "a disk image is part of format libvirt-domain only, not {}",
+                format.as_str()
+            ),
+        ));
+    }
+    let net = GuestNetwork::of(cluster, Some(node));
+    let text = match format {
+        GuestFormat::CloudInit => guest::cloud_init(vm, &net),
+        GuestFormat::Libvirt => {
+            needs(vm, cluster, format, Virtualization::Kvm)?;
+            libvirt::interfaces_xml(vm)
+        }
+        GuestFormat::LibvirtDomain => {
+            needs(vm, cluster, format, Virtualization::Kvm)?;
+            let disk = options.disk.as_deref().map(disk_path).transpose()?;
+            libvirt::domain(vm, disk.as_deref())
+        }
+        GuestFormat::Lxd => {
+            needs(vm, cluster, format, Virtualization::Lxd)?;
+            lxd::instance(vm, &net)
+        }
+    };
+    Ok(file(format.as_str(), text))
 }
 
 /// The configuration of one route reflector of an ip-fabric cluster (the

@@ -39,9 +39,14 @@ pub struct Link {
     /// towards the network whether the uplink is bridged or not).
     #[serde(default, skip_serializing_if = "is_false")]
     pub mac_from_uplink: bool,
-    /// The veth peer's name (inside the container).
+    /// The veth peer's name on the node (the hypervisor moves it into the
+    /// container as `eth<N>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
+    /// The MAC the agent gives the veth peer: the VM's own, so that the
+    /// anti-spoofing rules (keyed on it) never depend on the hypervisor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_mac: Option<String>,
     /// The VM this interface belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<String>,

@@ -8,7 +8,7 @@ mod common;
 
 use proptest::prelude::*;
 use vmfabric_model::{Dns, GuestNetwork};
-use vmfabric_plan::render::{bird, frr, guest, ndppd, nft, summary};
+use vmfabric_plan::render::{bird, frr, guest, libvirt, lxd, ndppd, nft, summary};
 use vmfabric_plan::{LinkKind, build, diff};
 
 fn plan_json(p: &vmfabric_plan::NodePlan) -> String {
@@ -28,7 +28,8 @@ fn switching_seed() {
         "switching_cloud_init",
         guest::cloud_init(vm, &GuestNetwork::default())
     );
-    insta::assert_snapshot!("switching_libvirt", guest::libvirt(vm));
+    insta::assert_snapshot!("switching_libvirt", libvirt::interfaces_xml(vm));
+    insta::assert_snapshot!("switching_libvirt_domain", libvirt::domain(vm, None));
 }
 
 #[test]
@@ -95,7 +96,8 @@ fn fabric_seed_dual_stack() {
 
 #[test]
 fn lxd_nodes_get_veth_pairs() {
-    let plan = build(&common::fabric("lxd"));
+    let input = common::fabric("lxd");
+    let plan = build(&input);
     let vm_links: Vec<_> = plan.links.iter().filter(|l| l.vm.is_some()).collect();
     assert!(!vm_links.is_empty());
     for l in vm_links {
@@ -105,7 +107,21 @@ fn lxd_nodes_get_veth_pairs() {
             peer.ends_with("_g0") && peer.len() <= l.name.len(),
             "{peer}"
         );
+        // The peer carries the VM's MAC: the one the firewall lets through.
+        let port = plan.firewall.ports.iter().find(|p| p.ifname == l.name);
+        assert_eq!(l.peer_mac.as_deref(), port.map(|p| p.mac.as_str()));
     }
+    let vm = &input.vms[0];
+    let text = lxd::instance(vm, &GuestNetwork::default());
+    insta::assert_snapshot!("fabric_lxd", text);
+    // The device's parent is the plan's peer, its hwaddr the peer's MAC.
+    let l = &plan
+        .links
+        .iter()
+        .find(|l| l.vm.as_deref() == Some(vm.name.as_str()))
+        .unwrap();
+    assert!(text.contains(&format!("parent: {}\n", l.peer.as_deref().unwrap())));
+    assert!(text.contains(&format!("hwaddr: \"{}\"\n", l.peer_mac.as_deref().unwrap())));
 }
 
 #[test]
@@ -286,7 +302,17 @@ fn several_nics_and_addresses() {
     multi.nics.push(second);
     let cloud = guest::cloud_init(&multi, &GuestNetwork::default());
     insta::assert_snapshot!("several_nics_cloud_init", cloud);
-    insta::assert_snapshot!("several_nics_libvirt", guest::libvirt(&multi));
+    insta::assert_snapshot!("several_nics_libvirt", libvirt::interfaces_xml(&multi));
+    insta::assert_snapshot!(
+        "several_nics_libvirt_domain",
+        libvirt::domain(&multi, Some("/srv/vm's disks/multi.img"))
+    );
+    let mut lxd_vm = multi.clone();
+    lxd_vm.cluster = "fabric-lxd".into();
+    insta::assert_snapshot!(
+        "several_nics_lxd",
+        lxd::instance(&lxd_vm, &GuestNetwork::default())
+    );
     // One default route per family in the main table (the first NIC's
     // gateway), one in each NIC's table.
     for key in ["gateway4:", "gateway6:"] {

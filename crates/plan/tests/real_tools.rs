@@ -1,5 +1,7 @@
 //! Every rendered configuration is accepted by the tool that will read it:
-//! FRR (`vtysh --dryrun`), nftables (`nft -c`), BIRD (`bird -p`). These
+//! FRR (`vtysh --dryrun`), nftables (`nft -c`), BIRD (`bird -p`), libvirt's
+//! schema (`virt-xml-validate`; `virsh define` against a real daemon is in
+//! crates/cli/tests/lab_libvirt.rs). These
 //! tools must be installed (scripts/test installs them); a missing tool is
 //! a failure that says what to install, never a skip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,7 +11,7 @@ mod common;
 use std::process::Command;
 
 use vmfabric_plan::build;
-use vmfabric_plan::render::{bird, frr, nft};
+use vmfabric_plan::render::{bird, frr, libvirt, nft};
 
 fn check(tool: &str, package: &str, args: &[&str], text: &str, ext: &str) {
     let dir = tempfile::tempdir().unwrap();
@@ -156,4 +158,66 @@ fn bird_accepts_reflector_configs_with_long_names_and_many_nodes() {
     let short = common::fabric_nodes();
     let short_conf = bird::reflector(c, &short, rr, &[]).unwrap();
     check("bird", "bird2", &["-p", "-c"], &short_conf, "conf");
+}
+
+/// libvirt's schema check of a domain or interface file: `Ok` or what
+/// virt-xml-validate said. It needs xmllint, which libvirt-clients does
+/// not pull in.
+fn virt_xml_validate(text: &str, schema: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("domain.xml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new("virt-xml-validate")
+        .arg(&path)
+        .arg(schema)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run virt-xml-validate ({e}): apt-get install libvirt-clients libxml2-utils"
+            )
+        });
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !said.contains("xmllint: not found"),
+        "virt-xml-validate needs xmllint: apt-get install libxml2-utils"
+    );
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(said)
+    }
+}
+
+#[test]
+fn libvirt_accepts_every_domain() {
+    let sw = common::switching();
+    let fab = common::fabric("kvm");
+    for vm in sw.vms.iter().chain(&fab.vms) {
+        for disk in [
+            None,
+            Some("/var/lib/vms/a b'&.qcow2"),
+            Some("/dev/vg0/disk"),
+        ] {
+            let text = libvirt::domain(vm, disk);
+            virt_xml_validate(&text, "domain").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        }
+        // The interface elements are the domain's own (one function
+        // writes both); libvirt's `interface` schema is for host
+        // interfaces, not a domain's NICs, so they are checked in place.
+        let domain = libvirt::domain(vm, None);
+        for one in libvirt::interfaces_xml(vm)
+            .lines()
+            .filter(|l| !l.starts_with("<!--"))
+        {
+            assert!(domain.contains(one.trim()), "{one}");
+        }
+    }
+    // The check itself can fail: a domain without its name is refused.
+    let vm = &sw.vms[0];
+    let broken = libvirt::domain(vm, None).replace(&format!("<name>{}</name>", vm.name), "");
+    assert!(virt_xml_validate(&broken, "domain").is_err());
 }

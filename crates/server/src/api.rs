@@ -192,6 +192,8 @@ pub enum PlanFormatDoc {
 pub enum GuestFormatDoc {
     CloudInit,
     Libvirt,
+    LibvirtDomain,
+    Lxd,
 }
 
 /// A rendered file (`plan::files::File`).
@@ -970,11 +972,12 @@ async fn remove_vm_address(
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-struct FormatQuery {
+struct GuestQuery {
     format: Option<String>,
+    disk: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/vms/{name}/guest-config", tag = "vms", description = "The VM's guest network configuration.", params(("name" = String, Path), ("format" = Option<GuestFormatDoc>, Query)), responses((status = 200, body = FileDoc)))]
+#[utoipa::path(get, path = "/api/v1/vms/{name}/guest-config", tag = "vms", description = "The VM's guest network configuration (cloud-init), its libvirt interfaces or domain (kvm clusters), or its LXD configuration (lxd clusters).", params(("name" = String, Path), ("format" = Option<GuestFormatDoc>, Query), ("disk" = Option<String>, Query, description = "libvirt-domain: the VM's disk image (absolute path)")), responses((status = 200, body = FileDoc)))]
 async fn guest_config(
     State(c): State<Ctl>,
     Extension(t): Tok,
@@ -982,12 +985,13 @@ async fn guest_config(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     require(&t, Access::Read)?;
-    let q: FormatQuery = query(&q)?;
+    let q: GuestQuery = query(&q)?;
     let format: files::GuestFormat = q.format.as_deref().unwrap_or("cloud-init").parse()?;
     let vm = c.store.vm(&name).await?;
     let cluster = c.store.cluster(&vm.cluster).await?.cluster;
     let node = c.store.node(&vm.node).await?.node;
-    Ok(Json(files::guest_file(&vm, &cluster, &node, format)?).into_response())
+    let options = files::GuestOptions { disk: q.disk };
+    Ok(Json(files::guest_file(&vm, &cluster, &node, format, &options)?).into_response())
 }
 
 // --- addresses ---

@@ -1074,7 +1074,9 @@ async fn guest_settings_on(t: TestStore) {
         let v = s.vm("v1").await.unwrap();
         let c = s.cluster("hz").await.unwrap().cluster;
         let n = s.node("h1").await.unwrap().node;
-        guest_file(&v, &c, &n, GuestFormat::CloudInit).unwrap().text
+        guest_file(&v, &c, &n, GuestFormat::CloudInit, &Default::default())
+            .unwrap()
+            .text
     };
     let text = rendered().await;
     assert!(text.contains("mtu: 1400"), "{b}: {text}");

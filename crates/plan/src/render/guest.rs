@@ -1,6 +1,6 @@
 //! What the guest needs: its network configuration (cloud-init
-//! network-config v2, i.e. netplan) and, for KVM, the libvirt
-//! `<interface>` elements that attach it to the taps vmfabric manages.
+//! network-config v2, i.e. netplan). The hypervisors' files are in
+//! `libvirt.rs` (KVM) and `lxd.rs` (LXD).
 
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -179,23 +179,6 @@ pub fn cloud_init(vm: &Vm, net: &GuestNetwork) -> String {
             }
         }
         s.push_str("      accept-ra: false\n");
-    }
-    s
-}
-
-/// libvirt `<interface>` elements for a KVM VM: an existing tap
-/// (`managed='no'`), the guest MAC, virtio.
-pub fn libvirt(vm: &Vm) -> String {
-    let mut s = format!(
-        "<!-- interfaces of VM {}, written by vmfabric -->\n",
-        vm.name
-    );
-    for nic in &vm.nics {
-        let _ = writeln!(
-            s,
-            "<interface type='ethernet'>\n  <mac address='{}'/>\n  <target dev='{}' managed='no'/>\n  <model type='virtio'/>\n</interface>",
-            nic.mac, nic.host_interface
-        );
     }
     s
 }

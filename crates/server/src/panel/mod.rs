@@ -1220,8 +1220,19 @@ async fn vm_page(c: &Ctl, r: &Reader, name: &str, n: &Notice) -> Result<Markup> 
     let vm = c.store.vm(name).await?;
     let cl = c.store.cluster(&vm.cluster).await?.cluster;
     let node = c.store.node(&vm.node).await?.node;
-    let cloud = files::guest_file(&vm, &cl, &node, files::GuestFormat::CloudInit)?;
-    let libvirt = files::guest_file(&vm, &cl, &node, files::GuestFormat::Libvirt).ok();
+    let none = files::GuestOptions::default();
+    let cloud = files::guest_file(&vm, &cl, &node, files::GuestFormat::CloudInit, &none)?;
+    // The hypervisor's own definition: libvirt for KVM, LXD's for LXD.
+    let hypervisor = [
+        ("libvirt domain", files::GuestFormat::LibvirtDomain),
+        ("LXD configuration", files::GuestFormat::Lxd),
+    ]
+    .into_iter()
+    .find_map(|(label, f)| {
+        files::guest_file(&vm, &cl, &node, f, &none)
+            .ok()
+            .map(|x| (label, x))
+    });
     let here = format!("/vms/{}", enc(name));
     let operate = r.may(Access::Operate);
     Ok(view::page(
@@ -1253,9 +1264,9 @@ async fn vm_page(c: &Ctl, r: &Reader, name: &str, n: &Notice) -> Result<Markup> 
             h2 { "Guest configuration" }
             h3 { "cloud-init network-config" }
             (view::copyable("cloud-init", &cloud.text, None))
-            @if let Some(l) = &libvirt {
-                h3 { "libvirt interfaces" }
-                (view::copyable("libvirt", &l.text, None))
+            @if let Some((label, f)) = &hypervisor {
+                h3 { (label) }
+                (view::copyable("hypervisor", &f.text, None))
             }
         },
     ))
