@@ -62,6 +62,13 @@ pub fn text(r: &Report) -> String {
     for c in &r.changes {
         let _ = writeln!(s, "  {c}");
     }
+    if !r.guests_off.is_empty() {
+        let _ = writeln!(
+            s,
+            "  guests off (no carrier, routes withheld): {}",
+            r.guests_off.join(" ")
+        );
+    }
     for f in &r.failures {
         let _ = writeln!(s, "  FAILED {f}");
     }
