@@ -14,6 +14,7 @@ pub mod netlink;
 pub mod reconcile;
 pub mod sysctl;
 mod tap;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
