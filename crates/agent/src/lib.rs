@@ -14,6 +14,7 @@ pub mod netlink;
 pub mod reconcile;
 pub mod sysctl;
 mod tap;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -84,6 +85,10 @@ pub struct Report {
     pub dry_run: bool,
     /// Kernel changes, as `+`/`-`/`~` lines.
     pub changes: Vec<String>,
+    /// VM links without carrier (the guest is off): their routes are
+    /// withheld until it starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guests_off: Vec<String>,
     /// Changes that failed, with the kernel's reason; repaired next round.
     pub failures: Vec<String>,
     pub firewall_changed: bool,
@@ -168,6 +173,10 @@ impl<D: Dataplane> Agent<D> {
             node: plan.node.clone(),
             dry_run,
             changes: actions.iter().map(ToString::to_string).collect(),
+            guests_off: reconcile::withheld(plan, &observed)
+                .into_iter()
+                .map(String::from)
+                .collect(),
             ..Report::default()
         };
         let uplink_mac = observed.link(&plan.uplink).and_then(|l| l.mac.clone());

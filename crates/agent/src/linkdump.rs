@@ -1,5 +1,6 @@
 //! A lean dump of the links of this network namespace: only the four
-//! attributes the agent needs (name, MAC, master, kind) are decoded.
+//! attributes the agent needs (name, MAC, master, kind) and the flags
+//! (up, carrier) are decoded.
 //!
 //! Why not rtnetlink's dump: it decodes every attribute of every link
 //! (IPv6 settings, statistics, ...) into owned values, which on a node
@@ -26,6 +27,7 @@ const IFLA_EXT_MASK: u16 = 29;
 const IFLA_INFO_KIND: u16 = 1;
 const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
 const IFF_UP: u32 = 0x1;
+const IFF_LOWER_UP: u32 = 0x1_0000;
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
@@ -128,6 +130,7 @@ pub fn dump() -> Result<Vec<ObservedLink>, Error> {
                         master: None,
                         mac,
                         up: flags & IFF_UP != 0,
+                        carrier: flags & IFF_LOWER_UP != 0,
                     };
                     raw.push((link, master));
                 }

@@ -7,6 +7,11 @@
 //! with its protocol number, neighbour proxies it added (recorded), and
 //! addresses on links it owns. The uplink is never created, deleted or
 //! re-addressed; it is only made a bridge port when the plan says so.
+//!
+//! Guests that are off: a VM's routes stay in the kernel only while its
+//! link has carrier (see [`withheld`]); the link itself, its MAC, master
+//! and addresses stay whatever the hypervisor does, so the tap or veth the
+//! hypervisor holds is never deleted and recreated (make-before-break).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -25,6 +30,10 @@ pub struct ObservedLink {
     pub master: Option<String>,
     pub mac: Option<String>,
     pub up: bool,
+    /// The link has carrier (IFF_LOWER_UP): for a VM's tap, a hypervisor
+    /// holds it open; for its veth, the peer is up (the container runs).
+    #[serde(default)]
+    pub carrier: bool,
 }
 
 /// What the agent reads from the kernel before deciding.
@@ -189,7 +198,12 @@ pub fn diff(plan: &NodePlan, observed: &Observed, owned: &Owned) -> Result<Vec<A
         .collect();
 
     // Removals.
-    let want_routes: BTreeSet<&Route> = plan.routes.iter().collect();
+    let off = withheld(plan, observed);
+    let want_routes: BTreeSet<&Route> = plan
+        .routes
+        .iter()
+        .filter(|r| !off.contains(r.dev.as_str()))
+        .collect();
     for r in &observed.routes {
         if !want_routes.contains(r) {
             out.push(Action::DeleteRoute { route: r.clone() });
@@ -284,7 +298,7 @@ pub fn diff(plan: &NodePlan, observed: &Observed, owned: &Owned) -> Result<Vec<A
     }
     let have_routes: BTreeSet<&Route> = observed.routes.iter().collect();
     for r in &plan.routes {
-        if !have_routes.contains(r) {
+        if want_routes.contains(r) && !have_routes.contains(r) {
             out.push(Action::AddRoute { route: r.clone() });
         }
     }
@@ -317,6 +331,32 @@ fn peer_mac(l: &Link, links: &BTreeMap<&str, &ObservedLink>) -> Option<Action> {
         name: name.clone(),
         mac: mac.clone(),
     })
+}
+
+/// The VM links whose routes are withheld because the guest is off: the
+/// link has no carrier (no hypervisor holds the tap; the veth's peer is
+/// down or gone with its container), or does not exist yet.
+///
+/// Why only routes: in ip-fabric a VM's /32 and /128 on `<vm>_net0` are
+/// what FRR redistributes, and zebra announces a `linkdown` kernel route
+/// like any other, so a stopped guest kept attracting the core's traffic
+/// and a migrated one stayed announced by its old node. Withdrawing both
+/// families sends the reflectors and the core elsewhere (or nowhere) at
+/// once. The gateway addresses on the link stay: they are not announced
+/// (outside the pool) and the guest's first ARP/ND after boot needs them.
+/// Switching has no per-VM routes; routing routes VM addresses to the
+/// bridge and proxies NDP on the uplink, both of which the provider's
+/// static routing makes pointless to withdraw (nothing is announced, and
+/// the addresses stay the node's), so neither type changes while a guest
+/// is off.
+pub fn withheld<'a>(plan: &'a NodePlan, observed: &Observed) -> BTreeSet<&'a str> {
+    let links = by_name(observed);
+    plan.links
+        .iter()
+        .filter(|l| l.vm.is_some())
+        .filter(|l| !links.get(l.name.as_str()).is_some_and(|o| o.carrier))
+        .map(|l| l.name.as_str())
+        .collect()
 }
 
 /// The MAC a link must have, if the plan says.
@@ -378,6 +418,7 @@ mod tests {
             master: None,
             mac: Some("02:00:00:00:00:aa".into()),
             up: true,
+            carrier: true,
         }
     }
 
@@ -402,6 +443,8 @@ mod tests {
                 master: l.master.clone(),
                 mac: l.mac.clone(),
                 up: true,
+                // A running guest: its hypervisor holds the link.
+                carrier: true,
             });
         }
         o
@@ -423,7 +466,7 @@ mod tests {
                 "~ link vm1_net0 mac fe:00:00:00:00:01",
                 "~ link vm1_net0 up",
                 "+ address 10.0.0.1/32 dev vm1_net0",
-                "+ route 198.51.100.1/32 dev vm1_net0",
+                // No route yet: a new link has no guest behind it.
                 "~ sysctl net.ipv4.ip_forward=1",
             ]
         );
@@ -454,6 +497,7 @@ mod tests {
             master: None,
             mac: None,
             up: true,
+            carrier: false,
         });
         o.links.push(ObservedLink {
             index: 51,
@@ -462,6 +506,7 @@ mod tests {
             master: None,
             mac: None,
             up: true,
+            carrier: false,
         });
         o.addresses.push(Address {
             dev: "docker0".into(),
@@ -492,6 +537,7 @@ mod tests {
             master: None,
             mac: Some(mac.into()),
             up: false,
+            carrier: false,
         }
     }
 
@@ -563,5 +609,159 @@ mod tests {
             diff(&plan(), &o, &Owned::default()),
             Err(Conflict::NoUplink("eno1".into()))
         );
+    }
+
+    /// `plan()` with an IPv6 route too, as a dual-stack fabric VM has.
+    fn dual_stack() -> NodePlan {
+        let mut p = plan();
+        p.addresses.push(Address {
+            dev: "vm1_net0".into(),
+            cidr: "fe80::1/64".into(),
+        });
+        p.routes.push(Route {
+            dst: "2001:db8:77::10/128".into(),
+            dev: "vm1_net0".into(),
+            via: None,
+        });
+        p
+    }
+
+    fn owned() -> Owned {
+        Owned {
+            links: ["vm1_net0".to_string()].into(),
+            ..Owned::default()
+        }
+    }
+
+    fn texts(a: &[Action]) -> Vec<String> {
+        a.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_stopped_guest_loses_its_routes_and_nothing_else() {
+        let p = dual_stack();
+        let mut o = applied(&p);
+        o.links[1].carrier = false;
+        let a = diff(&p, &o, &owned()).unwrap();
+        assert_eq!(
+            texts(&a),
+            [
+                "- route 198.51.100.1/32 dev vm1_net0",
+                "- route 2001:db8:77::10/128 dev vm1_net0",
+            ]
+        );
+        // Once withdrawn, an off guest needs nothing more, round after round.
+        o.routes.clear();
+        assert!(diff(&p, &o, &owned()).unwrap().is_empty());
+        assert_eq!(withheld(&p, &o), BTreeSet::from(["vm1_net0"]));
+    }
+
+    #[test]
+    fn a_started_guest_is_announced_again() {
+        let p = dual_stack();
+        let mut o = applied(&p);
+        o.routes.clear();
+        let a = diff(&p, &o, &owned()).unwrap();
+        assert_eq!(
+            texts(&a),
+            [
+                "+ route 198.51.100.1/32 dev vm1_net0",
+                "+ route 2001:db8:77::10/128 dev vm1_net0",
+            ]
+        );
+        assert!(withheld(&p, &o).is_empty());
+    }
+
+    /// Whatever state the hypervisor leaves a VM's link in — held or
+    /// released, up or down, its MAC changed, a veth's peer away in a
+    /// container — the agent never deletes or recreates it.
+    #[test]
+    fn the_link_a_hypervisor_holds_is_never_recreated() {
+        for kind in [LinkKind::Tap, LinkKind::Veth] {
+            let mut p = dual_stack();
+            p.links[0].kind = kind;
+            for (carrier, up, foreign_mac) in [
+                (true, true, false),
+                (false, true, false),
+                (false, false, false),
+                (true, true, true),
+                (false, false, true),
+            ] {
+                // `applied` has no veth peer among the node's links: it
+                // is in the container (or, for a tap, there is none).
+                let mut o = applied(&p);
+                o.links[1].carrier = carrier;
+                o.links[1].up = up;
+                if foreign_mac {
+                    o.links[1].mac = Some("52:54:00:12:34:56".into());
+                }
+                let a = diff(&p, &o, &owned()).unwrap();
+                let case = format!("{kind:?} carrier {carrier} up {up}: {:?}", texts(&a));
+                assert!(
+                    !a.iter().any(|x| matches!(
+                        x,
+                        Action::CreateLink { .. } | Action::DeleteLink { .. }
+                    )),
+                    "{case}"
+                );
+                assert_eq!(
+                    a.iter().any(|x| matches!(x, Action::SetUp { .. })),
+                    !up,
+                    "{case}"
+                );
+                assert_eq!(
+                    a.iter().any(|x| matches!(x, Action::SetMac { .. })),
+                    foreign_mac,
+                    "{case}"
+                );
+                let routes = a
+                    .iter()
+                    .filter(|x| matches!(x, Action::DeleteRoute { .. }))
+                    .count();
+                assert_eq!(routes, if carrier { 0 } else { 2 }, "{case}");
+            }
+        }
+    }
+
+    /// Routing VMs' routes point at the bridge and their IPv6 addresses
+    /// are proxied on the uplink: a guest that is off changes neither.
+    #[test]
+    fn routing_keeps_an_off_guests_routes_and_proxies() {
+        let mut p = plan();
+        p.network_type = "routing".into();
+        p.bridge = "vmbr0".into();
+        p.links[0].master = Some("vmbr0".into());
+        p.links.push(Link {
+            name: "vmbr0".into(),
+            kind: LinkKind::Bridge,
+            master: None,
+            mac: None,
+            mac_from_uplink: false,
+            peer: None,
+            peer_mac: None,
+            vm: None,
+        });
+        p.addresses = vec![Address {
+            dev: "vmbr0".into(),
+            cidr: "192.0.2.10/32".into(),
+        }];
+        p.routes = vec![Route {
+            dst: "203.0.113.42/32".into(),
+            dev: "vmbr0".into(),
+            via: None,
+        }];
+        p.neighbour_proxies = vec![NeighbourProxy {
+            dev: "eno1".into(),
+            address: "2001:db8:1:1::10".parse().unwrap(),
+        }];
+        let mut o = applied(&p);
+        for l in &mut o.links {
+            l.carrier = l.name != "vm1_net0";
+        }
+        let owned = Owned {
+            links: ["vm1_net0".to_string(), "vmbr0".to_string()].into(),
+            proxies: [("eno1".to_string(), p.neighbour_proxies[0].address)].into(),
+        };
+        assert!(diff(&p, &o, &owned).unwrap().is_empty());
     }
 }

@@ -1,11 +1,13 @@
 //! `vmfabric agent`: run the node agent, or show what it last did.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::Duration;
 
 use vmfabric_agent::daemons::{FrrSettings, NdppdSettings};
 use vmfabric_agent::netlink::Netlink;
+use vmfabric_agent::watch::{self, LinkWatch};
 use vmfabric_agent::{Agent, Report, Settings, State};
 use vmfabric_model::{Error, Result};
 use vmfabric_plan::{NodePlan, ROUTE_PROTOCOL, build};
@@ -61,6 +63,13 @@ pub fn text(r: &Report) -> String {
     );
     for c in &r.changes {
         let _ = writeln!(s, "  {c}");
+    }
+    if !r.guests_off.is_empty() {
+        let _ = writeln!(
+            s,
+            "  guests off (no carrier, routes withheld): {}",
+            r.guests_off.join(" ")
+        );
     }
     for f in &r.failures {
         let _ = writeln!(s, "  FAILED {f}");
@@ -168,9 +177,14 @@ pub async fn run(cli: &Cli, a: AgentArgs, json: bool) -> Result<Out> {
         let client = crate::commands::remote(cli, url)?;
         return over_network(&agent, &client, &node, &args, json).await;
     }
+    let mut watch = (!args.once && !args.dry_run)
+        .then(|| link_watch(&node))
+        .flatten();
+    let mut vm_links = BTreeSet::new();
     loop {
         let round = async {
             let p = plan(db, &args, &node).await?;
+            vm_links = watch::vm_links(&p);
             agent.reconcile(&p, args.dry_run).await.map_err(agent_error)
         }
         .await;
@@ -185,7 +199,64 @@ pub async fn run(cli: &Cli, a: AgentArgs, json: bool) -> Result<Out> {
             Err(e) => format!("error: {e}"),
         };
         print_line(&line);
-        tokio::time::sleep(Duration::from_secs_f64(args.interval.max(0.05))).await;
+        let interval = Duration::from_secs_f64(args.interval.max(0.05));
+        let wake = match watch.as_mut() {
+            Some(w) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => Ok(false),
+                    c = w.changed(&vm_links) => c.map(|()| true),
+                }
+            }
+            None => {
+                tokio::time::sleep(interval).await;
+                Ok(false)
+            }
+        };
+        settle(&mut watch, &vm_links, wake, &node).await;
+    }
+}
+
+/// How long the agent lets a burst of carrier changes (a host starting or
+/// stopping many guests, LXD moving a veth peer and raising it) gather
+/// before one round handles them all; also the least time between two
+/// rounds that link changes cause, so a flapping link costs at most one
+/// round per this much time.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Subscribe to link notifications; without them the agent still works,
+/// at its interval.
+fn link_watch(node: &str) -> Option<LinkWatch> {
+    match LinkWatch::start() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(node, error = %e, "guests starting and stopping are seen only at the interval");
+            None
+        }
+    }
+}
+
+/// After a wake by a carrier change (`Ok(true)`): wait out the burst and
+/// take in what it reported. A subscription that ended is dropped (the
+/// interval remains).
+async fn settle(
+    watch: &mut Option<LinkWatch>,
+    vm_links: &BTreeSet<String>,
+    wake: std::result::Result<bool, vmfabric_agent::Error>,
+    node: &str,
+) {
+    match wake {
+        Ok(true) => {
+            tracing::info!(node, "a guest started or stopped: reconciling now");
+            tokio::time::sleep(DEBOUNCE).await;
+            if let Some(w) = watch.as_mut() {
+                w.drain(vm_links);
+            }
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(node, error = %e, "guests starting and stopping are seen only at the interval from now on");
+            *watch = None;
+        }
     }
 }
 
@@ -250,8 +321,27 @@ async fn over_network(
     let wait = Duration::from_secs_f64(args.interval.clamp(1.0, 300.0).round());
     let mut have: Option<String> = None;
     let mut backoff = Duration::from_millis(200);
+    let mut watch = (!args.once && !args.dry_run)
+        .then(|| link_watch(node))
+        .flatten();
+    // The plan last applied: a guest starting or stopping is handled with
+    // it, without asking the controller.
+    let mut last: Option<vmfabric_client::PlanResponse> = None;
+    let mut vm_links = BTreeSet::new();
     loop {
-        let fetched = client.plan(node, have.as_deref(), wait).await;
+        let fetched = match (watch.as_mut(), &last) {
+            (Some(w), Some(prev)) => {
+                tokio::select! {
+                    r = client.plan(node, have.as_deref(), wait) => r,
+                    c = w.changed(&vm_links) => {
+                        let woke = c.map(|()| true);
+                        settle(&mut watch, &vm_links, woke, node).await;
+                        Ok(prev.clone())
+                    }
+                }
+            }
+            _ => client.plan(node, have.as_deref(), wait).await,
+        };
         let resp = match fetched {
             Ok(r) => r,
             // Wrong token or node: retrying cannot help.
@@ -273,6 +363,7 @@ async fn over_network(
             }
         };
         backoff = Duration::from_millis(200);
+        vm_links = watch::vm_links(&resp.plan);
         let round = agent
             .reconcile(&resp.plan, args.dry_run)
             .await
@@ -302,6 +393,7 @@ async fn over_network(
         print_line(&line);
         // A failed round is retried after the interval even if the plan
         // stays the same (the long poll returns then).
-        have = Some(resp.hash);
+        have = Some(resp.hash.clone());
+        last = Some(resp);
     }
 }

@@ -35,6 +35,15 @@ fn at_core(lab: &Lab, core: &Frr, prefix: &str) -> (Vec<String>, Vec<String>) {
     (hops, communities)
 }
 
+/// Wait until `ns`'s kernel routes `prefix` via `hop`: the core's FIB may
+/// lag its BGP table, and a route only just announced is pinged at once.
+fn in_kernel(lab: &Lab, ns: &str, prefix: &str, hop: &str) -> bool {
+    lab.wait_for(Duration::from_secs(30), || {
+        lab.ip(ns, &["route", "show", prefix])
+            .is_ok_and(|r| r.contains(hop))
+    })
+}
+
 #[test]
 fn fabric_announces_every_vm_and_survives_a_reflector() {
     let mut lab = Lab::new("fb").expect("lab");
@@ -88,11 +97,17 @@ fn fabric_announces_every_vm_and_survives_a_reflector() {
     agent(&lab, &ns("n1"), "n1");
     agent(&lab, &ns("n2"), "n2");
     start_vm(&mut lab, &ns("n2"), "vm1");
+    // Announced once the VM runs there (its link has carrier).
+    agent(&lab, &ns("n2"), "n2");
     let moved = lab.wait_for(Duration::from_secs(30), || {
         let (hops, _) = at_core(&lab, &core, &format!("{vm1_ip}/32"));
         !hops.is_empty() && hops.iter().all(|h| h == "172.16.0.12")
     });
     assert!(moved, "vm1's route follows it to n2");
+    assert!(
+        in_kernel(&lab, &ns("core"), &format!("{vm1_ip}/32"), "172.16.0.12"),
+        "vm1's route via n2 in the core's kernel"
+    );
     assert!(lab.ping(&ns("core"), &vm1_ip), "core -> vm1 on n2");
     assert!(lab.ping(&ns("vm3"), &vm1_ip), "vm3 (n1) -> vm1 (n2)");
 
@@ -239,6 +254,8 @@ fn route_reflectors_change_live_and_the_core_keeps_every_route() {
     assert!(r["changes"].to_string().contains("vm3_net1"), "{r}");
     let nic = vf_.nic_at("vm3", 1).unwrap();
     vmfabric_lab::guest::attach(&mut lab, &ns("n1"), "vm3", &nic).unwrap();
+    // The NIC runs now: its route is announced from this round on.
+    agent(&lab, &ns("n1"), "n1");
     for (ip, hop) in [(&extra, "172.16.0.12"), (&second, "172.16.0.11")] {
         let prefix = format!("{ip}/32");
         let announced = lab.wait_for(Duration::from_secs(30), || {
@@ -246,6 +263,10 @@ fn route_reflectors_change_live_and_the_core_keeps_every_route() {
             !hops.is_empty() && hops.iter().all(|h| h == hop)
         });
         assert!(announced, "{prefix} at the core via {hop}");
+        assert!(
+            in_kernel(&lab, &ns("core"), &prefix, hop),
+            "{prefix} via {hop} in the core's kernel"
+        );
         assert!(lab.ping(&ns("core"), ip), "core -> {ip}");
     }
     assert!(lab.ping(&ns("vm1"), &second), "vm1 -> vm3's second NIC");

@@ -525,6 +525,12 @@ fn start_fabric_vms(lab: &mut Lab, vf: &Vmfabric, t: &mut Topology, six: bool) -
             lab.ipv6_settled(t.ns(vm), std::time::Duration::from_secs(10));
         }
     }
+    // The agent announces a VM only while its link has carrier, which the
+    // VMs just brought: a running agent would react at once, the lab's
+    // one-round agents run now.
+    for n in ["n1", "n2"] {
+        vf.agent(lab, t.ns(n), n)?;
+    }
     wait_core_routes(lab, vf, t, &["vm1", "vm2", "vm3"], six, 60)
 }
 

@@ -96,6 +96,21 @@ pub fn frr_up(lab: &mut Lab, ns: &str, daemons: &[&str], conf: &str) -> Result<F
     Ok(frr)
 }
 
+/// The control socket of the BIRD that [`bird_up`] started in `ns`.
+pub fn bird_socket(lab: &Lab, ns: &str) -> PathBuf {
+    lab.dir.join("bird").join(ns).join("bird.ctl")
+}
+
+/// `birdc CMD` against the BIRD of `ns`.
+pub fn birdc(lab: &Lab, ns: &str, cmd: &str) -> Result<String> {
+    let out = Command::new("birdc")
+        .arg("-s")
+        .arg(bird_socket(lab, ns))
+        .args(cmd.split_whitespace())
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
 /// Start BIRD 2 in `ns` with `conf`.
 pub fn bird_up(lab: &mut Lab, ns: &str, conf: &str) -> Result<PathBuf> {
     require(&[("bird", "bird2"), ("birdc", "bird2")])?;
@@ -103,7 +118,7 @@ pub fn bird_up(lab: &mut Lab, ns: &str, conf: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     let conf_path = dir.join("bird.conf");
     std::fs::write(&conf_path, conf)?;
-    let sock = dir.join("bird.ctl");
+    let sock = bird_socket(lab, ns);
     let pid = dir.join("bird.pid");
     let out = lab
         .exec(ns, "bird")
