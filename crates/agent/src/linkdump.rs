@@ -21,6 +21,7 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_EXT_MASK: u16 = 29;
@@ -99,12 +100,13 @@ pub fn dump() -> Result<Vec<ObservedLink>, Error> {
                 RTM_NEWLINK if msg.len() >= 32 => {
                     let index = u32_at(msg, 20).unwrap_or(0);
                     let flags = u32_at(msg, 24).unwrap_or(0);
-                    let (mut name, mut link_kind, mut master, mut mac) =
-                        (String::new(), String::from("device"), None, None);
+                    let (mut name, mut link_kind, mut master, mut mac, mut mtu) =
+                        (String::new(), String::from("device"), None, None, None);
                     for (t, p) in attrs(&msg[32..]) {
                         match t {
                             IFLA_IFNAME => name = text(p),
                             IFLA_MASTER => master = u32_at(p, 0),
+                            IFLA_MTU => mtu = u32_at(p, 0),
                             IFLA_ADDRESS if p.len() == 6 => {
                                 mac = Some(
                                     p.iter()
@@ -131,6 +133,7 @@ pub fn dump() -> Result<Vec<ObservedLink>, Error> {
                         mac,
                         up: flags & IFF_UP != 0,
                         carrier: flags & IFF_LOWER_UP != 0,
+                        mtu,
                     };
                     raw.push((link, master));
                 }

@@ -284,6 +284,12 @@ impl Netlink {
                     .build();
                 self.handle.link().set(msg).execute().await.map_err(err)
             }
+            Action::SetMtu { name, mtu } => {
+                let msg = LinkUnspec::new_with_index(index(name)?)
+                    .mtu(u32::from(*mtu))
+                    .build();
+                self.handle.link().set(msg).execute().await.map_err(err)
+            }
             Action::SetUp { name } => {
                 let msg = LinkUnspec::new_with_index(index(name)?).up().build();
                 self.handle.link().set(msg).execute().await.map_err(err)
@@ -379,7 +385,7 @@ fn phase(a: &Action) -> u8 {
         Action::DeleteLink { .. } => 2,
         Action::CreateLink { .. } => 3,
         // Bridges first get their MAC, ports then join them.
-        Action::SetMac { .. } => 4,
+        Action::SetMac { .. } | Action::SetMtu { .. } => 4,
         Action::SetMaster { .. } => 5,
         Action::SetUp { .. } => 6,
         Action::AddAddress { .. } => 7,

@@ -34,6 +34,8 @@ pub struct ObservedLink {
     /// holds it open; for its veth, the peer is up (the container runs).
     #[serde(default)]
     pub carrier: bool,
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 /// What the agent reads from the kernel before deciding.
@@ -102,6 +104,10 @@ pub enum Action {
         name: String,
         mac: String,
     },
+    SetMtu {
+        name: String,
+        mtu: u16,
+    },
     SetUp {
         name: String,
     },
@@ -133,6 +139,7 @@ impl fmt::Display for Action {
                 None => write!(f, "~ link {name} nomaster"),
             },
             Action::SetMac { name, mac } => write!(f, "~ link {name} mac {mac}"),
+            Action::SetMtu { name, mtu } => write!(f, "~ link {name} mtu {mtu}"),
             Action::SetUp { name } => write!(f, "~ link {name} up"),
             Action::AddAddress { address } => write!(f, "+ {}", d::address(address)),
             Action::AddRoute { route } => write!(f, "+ {}", d::route(route)),
@@ -251,6 +258,12 @@ pub fn diff(plan: &NodePlan, observed: &Observed, owned: &Owned) -> Result<Vec<A
                         mac,
                     });
                 }
+                if let Some(mtu) = l.mtu {
+                    out.push(Action::SetMtu {
+                        name: l.name.clone(),
+                        mtu,
+                    });
+                }
                 out.push(Action::SetUp {
                     name: l.name.clone(),
                 });
@@ -268,6 +281,16 @@ pub fn diff(plan: &NodePlan, observed: &Observed, owned: &Owned) -> Result<Vec<A
                     out.push(Action::SetMac {
                         name: l.name.clone(),
                         mac,
+                    });
+                }
+                // The MTU changes in place, with the guest running (the
+                // hypervisor keeps the tap).
+                if let Some(mtu) = l.mtu
+                    && o.mtu != Some(u32::from(mtu))
+                {
+                    out.push(Action::SetMtu {
+                        name: l.name.clone(),
+                        mtu,
                     });
                 }
                 if !o.up {
@@ -389,6 +412,7 @@ mod tests {
                 peer: Some("vm1_g0".into()),
                 peer_mac: Some("52:54:00:00:00:01".into()),
                 vm: Some("vm1".into()),
+                mtu: Some(1500),
             }],
             addresses: vec![Address {
                 dev: "vm1_net0".into(),
@@ -419,6 +443,7 @@ mod tests {
             mac: Some("02:00:00:00:00:aa".into()),
             up: true,
             carrier: true,
+            mtu: None,
         }
     }
 
@@ -445,6 +470,7 @@ mod tests {
                 up: true,
                 // A running guest: its hypervisor holds the link.
                 carrier: true,
+                mtu: l.mtu.map(u32::from),
             });
         }
         o
@@ -462,8 +488,9 @@ mod tests {
         assert_eq!(
             text,
             [
-                "+ link vm1_net0 veth mac fe:00:00:00:00:01 peer vm1_g0 peer mac 52:54:00:00:00:01",
+                "+ link vm1_net0 veth mac fe:00:00:00:00:01 peer vm1_g0 peer mac 52:54:00:00:00:01 mtu 1500",
                 "~ link vm1_net0 mac fe:00:00:00:00:01",
+                "~ link vm1_net0 mtu 1500",
                 "~ link vm1_net0 up",
                 "+ address 10.0.0.1/32 dev vm1_net0",
                 // No route yet: a new link has no guest behind it.
@@ -498,6 +525,7 @@ mod tests {
             mac: None,
             up: true,
             carrier: false,
+            mtu: None,
         });
         o.links.push(ObservedLink {
             index: 51,
@@ -507,6 +535,7 @@ mod tests {
             mac: None,
             up: true,
             carrier: false,
+            mtu: None,
         });
         o.addresses.push(Address {
             dev: "docker0".into(),
@@ -529,6 +558,23 @@ mod tests {
         );
     }
 
+    /// A cluster's new MTU reaches a running guest's link in place: one
+    /// change, never a new link.
+    #[test]
+    fn a_changed_mtu_is_set_in_place() {
+        let mut p = plan();
+        let mut o = applied(&p);
+        p.links[0].mtu = Some(9000);
+        let got: Vec<String> = diff(&p, &o, &Owned::default())
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(got, ["~ link vm1_net0 mtu 9000"]);
+        o.links[1].mtu = Some(9000);
+        assert!(diff(&p, &o, &Owned::default()).unwrap().is_empty());
+    }
+
     fn peer(mac: &str) -> ObservedLink {
         ObservedLink {
             index: 60,
@@ -538,6 +584,7 @@ mod tests {
             mac: Some(mac.into()),
             up: false,
             carrier: false,
+            mtu: None,
         }
     }
 
@@ -740,6 +787,7 @@ mod tests {
             peer: None,
             peer_mac: None,
             vm: None,
+            mtu: None,
         });
         p.addresses = vec![Address {
             dev: "vmbr0".into(),

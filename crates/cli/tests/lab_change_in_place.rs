@@ -102,6 +102,20 @@ fn a_subnet_added_to_a_running_routing_node_carries_a_new_vm_without_loss() {
     assert!(lab.ping(&vm1, &addr1), "vm1 -> vm2's second NIC");
     assert_eq!(agent(&lab, &n1, "n1")["writes"], 0);
 
+    // The guests' MTU, changed in place: the running VMs' links take it
+    // (the same links: the steady pings lose nothing), and the next round
+    // has nothing to do.
+    vf(&lab, &["cluster", "set", "hz", "--mtu", "1400"]);
+    let r = agent(&lab, &n1, "n1");
+    assert!(
+        r["changes"].to_string().contains("vm1_net0 mtu 1400"),
+        "{r}"
+    );
+    let link = lab.ip(&n1, &["-j", "link", "show", "vm1_net0"]).unwrap();
+    assert!(link.contains("\"mtu\":1400"), "{link}");
+    assert!(lab.ping(&dc, "203.0.113.40"), "provider -> vm1 at MTU 1400");
+    assert_eq!(agent(&lab, &n1, "n1")["writes"], 0);
+
     let out = steady.wait_with_output().expect("ping");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(

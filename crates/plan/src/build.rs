@@ -24,6 +24,9 @@ pub struct PlanInput {
     pub vms: Vec<Vm>,
 }
 
+/// The MTU of a VM's interface when its cluster names none (Ethernet's).
+pub const DEFAULT_MTU: u16 = 1500;
+
 /// The MAC of a VM NIC's host side (see `Mac::host_side`).
 pub fn host_mac(guest: &Mac) -> String {
     guest.host_side().to_string()
@@ -113,6 +116,7 @@ pub fn build(input: &PlanInput) -> NodePlan {
                 peer,
                 peer_mac,
                 vm: Some(vm.name.clone()),
+                mtu: Some(c.mtu.unwrap_or(DEFAULT_MTU)),
             });
             let mut port = Port {
                 ifname: name,
@@ -167,6 +171,7 @@ fn switching(input: &PlanInput, plan: &mut NodePlan) {
         peer: None,
         peer_mac: None,
         vm: None,
+        mtu: None,
     });
     // The node's address keeps the prefix of the network it lies in.
     let len = node.address_prefix.unwrap_or_else(|| {
@@ -205,6 +210,7 @@ fn routing(input: &PlanInput, plan: &mut NodePlan) {
         peer: None,
         peer_mac: None,
         vm: None,
+        mtu: None,
     });
     plan.addresses.push(Address {
         dev: bridge.clone(),

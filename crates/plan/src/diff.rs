@@ -49,6 +49,9 @@ pub fn link(l: &Link) -> String {
     if let Some(m) = &l.peer_mac {
         s.push_str(&format!(" peer mac {m}"));
     }
+    if let Some(m) = l.mtu {
+        s.push_str(&format!(" mtu {m}"));
+    }
     s
 }
 

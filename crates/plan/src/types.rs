@@ -50,6 +50,11 @@ pub struct Link {
     /// The VM this interface belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<String>,
+    /// The MTU the agent keeps on the link: a VM's interface carries the
+    /// frames its guest was told it may send (the cluster's MTU, 1500 by
+    /// default). None: whatever the link has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
 }
 
 fn is_false(b: &bool) -> bool {
