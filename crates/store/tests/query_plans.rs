@@ -281,6 +281,11 @@ async fn workload(t: &TestStore) {
     for n in ["f002", "h03", "s1"] {
         s.plan_input(n).await.unwrap();
     }
+    // Block maps (the panel): a /25 address by address, runs of a /16
+    // and of a /64.
+    for ip in ["192.0.2.5", "10.64.0.0", "2001:db8:64::"] {
+        s.block_map(ip).await.unwrap();
+    }
     s.revision().await.unwrap();
     pages(async |p| s.changes(&Default::default(), &p).await).await;
     for since in [None, Some(1)] {
@@ -500,6 +505,7 @@ async fn workload(t: &TestStore) {
             .unwrap();
     }
     pages(async |p| s.agent_statuses(&p).await).await;
+    s.agent_status("f002").await.unwrap();
 }
 
 // --- plans ----------------------------------------------------------------

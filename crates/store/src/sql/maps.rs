@@ -1,8 +1,7 @@
 //! The map of a block, as the panel draws it: what each address is (up to
 //! a /22), or how many addresses of each state each run holds (larger
 //! blocks, at most 256 runs). Bounded work whatever the block's size: one
-//! scan of the block's holdings for blocks up to 65,536 addresses, and two
-//! indexed counts per run above.
+//! scan of at most 1,024 addresses, or two indexed counts per run.
 
 use std::collections::BTreeMap;
 
@@ -11,9 +10,6 @@ use vmfabric_model::view::{BlockMap, CellState, MAP_RUNS, MAP_SINGLE_MAX, MapCel
 use vmfabric_model::{Block, Error, Result};
 
 use super::{RowExt, SqlStore, Tx, db, kb};
-
-/// Blocks up to this size are read in one scan of their holdings.
-const SCAN_MAX: u128 = 65_536;
 
 /// What holds one address now.
 enum Held {
@@ -30,23 +26,13 @@ impl SqlStore {
             .ok_or_else(|| Error::not_found("block", format!("containing {addr}")))?;
         let exclusions = self.exclusions_of(tx, b.id).await?;
         let total = b.range.len();
-        let cells = if total <= SCAN_MAX {
+        let cells = if total <= MAP_SINGLE_MAX {
             let held = self.held_in(tx, b.range).await?;
             let cooling = self.cooling_in(tx, &b).await?;
-            if total <= MAP_SINGLE_MAX {
-                single_cells(&b, &exclusions, &held, &cooling)
-            } else {
-                let runs = runs_of(b.range);
-                runs.into_iter()
-                    .map(|r| {
-                        let used = count_in(&held, r, |h| matches!(h, Held::Vm(_)));
-                        let reserved = count_in(&held, r, |h| matches!(h, Held::Reserved(_)));
-                        let cool = cooling.range(r.first..=r.last).count() as u128;
-                        cell(r, used, reserved, cool, &exclusions)
-                    })
-                    .collect()
-            }
+            single_cells(&b, &exclusions, &held, &cooling)
         } else {
+            // Two indexed counts per run: the same work for a /21 and a
+            // /64, however many VMs the block holds.
             let now = self.now().0;
             let mut out = Vec::new();
             for r in runs_of(b.range) {
@@ -99,7 +85,7 @@ impl SqlStore {
     }
 
     /// Every holding in `r`, by address (bounded by the caller: at most
-    /// [`SCAN_MAX`] addresses).
+    /// [`MAP_SINGLE_MAX`] addresses).
     async fn held_in(&self, tx: &mut Tx, r: Range) -> Result<BTreeMap<Key, Held>> {
         let rows = sqlx::query(
             "SELECT address, kind, vm, nic_idx, note FROM allocations WHERE until IS NULL AND address >= $1 AND address <= $2",
@@ -162,10 +148,6 @@ fn runs_of(r: Range) -> Vec<Range> {
         first = last + 1;
     }
     out
-}
-
-fn count_in(held: &BTreeMap<Key, Held>, r: Range, f: impl Fn(&Held) -> bool) -> u128 {
-    held.range(r.first..=r.last).filter(|(_, h)| f(h)).count() as u128
 }
 
 /// A run's cell: what is excluded in it counts as system, the rest of
