@@ -144,14 +144,16 @@ fn create_and_start(
         "{vm}: {host_if} on {node} {} ms after the create request",
         created.elapsed().as_millis()
     );
-    vf.start_vm(lab, t, node, vm).unwrap();
-    // The agent reported the round that made it.
+    // The agent reported the round that made it (before the guest
+    // starts: its start wakes the agent for a round of its own, whose
+    // report replaces this one).
     let applied = lab.wait_for(Duration::from_secs(10), || {
         c.reports(lab)
             .iter()
             .any(|a| a["node"] == node && a["report"]["changes"].to_string().contains(&host_if))
     });
     assert!(applied, "{node} reported the change: {:?}", c.reports(lab));
+    vf.start_vm(lab, t, node, vm).unwrap();
     ip
 }
 
