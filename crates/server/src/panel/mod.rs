@@ -466,6 +466,7 @@ async fn home_page(c: &Ctl, r: &Reader, q: &HashMap<String, String>, n: &Notice)
                     (view::field("VM gateway (ip-fabric)", "vm-gateway", "", n, Some("e.g. 10.0.0.1"), false))
                     (view::field("Route reflectors (ip-fabric)", "route-reflector", "", n, Some("ADDRESS:ASN, comma-separated, e.g. 172.16.0.2:65000, 172.16.0.3:65000"), false))
                     (view::field("BGP community (ip-fabric)", "bgp-community", "", n, Some("e.g. 65000:100"), false))
+                    (view::field("ASN (ip-fabric)", "asn", "", n, Some("default: the reflectors' ASN"), false))
                     (view::field("Nameservers", "nameserver", "", n, Some("for the guests, comma-separated"), false))
                 }))
             }
@@ -499,6 +500,7 @@ async fn create_cluster(State(c): State<Ctl>, headers: HeaderMap, body: Bytes) -
         vm_gateway: opt(&f, "vm-gateway"),
         bgp_community: opt(&f, "bgp-community"),
         route_reflectors: list(&f, "route-reflector"),
+        asn: opt(&f, "asn"),
         nameservers: list(&f, "nameserver"),
         ..ClusterInput::default()
     };
@@ -956,6 +958,7 @@ async fn node_page(
             @for (b, m) in &maps {
                 section {
                     h3 { (b.text()) " " span.hint { "(" (b.role.as_str()) ")" } }
+                    (view::map_counts(m))
                     (view::block_map(m))
                 }
             }

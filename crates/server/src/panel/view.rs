@@ -249,6 +249,26 @@ pub fn legend() -> Markup {
     }
 }
 
+/// A block's counts from its map (the node page, which has no usage page
+/// of its own).
+pub fn map_counts(m: &BlockMap) -> Markup {
+    let sum = |f: fn(&vmfabric_model::view::MapCell) -> u128| m.cells.iter().map(f).sum::<u128>();
+    let counts = [
+        sum(|c| c.used),
+        sum(|c| c.reserved),
+        sum(|c| c.cooling),
+        sum(|c| c.system),
+        sum(|c| c.free),
+    ];
+    let total: u128 = counts.iter().copied().fold(0u128, u128::saturating_add);
+    html! {
+        table {
+            thead { tr { @for h in USAGE_HEADS { th { (h) } } } }
+            tbody { tr { @for n in counts { td.num { (n) } } td.num { (total) } } }
+        }
+    }
+}
+
 /// A block's map: a cell per address (or per run), each naming what it
 /// is when hovered or focused; and, for screen readers and text browsers,
 /// the list of what is held.
