@@ -346,6 +346,28 @@ fn the_panel_walks_the_seed_examples_in_a_real_browser() {
         64,
         "one cell per address of the two /27s"
     );
+    // Keyboard: the map is one tab stop, arrow keys walk it and the
+    // tooltip follows the focus.
+    let first = b.find(".map .cell");
+    b.script("document.querySelector('.map .cell').focus(); return 1;");
+    b.call(
+        "POST",
+        &format!("/element/{first}/value"),
+        Some(json!({"text": "\u{E014}\u{E014}"})),
+    );
+    assert_eq!(
+        b.script("return document.activeElement.getAttribute('title')"),
+        json!("192.0.2.2: system — address of node kvm1")
+    );
+    assert_eq!(
+        b.script("return document.querySelector('.tip').textContent"),
+        json!("192.0.2.2: system — address of node kvm1")
+    );
+    assert_eq!(
+        b.script("return document.querySelectorAll('.map .cell[tabindex=\"0\"]').length"),
+        json!(2),
+        "one tab stop per map"
+    );
     b.shot("networks");
     let nets = api(&url, &admin, "/networks?cluster=sw");
     assert_eq!(nets["items"].as_array().unwrap().len(), 2);

@@ -246,6 +246,7 @@ pub fn legend() -> Markup {
                 li { span class=(format!("cell {}", s.as_str())) aria-hidden="true" {} (state_label(s)) }
             }
         }
+        p.hint { "Hover over or focus a cell to see who holds it; in a map, arrow keys move from cell to cell." }
     }
 }
 
