@@ -1288,7 +1288,7 @@ async fn migrate_vm(
     let result = match require(&r.token, Access::Operate) {
         Ok(()) => acting(&r.token, c.store.migrate_vm(&name, text(&f, "to")))
             .await
-            .map_err(|e| rename_field(e, &["node", "vm", "type"], "to")),
+            .map_err(|e| rename_field(e, &["node"], "to")),
         Err(e) => Err(e),
     };
     let to = format!("/vms/{}", enc(&name));
