@@ -427,7 +427,23 @@ fn the_panel_walks_the_seed_examples_in_a_real_browser() {
     ips.sort();
     let want: Vec<String> = (40..48).map(|i| format!("203.0.113.{i}")).collect();
     assert_eq!(ips, want);
+    // The node's agent, as it reports itself.
+    let report = json!({"changes": ["+ route 203.0.113.40/32 dev web0_net0"], "failures": [],
+        "sessions": [{"peer": "198.51.100.2", "family": "ipv4", "state": "Established", "prefixes_sent": 8}]});
+    let (code, _, text) = http(
+        "POST",
+        &format!("{url}/api/v1/nodes/hz1/status"),
+        Some(&admin),
+        &[],
+        Some(&report),
+    );
+    assert_eq!(code, 200, "{text}");
     b.go(&format!("{url}/nodes/hz1"));
+    let agent = b.source();
+    assert!(
+        agent.contains("Established") && agent.contains("8 prefixes sent"),
+        "{agent}"
+    );
     assert_eq!(
         b.count(".map .cell"),
         8 + 256,

@@ -900,18 +900,17 @@ async fn node_page(
         maps.push((b, u));
     }
     let report = status.as_ref().map(|s| &s.report);
-    let sessions: Vec<(String, String)> = report
+    // (peer, family, state, prefixes sent), as the agent reports them.
+    let sessions: Vec<(String, String, String, u64)> = report
         .and_then(|r| r["sessions"].as_array())
         .map(|a| {
             a.iter()
                 .map(|s| {
                     (
-                        s["neighbor"]
-                            .as_str()
-                            .or(s["peer"].as_str())
-                            .unwrap_or("?")
-                            .to_string(),
+                        s["peer"].as_str().unwrap_or("?").to_string(),
+                        s["family"].as_str().unwrap_or_default().to_string(),
                         s["state"].as_str().unwrap_or("?").to_string(),
+                        s["prefixes_sent"].as_u64().unwrap_or(0),
                     )
                 })
                 .collect()
@@ -947,7 +946,7 @@ async fn node_page(
                         }
                         dt { "BGP sessions" } dd {
                             @if sessions.is_empty() { "none" }
-                            @for (peer, state) in &sessions { code { (peer) } " " span class=(if state == "Established" { "pill ok" } else { "pill bad" }) { (state) } " " }
+                            @for (peer, family, state, sent) in &sessions { code { (peer) } " " (family) " " span class=(if state == "Established" { "pill ok" } else { "pill bad" }) { (state) } " " (sent) " prefixes sent" br; }
                         }
                     }
                 }
