@@ -534,6 +534,19 @@ fn the_panel_walks_the_seed_examples_in_a_real_browser() {
         "nothing changed"
     );
 
+    // Another site cannot sign a browser in, even with a valid token.
+    let (code, _, page) = http(
+        "POST",
+        &format!("{url}/login"),
+        None,
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("origin", "https://evil.example"),
+        ],
+        None,
+    );
+    assert_eq!(code, 403, "{page}");
+    assert!(page.contains("did not come from this panel"), "{page}");
     // Without a session, a post only leads to the sign-in page.
     let (_, _, page) = http(
         "POST",

@@ -151,15 +151,7 @@ async fn posted(
         .unwrap_or_default()
         .into_iter()
         .collect();
-    let same_site = match (headers.get(header::ORIGIN), headers.get(header::HOST)) {
-        (Some(o), Some(h)) => o
-            .to_str()
-            .ok()
-            .and_then(|o| o.split_once("://").map(|(_, rest)| rest.to_string()))
-            .is_some_and(|o| Some(o.as_str()) == h.to_str().ok()),
-        _ => true,
-    };
-    if !same_site || form.get("csrf") != Some(&r.csrf) {
+    if !same_site(headers) || form.get("csrf") != Some(&r.csrf) {
         return Err(html_page(
             StatusCode::FORBIDDEN,
             view::page(
@@ -173,6 +165,19 @@ async fn posted(
         ));
     }
     Ok((r, form))
+}
+
+/// Whether a post comes from this site, when the browser says where it
+/// comes from (every current browser does for posts).
+fn same_site(headers: &HeaderMap) -> bool {
+    match (headers.get(header::ORIGIN), headers.get(header::HOST)) {
+        (Some(o), Some(h)) => o
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://").map(|(_, rest)| rest.to_string()))
+            .is_some_and(|o| Some(o.as_str()) == h.to_str().ok()),
+        _ => true,
+    }
 }
 
 fn text<'a>(f: &'a HashMap<String, String>, k: &str) -> &'a str {
@@ -328,7 +333,16 @@ fn login_form(notice: &Notice) -> Markup {
     )
 }
 
-async fn login(State(c): State<Ctl>, body: Bytes) -> Response {
+async fn login(State(c): State<Ctl>, headers: HeaderMap, body: Bytes) -> Response {
+    // Another site must not sign a browser in (with its own token).
+    if !same_site(&headers) {
+        return html_page(
+            StatusCode::FORBIDDEN,
+            login_form(&Notice::error(Error::Forbidden {
+                detail: "this sign-in did not come from this panel's page".into(),
+            })),
+        );
+    }
     let form: HashMap<String, String> =
         serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
             .unwrap_or_default()
