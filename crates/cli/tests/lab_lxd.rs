@@ -76,6 +76,27 @@ fn quiet_round(lab: &Lab, ns: &str, node: &str, when: &str) {
     assert_eq!(r["changes"], json!([]), "{when}: {r}");
 }
 
+/// The round after the container started or stopped (the lab's agents run
+/// once each, not as daemons woken by the link): in ip-fabric it adds or
+/// withdraws the VM's routes and nothing else (a stopped guest is not
+/// announced); in the other types nothing changes.
+fn guest_round(lab: &Lab, ns: &str, node: &str, host_if: &str, fabric: bool, when: &str) {
+    let r = agent(lab, ns, node);
+    assert_eq!(r["failures"], json!([]), "{when}: {r}");
+    let changes = r["changes"].as_array().cloned().unwrap_or_default();
+    if fabric {
+        assert!(
+            !changes.is_empty()
+                && changes.iter().all(|c| c
+                    .as_str()
+                    .is_some_and(|c| c.contains("route ") && c.contains(host_if))),
+            "{when}: only the VM's routes change: {r}"
+        );
+    } else {
+        assert_eq!(r["changes"], json!([]), "{when}: {r}");
+    }
+}
+
 fn one_container_per_type(case: &Case) {
     let t0 = Instant::now();
     let image = lxd::image().unwrap();
@@ -85,6 +106,9 @@ fn one_container_per_type(case: &Case) {
     let mut t = (case.world)(&mut lab, &vf_).unwrap();
     for (vm, node) in case.others {
         vf_.start_vm(&mut lab, &mut t, node, vm).unwrap();
+        // A started guest's routes come with its node's next round.
+        let r = agent(&lab, t.ns(node), node);
+        assert_eq!(r["failures"], json!([]), "{vm} started: {r}");
     }
     let (vm, node) = ("vm1", "n1");
     let n1 = t.ns(node).to_string();
@@ -109,6 +133,9 @@ fn one_container_per_type(case: &Case) {
         .unwrap_or_else(|e| panic!("lxc start with the rendered config: {e}\n{config}"));
 
     let outside = t.ns(case.outside).to_string();
+    let fabric = case.outside == "core";
+    let host_if = nic.host_interface.to_string();
+    guest_round(&lab, &n1, node, &host_if, fabric, "container started");
     if case.outside == "core" {
         // IP-fabric: the core reaches the VMs once BGP has their routes.
         let mut vms = vec![vm];
@@ -194,10 +221,11 @@ fn one_container_per_type(case: &Case) {
         Some(nic.mac.clone()),
         "the peer is back on the node with the VM's MAC"
     );
-    quiet_round(&lab, &n1, node, "container stopped");
+    guest_round(&lab, &n1, node, &host_if, fabric, "container stopped");
     // And again: the same pair carries the restarted container.
     let t3 = Instant::now();
     lxd.start_container(vm).unwrap();
+    guest_round(&lab, &n1, node, &host_if, fabric, "container restarted");
     assert!(
         lab.wait_for(BOOT, || lab.ping_once(&outside, &v4)),
         "{}: {vm} unreachable after a restart",
