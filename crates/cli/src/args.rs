@@ -45,6 +45,11 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Settings file (TOML); flags and environment variables win over it
+    /// [default: /etc/vmfabric/vmfabric.toml when it exists]
+    #[arg(long, global = true, env = "VMFABRIC_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -104,6 +109,66 @@ pub enum Command {
     /// Benchmarks (results go to BENCHMARKS.md)
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// The database's schema version, upgrades, backups
+    #[command(subcommand)]
+    Db(DbCmd),
+    /// The configuration file
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Shell completions and man pages, from these definitions (packaging)
+    #[command(subcommand, hide = true)]
+    Generate(GenerateCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCmd {
+    /// The schema version of the database and of this vmfabric, and the
+    /// migrations pending
+    Status,
+    /// Bring the database to this vmfabric's schema, after a backup
+    Migrate {
+        /// Where the backup goes [default: next to a SQLite file,
+        /// DB.schema-N-TIME.bak; PostgreSQL: ./vmfabric-schema-N-TIME.dump]
+        #[arg(long, value_name = "FILE", conflicts_with = "no_backup")]
+        backup: Option<PathBuf>,
+        /// Migrate without a backup first
+        #[arg(long)]
+        no_backup: bool,
+    },
+    /// A consistent copy of the database while the controller runs and
+    /// writes (SQLite: VACUUM INTO; PostgreSQL: pg_dump --format=custom)
+    Backup {
+        /// The copy (must not exist)
+        file: PathBuf,
+    },
+    /// Replace the SQLite database with a backup (stop the controller and
+    /// agents first); the replaced file is kept beside it
+    Restore {
+        /// A file of `db backup`
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Every setting's effective value (secrets masked) and where it came
+    /// from: command line, environment, file and line, or default
+    Show,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateCmd {
+    /// A shell's completion script, on stdout
+    Completions { shell: Shell },
+    /// Man pages (vmfabric.1 and one per subcommand) into a folder
+    Man { dir: PathBuf },
 }
 
 #[derive(Debug, Args)]

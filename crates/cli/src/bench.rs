@@ -39,7 +39,7 @@ fn row(name: &str, lat: &mut [Duration], total: Duration, ops: usize) -> Row {
 }
 
 async fn fabric_store(path: PathBuf, cidr: &str, exclude: &[&str]) -> Result<SqlStore> {
-    fabric_setup(SqlStore::open_sqlite(&path).await?, cidr, exclude).await
+    fabric_setup(SqlStore::init_sqlite(&path).await?, cidr, exclude).await
 }
 
 /// The benchmarks' world on `s`: ip-fabric cluster `bench` with one
@@ -97,7 +97,7 @@ pub async fn store(count: usize, batch: usize, dir: Option<PathBuf>) -> Result<O
     // one VM (one allocation) per commit on a /16 and on a /8. Interleaved,
     // so all three see the same machine at the same moments.
     {
-        let commit = SqlStore::open_sqlite(&dir.join("commit.db")).await?;
+        let commit = SqlStore::init_sqlite(&dir.join("commit.db")).await?;
         let p = commit.pool();
         let db = |e: sqlx::Error| Error::storage(e);
         sqlx::query("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)")

@@ -247,7 +247,7 @@ pub async fn fabric(vms: usize) -> Result<Out> {
         ns.insert(short, n);
     }
     let db = lab.dir.join("vmfabric.db");
-    let s = SqlStore::open_sqlite(&db).await?;
+    let s = SqlStore::init_sqlite(&db).await?;
     s.create_cluster(&ClusterInput {
         name: "fab".into(),
         network_type: "ip-fabric".into(),

@@ -28,7 +28,7 @@ pub async fn changes(count: usize, dir: Option<PathBuf>) -> Result<Out> {
         .map_err(|e| Error::invalid("dir", dir.display(), format!("cannot create: {e}")))?;
     let path = dir.join("changes.db");
     let _ = std::fs::remove_file(&path);
-    let s = fabric_setup(SqlStore::open_sqlite(&path).await?, "198.18.0.0/16", &[]).await?;
+    let s = fabric_setup(SqlStore::init_sqlite(&path).await?, "198.18.0.0/16", &[]).await?;
     s.create_cluster(&ClusterInput {
         name: "hz".into(),
         network_type: "routing".into(),

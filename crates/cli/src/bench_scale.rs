@@ -134,7 +134,7 @@ async fn commit(s: &SqlStore, reqs: &mut Vec<VmRequest>) -> Result<()> {
 
 /// The installation at `url`, built unless it already has this shape.
 async fn installation(url: &str, nodes: &[usize], per_node: usize) -> Result<()> {
-    let s = SqlStore::open(url, Arc::new(SystemClock)).await?;
+    let s = SqlStore::init(url, Arc::new(SystemClock)).await?;
     if let Ok(c) = s.cluster(CLUSTER).await {
         let want = (nodes.len() * per_node) as u64;
         if c.nodes == nodes.len() as u64 && c.vms >= want {

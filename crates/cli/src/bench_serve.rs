@@ -49,7 +49,7 @@ impl Drop for Serve {
 
 async fn setup(url: &str) -> Result<SqlStore> {
     let s = crate::bench::fabric_setup(
-        SqlStore::open(url, Arc::new(SystemClock)).await?,
+        SqlStore::init(url, Arc::new(SystemClock)).await?,
         "10.0.0.0/8",
         &[],
     )

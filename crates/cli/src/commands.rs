@@ -42,18 +42,22 @@ pub fn remote(cli: &Cli, url: &str) -> Result<vmfabric_client::RemoteStore> {
 }
 
 /// The database the user means: `--db`/`$VMFABRIC_DB` (a path or a URL),
-/// else the default file in the user's data directory. A database file
-/// that does not exist is created only when `create` (`vmfabric init`,
-/// `serve --init`): a mistyped `--db` must not start an empty installation.
-pub async fn open(db: Option<&str>, create: bool) -> Result<SqlStore> {
+/// else the default file in the user's data directory.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Url(String),
+    File(PathBuf),
+}
+
+pub fn target(db: Option<&str>) -> Result<Target> {
     if let Some(d) = db {
         if ["sqlite:", "postgres:", "postgresql:"]
             .iter()
             .any(|p| d.starts_with(p))
         {
-            return SqlStore::open(d, Arc::new(SystemClock)).await;
+            return Ok(Target::Url(d.to_string()));
         }
-        return open_file(&PathBuf::from(d), create).await;
+        return Ok(Target::File(PathBuf::from(d)));
     }
     let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         Some(x) => PathBuf::from(x),
@@ -68,18 +72,35 @@ pub async fn open(db: Option<&str>, create: bool) -> Result<SqlStore> {
             }
         },
     };
-    open_file(&base.join("vmfabric").join("vmfabric.db"), create).await
+    Ok(Target::File(base.join("vmfabric").join("vmfabric.db")))
 }
 
-async fn open_file(path: &std::path::Path, create: bool) -> Result<SqlStore> {
-    if !create && !path.exists() {
+/// A database file that must exist: a mistyped `--db` must not start an
+/// empty installation.
+pub fn existing(path: &std::path::Path) -> Result<()> {
+    if !path.exists() {
         return Err(Error::invalid(
             "db",
             path.display(),
             "no database here: `vmfabric init` creates one (check --db or $VMFABRIC_DB for a typo)",
         ));
     }
-    SqlStore::open_sqlite(path).await
+    Ok(())
+}
+
+/// The store on the database the user means, which must have this
+/// binary's schema. Only with `create` (`vmfabric init`, `serve --init`)
+/// is a database file created, or a new database given its schema.
+pub async fn open(db: Option<&str>, create: bool) -> Result<SqlStore> {
+    match target(db)? {
+        Target::Url(url) if create => SqlStore::init(&url, Arc::new(SystemClock)).await,
+        Target::Url(url) => SqlStore::open(&url, Arc::new(SystemClock)).await,
+        Target::File(path) if create => SqlStore::init_sqlite(&path).await,
+        Target::File(path) => {
+            existing(&path)?;
+            SqlStore::open_sqlite(&path).await
+        }
+    }
 }
 
 pub async fn run(mut cli: Cli) -> Result<Out> {
@@ -112,6 +133,7 @@ pub async fn run(mut cli: Cli) -> Result<Out> {
                 format!("{where_} is ready (revision {revision})\n"),
             );
         }
+        Command::Db(c) => return crate::db::run(&cli, c).await,
         Command::Bench(BenchCmd::Store { count, batch, dir }) => {
             return crate::bench::store(count, batch, dir).await;
         }
@@ -179,6 +201,9 @@ pub async fn run(mut cli: Cli) -> Result<Out> {
         | Command::Agent(_)
         | Command::Lab(_)
         | Command::Serve(_)
+        | Command::Db(_)
+        | Command::Config(_)
+        | Command::Generate(_)
         | Command::Init => Err(Error::storage("unreachable")),
     }
 }

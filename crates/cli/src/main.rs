@@ -8,6 +8,8 @@ mod bench_changes;
 mod bench_scale;
 mod bench_serve;
 mod commands;
+mod config;
+mod db;
 mod lab;
 mod listing;
 mod plans;
@@ -100,9 +102,9 @@ fn wants_json(args: &[String]) -> bool {
         || args.iter().any(|a| a == "--output=json")
 }
 
-fn main() -> ExitCode {
-    let raw: Vec<String> = std::env::args().collect();
-    // The version names the build's commit and the schema it writes.
+/// The command line as clap sees it, with the version naming the build's
+/// commit and the schema it writes (also for completions and man pages).
+fn command() -> clap::Command {
     let version: &'static str = Box::leak(
         format!(
             "{} (commit {}, schema {})",
@@ -112,11 +114,44 @@ fn main() -> ExitCode {
         )
         .into_boxed_str(),
     );
-    let parsed = <Cli as clap::CommandFactory>::command()
-        .version(version)
-        .try_get_matches_from(&raw)
-        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
-    let cli = match parsed {
+    <Cli as clap::CommandFactory>::command().version(version)
+}
+
+/// `vmfabric generate`: what packaging installs, made from the same
+/// definitions as the parser so it cannot drift from it.
+fn generate(g: &args::GenerateCmd) -> Result<Out, Error> {
+    use clap_complete::Shell;
+    match g {
+        args::GenerateCmd::Completions { shell } => {
+            let shell = match shell {
+                args::Shell::Bash => Shell::Bash,
+                args::Shell::Zsh => Shell::Zsh,
+                args::Shell::Fish => Shell::Fish,
+            };
+            clap_complete::generate(shell, &mut command(), "vmfabric", &mut std::io::stdout());
+            Ok(Out::streamed())
+        }
+        args::GenerateCmd::Man { dir } => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::invalid("dir", dir.display(), format!("cannot create: {e}")))?;
+            clap_mangen::generate_to(command(), dir).map_err(|e| {
+                Error::invalid("dir", dir.display(), format!("cannot write the pages: {e}"))
+            })?;
+            Out::new(
+                &serde_json::json!({"dir": dir}),
+                format!("man pages in {}\n", dir.display()),
+            )
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().collect();
+    let parsed = command().try_get_matches_from(&raw).and_then(|m| {
+        let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&m)?;
+        Ok((cli, m))
+    });
+    let (mut cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) => {
             let usage = !matches!(
@@ -132,6 +167,28 @@ fn main() -> ExitCode {
             return ExitCode::from(if usage { 2 } else { 0 });
         }
     };
+    let format = cli.output;
+    if let args::Command::Generate(g) = &cli.command {
+        return finish(format, generate(g));
+    }
+    // The configuration file fills in what neither a flag nor the
+    // environment said; `config show` reports the result.
+    let file = config::load(cli.config.as_deref());
+    if let args::Command::Config(args::ConfigCmd::Show) = &cli.command {
+        return finish(
+            format,
+            file.and_then(|f| {
+                let shown = config::show(&matches, &f);
+                Out::new(
+                    &serde_json::json!({"file": f.path, "settings": shown}),
+                    config::show_text(&f, &shown),
+                )
+            }),
+        );
+    }
+    if let Err(e) = file.and_then(|f| config::apply(&mut cli, &matches, &f)) {
+        return finish(format, Err(e));
+    }
     let format = cli.output;
     if matches!(
         cli.command,
@@ -166,7 +223,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    finish(format, runtime.block_on(commands::run(cli)))
+}
+
+/// Print what a command produced (or its error) and say how it went.
+fn finish(format: Format, result: Result<Out, Error>) -> ExitCode {
+    match result {
         Ok(out) if out.streamed => ExitCode::SUCCESS,
         Ok(out) => {
             let mut stdout = std::io::stdout().lock();

@@ -46,7 +46,7 @@ pub async fn run(a: TourArgs) -> Result<Out> {
             p
         }
     };
-    let s = SqlStore::open_sqlite(&path).await?;
+    let s = SqlStore::init_sqlite(&path).await?;
     let mut t = format!(
         "vmfabric tour: a fresh SQLite database at {}{}\n",
         path.display(),

@@ -135,6 +135,9 @@ async fn call(
 fn two_controllers_32_clients_and_a_kill() {
     let pg = PgDb::new("soak");
     let db = pg.url.clone();
+    // A new database gets its schema from init; every other command
+    // refuses a database without one.
+    vf(&db, &["init"]);
     vf(&db, FABRIC_CLUSTER);
     vf(&db, &["network", "add", "fab", "198.51.100.0/26"]);
     vf(

@@ -1,3 +1,4 @@
+-- no-transaction
 -- A VM's cluster is its node's: vms.cluster_id repeated it, and its
 -- foreign key made deleting a cluster scan every VM of the installation
 -- (an index for it would cost every VM create one more page, measured).

@@ -1,6 +1,5 @@
 //! The SQL implementation of [`Store`](crate::Store) for SQLite and PostgreSQL.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
@@ -8,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyPool, AssertSqlSafe, Row, SqlSafeStr};
+use sqlx::{AnyPool, AssertSqlSafe, Row};
 use vmfabric_ipam::{Key, key};
 use vmfabric_model::{Error, Result, Timestamp};
 
@@ -24,10 +22,12 @@ mod dialect;
 mod impl_store;
 mod maps;
 mod nodes;
+mod schema;
 mod tokens;
 mod tx;
 mod vms;
 
+pub use schema::{PendingMigration, SchemaState, SchemaStatus, schema_version};
 pub use tokens::{TOKEN_PREFIX, well_formed_token};
 
 /// Which database is behind the pool.
@@ -163,7 +163,11 @@ impl Counters {
     }
 }
 
-/// `url` without its password, for messages.
+/// `url` without its password, for messages and `config show`.
+pub fn redacted_url(url: &str) -> String {
+    redacted(url)
+}
+
 fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
@@ -244,159 +248,6 @@ async fn probe(opts: &AnyConnectOptions, dialect: Dialect, url: &str) -> Result<
     Ok(())
 }
 
-/// The schema version this binary writes: its newest migration.
-pub fn schema_version() -> i64 {
-    migrator(Dialect::Sqlite)
-        .migrations
-        .iter()
-        .map(|m| m.version)
-        .max()
-        .unwrap_or(0)
-}
-
-fn migrator(dialect: Dialect) -> Migrator {
-    // (description, SQL, whether it runs in its own transaction)
-    let files: [(&str, &str, bool); 9] = match dialect {
-        Dialect::Sqlite => [
-            (
-                "init",
-                include_str!("../../migrations/sqlite/0001_init.sql"),
-                false,
-            ),
-            (
-                "virtualization and uplink mac",
-                include_str!("../../migrations/sqlite/0002_virtualization_uplink_mac.sql"),
-                false,
-            ),
-            (
-                "controller",
-                include_str!("../../migrations/sqlite/0003_controller.sql"),
-                false,
-            ),
-            (
-                "vm create path",
-                include_str!("../../migrations/sqlite/0004_vm_create_path.sql"),
-                false,
-            ),
-            (
-                "reads at scale",
-                include_str!("../../migrations/sqlite/0005_reads_at_scale.sql"),
-                false,
-            ),
-            (
-                "vm cluster from node",
-                include_str!("../../migrations/sqlite/0006_vm_cluster_from_node.sql"),
-                true,
-            ),
-            (
-                "change log actor",
-                include_str!("../../migrations/sqlite/0007_change_log_actor.sql"),
-                false,
-            ),
-            (
-                "node token identity",
-                include_str!("../../migrations/sqlite/0008_node_token_identity.sql"),
-                false,
-            ),
-            (
-                "guest dns and mtu",
-                include_str!("../../migrations/sqlite/0009_guest_dns_mtu.sql"),
-                false,
-            ),
-        ],
-        Dialect::Postgres => [
-            (
-                "init",
-                include_str!("../../migrations/postgres/0001_init.sql"),
-                false,
-            ),
-            (
-                "virtualization and uplink mac",
-                include_str!("../../migrations/postgres/0002_virtualization_uplink_mac.sql"),
-                false,
-            ),
-            (
-                "controller",
-                include_str!("../../migrations/postgres/0003_controller.sql"),
-                false,
-            ),
-            (
-                "vm create path",
-                include_str!("../../migrations/postgres/0004_vm_create_path.sql"),
-                false,
-            ),
-            (
-                "reads at scale",
-                include_str!("../../migrations/postgres/0005_reads_at_scale.sql"),
-                false,
-            ),
-            (
-                "vm cluster from node",
-                include_str!("../../migrations/postgres/0006_vm_cluster_from_node.sql"),
-                false,
-            ),
-            (
-                "change log actor",
-                include_str!("../../migrations/postgres/0007_change_log_actor.sql"),
-                false,
-            ),
-            (
-                "node token identity",
-                include_str!("../../migrations/postgres/0008_node_token_identity.sql"),
-                false,
-            ),
-            (
-                "guest dns and mtu",
-                include_str!("../../migrations/postgres/0009_guest_dns_mtu.sql"),
-                false,
-            ),
-        ],
-    };
-    let migrations = files
-        .iter()
-        .zip(1i64..)
-        .map(|((description, sql, own_tx), version)| {
-            Migration::new(
-                version,
-                Cow::Borrowed(*description),
-                MigrationType::Simple,
-                AssertSqlSafe(*sql).into_sql_str(),
-                *own_tx,
-            )
-        })
-        .collect();
-    Migrator {
-        migrations: Cow::Owned(migrations),
-        ..Migrator::DEFAULT
-    }
-}
-
-/// Whether every migration of this binary is applied, with the same text,
-/// and nothing else: one query, instead of the migrator's several (with a
-/// lock on PostgreSQL) on every command. Anything else (a new database,
-/// pending, changed or unknown migrations) goes to the migrator, which
-/// applies or refuses.
-async fn up_to_date(pool: &AnyPool, migrator: &Migrator) -> bool {
-    let Ok(rows) = sqlx::query(
-        "SELECT version, checksum, CAST(success AS INTEGER) AS ok FROM _sqlx_migrations ORDER BY version",
-    )
-    .fetch_all(pool)
-    .await
-    else {
-        return false;
-    };
-    let want: Vec<(i64, &[u8])> = migrator
-        .iter()
-        .map(|m| (m.version, m.checksum.as_ref()))
-        .collect();
-    rows.len() == want.len()
-        && rows.iter().zip(&want).all(|(r, (v, sum))| {
-            r.try_get::<i64, _>("version").ok() == Some(*v)
-                && r.try_get::<Vec<u8>, _>("checksum").ok().as_deref() == Some(*sum)
-                && r.try_get::<i64, _>("ok").ok() == Some(1)
-        })
-}
-
 /// Percent-encode the characters a SQLite URL path cannot carry as is.
 fn sqlite_url(path: &Path) -> String {
     let mut url = String::from("sqlite://");
@@ -412,95 +263,159 @@ fn sqlite_url(path: &Path) -> String {
     url
 }
 
-impl SqlStore {
-    /// Open (creating if needed) the SQLite database file at `path`.
-    pub async fn open_sqlite(path: &Path) -> Result<SqlStore> {
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::invalid(
-                    "db",
-                    path.display(),
-                    format!("cannot create the folder {}: {e}", dir.display()),
-                )
-            })?;
+/// Which database a URL names.
+fn dialect_of(url: &str) -> Result<Dialect> {
+    if url.starts_with("sqlite:") {
+        Ok(Dialect::Sqlite)
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Dialect::Postgres)
+    } else {
+        Err(Error::invalid(
+            "database",
+            redacted(url),
+            "the database is a sqlite:// or postgres:// URL",
+        ))
+    }
+}
+
+/// The folder of a SQLite file, created when missing.
+fn sqlite_folder(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::invalid(
+                "db",
+                path.display(),
+                format!("cannot create the folder {}: {e}", dir.display()),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// A database whatever its schema, for the commands that look at or
+/// change the schema itself (`vmfabric db`): no store works on it.
+#[derive(Debug)]
+pub struct Database {
+    pool: AnyPool,
+    dialect: Dialect,
+    url: String,
+}
+
+impl Database {
+    pub async fn connect(url: &str) -> Result<Database> {
+        let (pool, dialect) = connect(url).await?;
+        Ok(Database {
+            pool,
+            dialect,
+            url: url.to_string(),
+        })
+    }
+
+    pub async fn connect_sqlite(path: &Path) -> Result<Database> {
+        Database::connect(&sqlite_url(path)).await
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The URL without its password.
+    pub fn shown(&self) -> String {
+        redacted(&self.url)
+    }
+
+    pub async fn status(&self) -> Result<SchemaStatus> {
+        schema::status(&self.pool, self.dialect, &schema::migrator(self.dialect)).await
+    }
+
+    /// Apply every pending migration; refused on a database that is
+    /// ahead of this binary or damaged. Returns the status afterwards.
+    pub async fn migrate(&self) -> Result<SchemaStatus> {
+        let before = self.status().await?;
+        match before.state {
+            SchemaState::Current => return Ok(before),
+            SchemaState::Behind | SchemaState::Fresh => {}
+            SchemaState::Ahead | SchemaState::Damaged => {
+                before.require_current(&self.url)?;
+            }
         }
+        schema::apply(&self.pool, &schema::migrator(self.dialect)).await?;
+        self.status().await
+    }
+
+    /// A consistent copy of a SQLite database at `dest` while others
+    /// write to it (PostgreSQL: pg_dump).
+    pub async fn backup(&self, dest: &Path) -> Result<()> {
+        if self.dialect != Dialect::Sqlite {
+            return Err(Error::invalid(
+                "db",
+                self.shown(),
+                "db backup copies a SQLite database; for PostgreSQL use pg_dump (see the README)",
+            ));
+        }
+        schema::vacuum_into(&self.pool, dest).await
+    }
+
+    /// Write everything (the WAL too) into the main file, for a database
+    /// that is about to be moved aside.
+    pub async fn checkpoint(&self) -> Result<()> {
+        if self.dialect == Dialect::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+}
+
+impl SqlStore {
+    /// Open the SQLite database file at `path`, which must have this
+    /// binary's schema.
+    pub async fn open_sqlite(path: &Path) -> Result<SqlStore> {
+        sqlite_folder(path)?;
         SqlStore::open(&sqlite_url(path), Arc::new(SystemClock)).await
     }
 
+    /// Open the SQLite database file at `path`, creating it (and its
+    /// schema) when new: `vmfabric init`, the tour, benchmarks.
+    pub async fn init_sqlite(path: &Path) -> Result<SqlStore> {
+        sqlite_folder(path)?;
+        SqlStore::init(&sqlite_url(path), Arc::new(SystemClock)).await
+    }
+
     /// Open the database at `url` (`sqlite://PATH?mode=rwc` or
-    /// `postgres://…`), migrate it to the current schema, and use `clock`.
+    /// `postgres://…`) with `clock`. It must have exactly this binary's
+    /// schema: an older one is refused with `vmfabric db migrate` to run,
+    /// a newer one (or none) is refused too, and nothing is written.
     pub async fn open(url: &str, clock: Arc<dyn Clock>) -> Result<SqlStore> {
-        sqlx::any::install_default_drivers();
-        let dialect = if url.starts_with("sqlite:") {
-            Dialect::Sqlite
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Dialect::Postgres
-        } else {
-            return Err(Error::invalid(
-                "database",
-                url,
-                "the database is a sqlite:// or postgres:// URL",
-            ));
+        SqlStore::open_with(url, clock, false).await
+    }
+
+    /// As [`SqlStore::open`], and a database without any schema gets this
+    /// binary's (a new installation, a test's database).
+    pub async fn init(url: &str, clock: Arc<dyn Clock>) -> Result<SqlStore> {
+        SqlStore::open_with(url, clock, true).await
+    }
+
+    async fn open_with(url: &str, clock: Arc<dyn Clock>, init: bool) -> Result<SqlStore> {
+        let (pool, dialect) = connect(url).await?;
+        let migrator = schema::migrator(dialect);
+        let status = schema::status(&pool, dialect, &migrator).await;
+        let ready = match status {
+            Ok(s) if init && s.state == SchemaState::Fresh => schema::apply(&pool, &migrator).await,
+            Ok(s) => s.require_current(url),
+            Err(e) => Err(e),
         };
-        let opts: AnyConnectOptions = url
-            .parse()
-            .map_err(|e| Error::invalid("database", url, format!("not a database URL: {e}")))?;
-        probe(&opts, dialect, url).await?;
-        let pool = AnyPoolOptions::new()
-            // SQLite has one writer; more connections only wait on its lock.
-            .max_connections(if dialect == Dialect::Sqlite { 1 } else { 16 })
-            .acquire_timeout(Duration::from_secs(30))
-            // An embedded database has no connection to lose; a ping per
-            // acquire would cost a round trip to the driver's thread.
-            .test_before_acquire(dialect != Dialect::Sqlite)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        // WAL + FULL: every acknowledged commit is on disk
-                        // before the call returns, even across power loss.
-                        // Statement journals (savepoints, multi-row
-                        // upserts) stay in memory. One round trip to the
-                        // driver's thread for all of them: a command that
-                        // opens the database pays each one.
-                        sqlx::raw_sql(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON; \
-                             PRAGMA temp_store = MEMORY",
-                        )
-                        .execute(&mut *conn)
-                        .await?;
-                    } else {
-                        // Plans here are too short-lived for JIT compiling
-                        // to pay off (it cost ~30 ms per batch, measured).
-                        // Every statement of the store finds its rows by
-                        // key. A plan cached while a table was nearly empty
-                        // (a new installation) scanned it whole, and kept
-                        // doing so as it grew, until the next ANALYZE: a VM
-                        // create cost grew with the number of VMs (14 ms at
-                        // 20,000, measured). No statement starts parallel
-                        // workers either: starting one cost 5 ms of a
-                        // node's 6 ms plan at 200,000 VMs (EXPLAIN ANALYZE).
-                        sqlx::raw_sql(
-                            "SET jit = off; SET enable_seqscan = off; \
-                             SET max_parallel_workers_per_gather = 0",
-                        )
-                        .execute(&mut *conn)
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(opts)
-            .await
-            .map_err(|e| Error::storage(format!("cannot open the database: {e}")))?;
-        let migrator = migrator(dialect);
-        if !up_to_date(&pool, &migrator).await {
-            migrator
-                .run(&pool)
-                .await
-                .map_err(|e| Error::storage(format!("cannot migrate the database: {e}")))?;
+        if let Err(e) = ready {
+            pool.close().await;
+            return Err(e);
         }
         let mut store = SqlStore {
             pool,
@@ -511,7 +426,67 @@ impl SqlStore {
         store.seed = store.installation_seed().await?;
         Ok(store)
     }
+}
 
+/// A pool on `url`, checked at once for the reasons it could not work.
+async fn connect(url: &str) -> Result<(AnyPool, Dialect)> {
+    sqlx::any::install_default_drivers();
+    let dialect = dialect_of(url)?;
+    let opts: AnyConnectOptions = url
+        .parse()
+        .map_err(|e| Error::invalid("database", url, format!("not a database URL: {e}")))?;
+    probe(&opts, dialect, url).await?;
+    let pool = AnyPoolOptions::new()
+        // SQLite has one writer; more connections only wait on its lock.
+        .max_connections(if dialect == Dialect::Sqlite { 1 } else { 16 })
+        .acquire_timeout(Duration::from_secs(30))
+        // An embedded database has no connection to lose; a ping per
+        // acquire would cost a round trip to the driver's thread.
+        .test_before_acquire(dialect != Dialect::Sqlite)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if dialect == Dialect::Sqlite {
+                    // WAL + FULL: every acknowledged commit is on disk
+                    // before the call returns, even across power loss.
+                    // Statement journals (savepoints, multi-row
+                    // upserts) stay in memory. One round trip to the
+                    // driver's thread for all of them: a command that
+                    // opens the database pays each one.
+                    sqlx::raw_sql(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON; \
+                             PRAGMA temp_store = MEMORY",
+                    )
+                    .execute(&mut *conn)
+                    .await?;
+                } else {
+                    // Plans here are too short-lived for JIT compiling
+                    // to pay off (it cost ~30 ms per batch, measured).
+                    // Every statement of the store finds its rows by
+                    // key. A plan cached while a table was nearly empty
+                    // (a new installation) scanned it whole, and kept
+                    // doing so as it grew, until the next ANALYZE: a VM
+                    // create cost grew with the number of VMs (14 ms at
+                    // 20,000, measured). No statement starts parallel
+                    // workers either: starting one cost 5 ms of a
+                    // node's 6 ms plan at 200,000 VMs (EXPLAIN ANALYZE).
+                    sqlx::raw_sql(
+                        "SET jit = off; SET enable_seqscan = off; \
+                             SET max_parallel_workers_per_gather = 0",
+                    )
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(opts)
+        .await
+        .map_err(|e| Error::storage(format!("cannot open the database: {e}")))?;
+    Ok((pool, dialect))
+}
+
+impl SqlStore {
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }

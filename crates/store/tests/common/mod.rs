@@ -62,7 +62,7 @@ pub async fn store() -> TestStore {
     let path = dir.path().join("test.db");
     let clock = clock();
     let url = format!("sqlite://{}?mode=rwc", path.display());
-    let store = SqlStore::open(&url, clock.clone() as Arc<dyn Clock>)
+    let store = SqlStore::init(&url, clock.clone() as Arc<dyn Clock>)
         .await
         .unwrap();
     TestStore {
@@ -97,7 +97,7 @@ pub async fn pg_store() -> TestStore {
         None => panic!("VMFABRIC_TEST_POSTGRES is not a URL"),
     };
     let clock = clock();
-    let store = SqlStore::open(&url, clock.clone() as Arc<dyn Clock>)
+    let store = SqlStore::init(&url, clock.clone() as Arc<dyn Clock>)
         .await
         .unwrap();
     TestStore {
