@@ -276,6 +276,9 @@ fn fabric_cluster() -> Cluster {
         cooldown: Some("1h".into()),
         reuse: Some("first-free".into()),
         virtualization: Some("lxd".into()),
+        nameservers: vec!["192.0.2.53".into(), "2001:db8::53".into()],
+        search_domains: vec!["example.com".into()],
+        mtu: Some("1400".into()),
         ..ClusterInput::default()
     }
     .validate()
@@ -358,6 +361,8 @@ fn routing_node() -> Node {
         ipv6: Some("2a01:4f8:13b:9a7::2/64".into()),
         uplink_mac: Some("96:f7:b7:55:42:3d".into()),
         ndp_proxy: Some("ndppd".into()),
+        nameservers: vec!["213.133.98.98".into()],
+        search_domains: vec!["fsn1.example.com".into()],
         ..NodeInput::default()
     }
     .validate(&routing_cluster())
