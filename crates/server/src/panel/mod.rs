@@ -24,7 +24,7 @@ use maud::{Markup, html};
 use vmfabric_model::view::Usage;
 use vmfabric_model::{
     Access, Assignment, ClusterInput, Error, NetworkInput, NetworkPatch, NetworkType, NodeInput,
-    Result, Timestamp, TokenInfo, VmInput,
+    Result, Timestamp, VmInput,
 };
 use vmfabric_plan::files;
 use vmfabric_store::{AddressFilter, ListAll, NodeBlockKind, PageRequest};
@@ -227,9 +227,15 @@ async fn outcome<T>(
     }
 }
 
-/// Run a store call as the reader (the change log names the token).
-async fn acting<F: std::future::Future>(t: &TokenInfo, f: F) -> F::Output {
-    vmfabric_store::acting_as(crate::actor(t), f).await
+/// Run a store call as the reader, if its role has `access` (the API's
+/// rule for the same call); the change log names the token.
+async fn allowed<T>(
+    r: &Reader,
+    access: Access<'_>,
+    f: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    require(&r.token, access)?;
+    vmfabric_store::acting_as(crate::actor(&r.token), f).await
 }
 
 /// Render the panel page at `path` (a form's page) with `notice`.
@@ -518,10 +524,7 @@ async fn create_cluster(State(c): State<Ctl>, headers: HeaderMap, body: Bytes) -
         nameservers: list(&f, "nameserver"),
         ..ClusterInput::default()
     };
-    let result = match require(&r.token, Access::Admin) {
-        Ok(()) => acting(&r.token, c.store.create_cluster(&input)).await,
-        Err(e) => Err(e),
-    };
+    let result = allowed(&r, Access::Admin, c.store.create_cluster(&input)).await;
     let to = match &result {
         Ok(cl) => format!("/clusters/{}", enc(&cl.name)),
         Err(_) => "/".to_string(),
@@ -697,10 +700,7 @@ async fn add_network(
         gateway: opt(&f, "gateway"),
         ..NetworkInput::default()
     };
-    let result = match require(&r.token, Access::Admin) {
-        Ok(()) => acting(&r.token, c.store.add_network(&name, &input)).await,
-        Err(e) => Err(e),
-    };
+    let result = allowed(&r, Access::Admin, c.store.add_network(&name, &input)).await;
     let to = format!("/clusters/{}", enc(&name));
     outcome(&c, &r, &to, result, |v| {
         format!("Added network {}.", v.block.text())
@@ -718,16 +718,12 @@ async fn remove_network(
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let result = match require(&r.token, Access::Admin) {
-        Ok(()) => {
-            acting(
-                &r.token,
-                c.store.remove_network(&name, text(&f, "cidr"), false),
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
+    let result = allowed(
+        &r,
+        Access::Admin,
+        c.store.remove_network(&name, text(&f, "cidr"), false),
+    )
+    .await;
     let to = format!("/clusters/{}", enc(&name));
     outcome(&c, &r, &to, result, |v| {
         format!("Removed network {}.", v.block.text())
@@ -751,16 +747,12 @@ async fn set_network(
         remove_exclusions: list(&f, "include"),
         ..NetworkPatch::default()
     };
-    let result = match require(&r.token, Access::Admin) {
-        Ok(()) => {
-            acting(
-                &r.token,
-                c.store.update_network(&name, text(&f, "cidr"), &patch),
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
+    let result = allowed(
+        &r,
+        Access::Admin,
+        c.store.update_network(&name, text(&f, "cidr"), &patch),
+    )
+    .await;
     let to = format!("/clusters/{}", enc(&name));
     outcome(&c, &r, &to, result, |v| {
         format!("Changed network {}.", v.block.text())
@@ -786,10 +778,7 @@ async fn add_node(
         ipv6: opt(&f, "ipv6"),
         ..NodeInput::default()
     };
-    let result = match require(&r.token, Access::Admin) {
-        Ok(()) => acting(&r.token, c.store.add_node(&name, &input)).await,
-        Err(e) => Err(e),
-    };
+    let result = allowed(&r, Access::Admin, c.store.add_node(&name, &input)).await;
     let to = match &result {
         Ok(v) => format!("/nodes/{}", enc(&v.node.name)),
         Err(_) => format!("/clusters/{}", enc(&name)),
@@ -1010,12 +999,9 @@ async fn add_node_block(
     } else {
         NodeBlockKind::Subnet
     };
-    let result = match require(&r.token, Access::Admin) {
-        Ok(()) => acting(&r.token, c.store.add_node_block(&name, kind, &b))
-            .await
-            .map_err(|e| rename_field(e, &["cidr", "range", "subnet"], "block")),
-        Err(e) => Err(e),
-    };
+    let result = allowed(&r, Access::Admin, c.store.add_node_block(&name, kind, &b))
+        .await
+        .map_err(|e| rename_field(e, &["cidr", "range", "subnet"], "block"));
     let to = format!("/nodes/{}", enc(&name));
     outcome(&c, &r, &to, result, |_| format!("Node {name} now has {b}.")).await
 }
@@ -1030,17 +1016,13 @@ async fn add_node_ipv6(
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let result = match require(&r.token, Access::Admin) {
-        Ok(()) => {
-            acting(
-                &r.token,
-                c.store
-                    .add_node_ipv6(&name, text(&f, "ipv6"), opt(&f, "gateway").as_deref()),
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
+    let result = allowed(
+        &r,
+        Access::Admin,
+        c.store
+            .add_node_ipv6(&name, text(&f, "ipv6"), opt(&f, "gateway").as_deref()),
+    )
+    .await;
     let to = format!("/nodes/{}", enc(&name));
     outcome(&c, &r, &to, result, |_| {
         format!("Node {name} now has IPv6 {}.", text(&f, "ipv6"))
@@ -1075,16 +1057,12 @@ async fn reserve(State(c): State<Ctl>, headers: HeaderMap, body: Bytes) -> Respo
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let result = match require(&r.token, Access::Operate) {
-        Ok(()) => {
-            acting(
-                &r.token,
-                c.store.reserve(text(&f, "ip"), opt(&f, "note").as_deref()),
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
+    let result = allowed(
+        &r,
+        Access::Operate,
+        c.store.reserve(text(&f, "ip"), opt(&f, "note").as_deref()),
+    )
+    .await;
     let to = back(&f, "/");
     outcome(&c, &r, &to, result, |a| format!("Reserved {}.", a.address)).await
 }
@@ -1094,12 +1072,9 @@ async fn release(State(c): State<Ctl>, headers: HeaderMap, body: Bytes) -> Respo
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let result = match require(&r.token, Access::Operate) {
-        Ok(()) => acting(&r.token, c.store.release(text(&f, "release-ip")))
-            .await
-            .map_err(|e| rename_field(e, &["ip", "address"], "release-ip")),
-        Err(e) => Err(e),
-    };
+    let result = allowed(&r, Access::Operate, c.store.release(text(&f, "release-ip")))
+        .await
+        .map_err(|e| rename_field(e, &["ip", "address"], "release-ip"));
     let to = back(&f, "/");
     outcome(&c, &r, &to, result, |x| {
         format!("Released {}; usable again at {}.", x.address, x.usable_at)
@@ -1208,10 +1183,12 @@ async fn create_vm(State(c): State<Ctl>, headers: HeaderMap, body: Bytes) -> Res
         ipv6: f.contains_key("ipv6"),
         ..VmInput::default()
     };
-    let result = match require(&r.token, Access::Operate) {
-        Ok(()) => acting(&r.token, c.store.create_vm(text(&f, "cluster"), &input)).await,
-        Err(e) => Err(e),
-    };
+    let result = allowed(
+        &r,
+        Access::Operate,
+        c.store.create_vm(text(&f, "cluster"), &input),
+    )
+    .await;
     let to = match &result {
         Ok(vm) => format!("/vms/{}", enc(&vm.name)),
         Err(_) => "/vms".to_string(),
@@ -1298,12 +1275,13 @@ async fn migrate_vm(
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let result = match require(&r.token, Access::Operate) {
-        Ok(()) => acting(&r.token, c.store.migrate_vm(&name, text(&f, "to")))
-            .await
-            .map_err(|e| rename_field(e, &["node"], "to")),
-        Err(e) => Err(e),
-    };
+    let result = allowed(
+        &r,
+        Access::Operate,
+        c.store.migrate_vm(&name, text(&f, "to")),
+    )
+    .await
+    .map_err(|e| rename_field(e, &["node"], "to"));
     let to = format!("/vms/{}", enc(&name));
     outcome(&c, &r, &to, result, |vm| {
         format!("VM {} now runs on {}.", vm.name, vm.node)
@@ -1321,10 +1299,7 @@ async fn delete_vm(
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let result = match require(&r.token, Access::Operate) {
-        Ok(()) => acting(&r.token, c.store.delete_vm(&name)).await,
-        Err(e) => Err(e),
-    };
+    let result = allowed(&r, Access::Operate, c.store.delete_vm(&name)).await;
     let to = match &result {
         Ok(_) => "/vms".to_string(),
         Err(_) => format!("/vms/{}", enc(&name)),
